@@ -1,0 +1,142 @@
+//! Commands the replicated log carries, and the outcomes applying them produces.
+//!
+//! Every command arrives wrapped in a [`Request`] that carries the time the leader stamped on
+//! it (`now_ms`), so applying a command never reads a clock. Ids (jobs, events, transactions)
+//! are derived inside `apply` from counters in the state, so they are identical on every replica.
+
+use crate::ids::JobId;
+use crate::job::JobSpec;
+use crate::node_run::RunResult;
+use crate::plan::Plan;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Longest client request id accepted for deduplication.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+
+/// A command plus the context the leader adds when it proposes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Set by whoever submits a command that must not apply twice (e.g. a job submission
+    /// retried across a leader failover). A repeat returns the first outcome unchanged.
+    pub request_id: Option<String>,
+    /// Milliseconds since the Unix epoch, stamped by the proposing node. The state machine
+    /// never lets its clock go backwards (it keeps the maximum it has seen).
+    pub now_ms: u64,
+    pub command: Command,
+}
+
+/// A dispatch decision: start `node_index` of `job_id`, as attempt `attempt`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunStart {
+    pub job_id: JobId,
+    pub node_index: u32,
+    /// Must be the node's current attempt + 1; a decision made on stale state is refused.
+    pub attempt: u32,
+}
+
+/// How a run ended, as its agent (or the leader, for lost agents) reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// The run completed (Puppet exit 0 or 2; command exit 0).
+    Finished(RunResult),
+    /// The run completed and reported failures (Puppet exit 4 or 6; command exit non-zero).
+    Failed(RunResult),
+    /// The run could not be carried out (agent busy, disabled, unreachable, runner missing).
+    Errored { message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Sets the cluster's id once; it prefixes every transaction id so ids never collide with
+    /// another cluster's (PE's job ids did, in agents' spools).
+    SetClusterId {
+        cluster_id: String,
+    },
+    SubmitJob {
+        spec: JobSpec,
+        plan: Plan,
+    },
+    /// Idempotent: stopping a terminal job changes nothing and reports its node counts.
+    StopJob {
+        job_id: JobId,
+    },
+    /// The leader's scheduler decisions. Each is re-checked against the state it applies to.
+    StartRuns {
+        runs: Vec<RunStart>,
+    },
+    ReportRun {
+        transaction_id: String,
+        outcome: RunOutcome,
+    },
+    /// An agent opened a session on orchestrator node `via_node`.
+    AgentConnected {
+        certname: String,
+        via_node: u64,
+    },
+    /// The session of `certname` on `via_node` ended. Ignored if the agent has since
+    /// connected elsewhere.
+    AgentDisconnected {
+        certname: String,
+        via_node: u64,
+    },
+    /// Drops job records that ended before `finished_before_ms` (history retention).
+    PruneJobs {
+        finished_before_ms: u64,
+    },
+    /// Carries only time: lets the leader advance the replicated clock.
+    Tick,
+}
+
+/// A run the state machine started: everything the agent's session node needs to deliver it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedRun {
+    pub job_id: JobId,
+    pub node: String,
+    pub attempt: u32,
+    pub transaction_id: String,
+}
+
+/// Why a command changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("unknown job {0}")]
+    UnknownJob(JobId),
+    #[error("the cluster id is already set")]
+    ClusterIdAlreadySet,
+    #[error("the cluster id is not set yet")]
+    ClusterIdNotSet,
+    #[error("unknown transaction {0}")]
+    UnknownTransaction(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Done,
+    JobSubmitted {
+        job_id: JobId,
+    },
+    JobStopped {
+        job_id: JobId,
+        node_states: BTreeMap<String, u64>,
+    },
+    RunsStarted {
+        started: Vec<StartedRun>,
+        /// Decisions refused because the state had moved on (already started, job stopped...).
+        refused: u32,
+    },
+    ReportAccepted {
+        job_id: JobId,
+        node: String,
+    },
+    Pruned {
+        jobs: u64,
+    },
+    Rejected(Rejection),
+}

@@ -1,0 +1,26 @@
+//! porch-core: the pure heart of porch.
+//!
+//! - [`plan`]: a job's nodes and the dependency DAG between them, validated once.
+//! - [`command`]: what the replicated log carries ([`Request`] = command + leader time) and the
+//!   [`Outcome`] of applying it.
+//! - [`state`]: [`ClusterState::apply`], the deterministic state machine every replica runs.
+//! - [`job`], [`node_run`], [`inventory`]: the records the state holds.
+//!
+//! Nothing in this crate reads a clock, draws a random number or touches a socket or a file:
+//! the raft crate persists and replicates it, the node crate feeds it, the simulation checks it.
+
+pub mod command;
+pub mod ids;
+pub mod inventory;
+pub mod job;
+pub mod node_run;
+pub mod plan;
+pub mod request_log;
+pub mod state;
+
+pub use command::{Command, Outcome, Rejection, Request, RunOutcome, RunStart, StartedRun};
+pub use ids::{EventId, JobId};
+pub use job::{EventKind, Job, JobEvent, JobSpec, JobState, StatusEntry, Target};
+pub use node_run::{NodeRun, NodeState, RunResult};
+pub use plan::{ComponentPlacement, Plan, PlanError, PlannedNode};
+pub use state::ClusterState;

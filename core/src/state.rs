@@ -1,0 +1,444 @@
+//! The replicated state machine: `ClusterState::apply(request) -> Outcome`.
+//!
+//! `apply` is a plain function over data: no clock (time comes in the request), no randomness
+//! (ids come from counters here), no I/O. Every replica that applies the same log reaches the
+//! same state, byte for byte when serialized. It is also the last line of defence for every
+//! scheduling rule: a decision the leader proposed from stale state is refused here, so an
+//! applied log never contains a run that broke a dependency, a concurrency limit or a node's
+//! mutual exclusion.
+
+use crate::command::{Command, Outcome, Rejection, Request, RunOutcome, RunStart, StartedRun};
+use crate::ids::{EventId, JobId};
+use crate::inventory::Inventory;
+use crate::job::{EventKind, Job, JobEvent, JobSpec, JobState};
+use crate::node_run::{NodeRun, NodeState, RESULT_MESSAGE_BYTES_MAX, truncate_utf8};
+use crate::plan::Plan;
+use crate::request_log::RequestLog;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where a running transaction belongs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionRef {
+    pub job_id: JobId,
+    pub node_index: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    cluster_id: Option<String>,
+    /// The largest leader-stamped time applied so far.
+    clock_ms: u64,
+    next_job_id: u64,
+    next_event_id: u64,
+    jobs: BTreeMap<JobId, Job>,
+    /// Runs in flight by transaction id (index over `jobs`, kept for O(log n) reports).
+    in_flight: BTreeMap<String, TransactionRef>,
+    /// Certname -> transaction id of its run in flight: a node never runs two at once.
+    busy_nodes: BTreeMap<String, String>,
+    inventory: Inventory,
+    requests: RequestLog,
+}
+
+impl ClusterState {
+    pub fn new() -> ClusterState {
+        ClusterState {
+            next_job_id: 1,
+            next_event_id: 1,
+            ..ClusterState::default()
+        }
+    }
+
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    pub fn jobs(&self) -> &BTreeMap<JobId, Job> {
+        &self.jobs
+    }
+
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    pub fn in_flight(&self) -> &BTreeMap<String, TransactionRef> {
+        &self.in_flight
+    }
+
+    pub fn busy_nodes(&self) -> &BTreeMap<String, String> {
+        &self.busy_nodes
+    }
+
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    pub fn next_job_id(&self) -> JobId {
+        JobId(self.next_job_id)
+    }
+
+    /// Applies one request. Never panics on any input: a command that cannot apply returns
+    /// `Outcome::Rejected` and leaves the state as it was (apart from the clock).
+    pub fn apply(&mut self, request: Request) -> Outcome {
+        self.clock_ms = self.clock_ms.max(request.now_ms);
+        if let Some(id) = &request.request_id {
+            if let Some(previous) = self.requests.get(id) {
+                return previous.clone();
+            }
+        }
+        let outcome = self.apply_command(request.command);
+        if let Some(id) = request.request_id {
+            if id.len() <= crate::command::REQUEST_ID_BYTES_MAX {
+                self.requests.remember(id, outcome.clone(), self.clock_ms);
+            }
+        }
+        outcome
+    }
+
+    fn apply_command(&mut self, command: Command) -> Outcome {
+        match command {
+            Command::SetClusterId { cluster_id } => self.set_cluster_id(cluster_id),
+            Command::SubmitJob { spec, plan } => self.submit_job(spec, plan),
+            Command::StopJob { job_id } => self.stop_job(job_id),
+            Command::StartRuns { runs } => self.start_runs(runs),
+            Command::ReportRun {
+                transaction_id,
+                outcome,
+            } => self.report_run(&transaction_id, outcome),
+            Command::AgentConnected { certname, via_node } => {
+                self.inventory.connected(certname, via_node, self.clock_ms);
+                Outcome::Done
+            }
+            Command::AgentDisconnected { certname, via_node } => {
+                self.inventory
+                    .disconnected(&certname, via_node, self.clock_ms);
+                Outcome::Done
+            }
+            Command::PruneJobs { finished_before_ms } => self.prune_jobs(finished_before_ms),
+            Command::Tick => Outcome::Done,
+        }
+    }
+
+    fn set_cluster_id(&mut self, cluster_id: String) -> Outcome {
+        if self.cluster_id.is_some() {
+            return Outcome::Rejected(Rejection::ClusterIdAlreadySet);
+        }
+        if cluster_id.is_empty() || cluster_id.len() > 64 {
+            return Outcome::Rejected(Rejection::Invalid("cluster id must be 1-64 bytes".into()));
+        }
+        self.cluster_id = Some(cluster_id);
+        Outcome::Done
+    }
+
+    fn submit_job(&mut self, spec: JobSpec, plan: Plan) -> Outcome {
+        let id = JobId(self.next_job_id);
+        self.next_job_id += 1;
+        let now = self.clock_ms;
+        let runs = vec![NodeRun::new(); plan.len()];
+        let mut job = Job {
+            id,
+            spec,
+            plan,
+            runs,
+            status: Vec::new(),
+            events: Vec::new(),
+        };
+        // The plan was computed and validated before proposing, so the job is ready at once.
+        job.enter(JobState::New, now);
+        job.enter(JobState::Ready, now);
+        self.jobs.insert(id, job);
+        Outcome::JobSubmitted { job_id: id }
+    }
+
+    fn stop_job(&mut self, job_id: JobId) -> Outcome {
+        let now = self.clock_ms;
+        let Some(job) = self.jobs.get(&job_id) else {
+            return Outcome::Rejected(Rejection::UnknownJob(job_id));
+        };
+        if !job.state().is_terminal() && job.state() != JobState::Stopping {
+            let waiting: Vec<usize> = (0..job.runs.len())
+                .filter(|&i| job.runs[i].state == NodeState::New)
+                .collect();
+            for index in waiting {
+                self.skip_node(
+                    job_id,
+                    index,
+                    "the job was stopped before this node's run started".into(),
+                );
+            }
+            let job = self.jobs.get_mut(&job_id).expect("job checked above");
+            if job.runs_in_flight() > 0 {
+                job.enter(JobState::Stopping, now);
+            } else {
+                self.finish_job(job_id, JobState::Stopped);
+            }
+        }
+        let job = &self.jobs[&job_id];
+        Outcome::JobStopped {
+            job_id,
+            node_states: job
+                .node_states()
+                .into_iter()
+                .map(|(state, count)| (state.to_string(), count))
+                .collect(),
+        }
+    }
+
+    /// The transaction id of `attempt` of node `node_index` in `job_id`: unique across
+    /// clusters (cluster id), jobs, nodes and attempts.
+    pub fn transaction_id(&self, job_id: JobId, node_index: u32, attempt: u32) -> String {
+        format!(
+            "{}-{}-{}-{}",
+            self.cluster_id.as_deref().unwrap_or("porch"),
+            job_id,
+            node_index,
+            attempt
+        )
+    }
+
+    /// Why `start` cannot start now, or `None` if it can.
+    pub fn start_refusal(&self, start: &RunStart) -> Option<&'static str> {
+        let Some(job) = self.jobs.get(&start.job_id) else {
+            return Some("unknown job");
+        };
+        if !matches!(job.state(), JobState::Ready | JobState::Running) {
+            return Some("job is not running");
+        }
+        let Some(run) = job.runs.get(start.node_index as usize) else {
+            return Some("no such node in the plan");
+        };
+        if run.state != NodeState::New || start.attempt != run.attempt + 1 {
+            return Some("stale decision");
+        }
+        let node = &job.plan.nodes()[start.node_index as usize];
+        if node
+            .depends_on
+            .iter()
+            .any(|&dep| job.runs[dep as usize].state != NodeState::Finished)
+        {
+            return Some("a dependency has not finished");
+        }
+        if let Some(limit) = job.spec.concurrency {
+            if job.runs_in_flight() >= limit as usize {
+                return Some("job concurrency reached");
+            }
+        }
+        if self.busy_nodes.contains_key(&node.name) {
+            return Some("node is running another job");
+        }
+        None
+    }
+
+    fn start_runs(&mut self, runs: Vec<RunStart>) -> Outcome {
+        if self.cluster_id.is_none() {
+            return Outcome::Rejected(Rejection::ClusterIdNotSet);
+        }
+        let now = self.clock_ms;
+        let mut started = Vec::new();
+        let mut refused = 0u32;
+        for start in runs {
+            if self.start_refusal(&start).is_some() {
+                refused += 1;
+                continue;
+            }
+            let transaction_id = self.transaction_id(start.job_id, start.node_index, start.attempt);
+            let event_id = self.take_event_id();
+            let job = self
+                .jobs
+                .get_mut(&start.job_id)
+                .expect("checked by start_refusal");
+            let index = start.node_index as usize;
+            let name = job.plan.nodes()[index].name.clone();
+            let run = &mut job.runs[index];
+            run.state = NodeState::Running;
+            run.attempt = start.attempt;
+            run.transaction_id = Some(transaction_id.clone());
+            run.start_ms = Some(now);
+            job.enter(JobState::Running, now);
+            job.events.push(JobEvent {
+                id: event_id,
+                kind: EventKind::NodeRunning,
+                timestamp_ms: now,
+                node: Some(name.clone()),
+                message: format!("Started puppet run on {name} ..."),
+            });
+            self.in_flight.insert(
+                transaction_id.clone(),
+                TransactionRef {
+                    job_id: start.job_id,
+                    node_index: start.node_index,
+                },
+            );
+            self.busy_nodes.insert(name.clone(), transaction_id.clone());
+            started.push(StartedRun {
+                job_id: start.job_id,
+                node: name,
+                attempt: start.attempt,
+                transaction_id,
+            });
+        }
+        Outcome::RunsStarted { started, refused }
+    }
+
+    fn report_run(&mut self, transaction_id: &str, outcome: RunOutcome) -> Outcome {
+        // Only the current attempt of a run in flight is in `in_flight`: a stale attempt's or a
+        // duplicate report finds nothing here and changes nothing.
+        let Some(txn) = self.in_flight.remove(transaction_id) else {
+            return Outcome::Rejected(Rejection::UnknownTransaction(transaction_id.to_string()));
+        };
+        let now = self.clock_ms;
+        let event_id = self.take_event_id();
+        let job = self
+            .jobs
+            .get_mut(&txn.job_id)
+            .expect("in_flight only names live jobs");
+        let index = txn.node_index as usize;
+        let name = job.plan.nodes()[index].name.clone();
+        self.busy_nodes.remove(&name);
+        let run = &mut job.runs[index];
+        debug_assert_eq!(run.state, NodeState::Running);
+        run.finish_ms = Some(now);
+        let (state, kind, message) = match outcome {
+            RunOutcome::Finished(result) => {
+                run.result = Some(clip_result(result));
+                (
+                    NodeState::Finished,
+                    EventKind::NodeFinished,
+                    format!("Finished puppet run on {name} - Success!"),
+                )
+            }
+            RunOutcome::Failed(result) => {
+                run.result = Some(clip_result(result));
+                (
+                    NodeState::Failed,
+                    EventKind::NodeFailed,
+                    format!("Finished puppet run on {name} - Failed!"),
+                )
+            }
+            RunOutcome::Errored { message } => {
+                let message = truncate_utf8(message, RESULT_MESSAGE_BYTES_MAX);
+                run.message = Some(message.clone());
+                (
+                    NodeState::Errored,
+                    EventKind::NodeErrored,
+                    format!("Error running puppet on {name}: {message}"),
+                )
+            }
+        };
+        run.state = state;
+        job.events.push(JobEvent {
+            id: event_id,
+            kind,
+            timestamp_ms: now,
+            node: Some(name.clone()),
+            message,
+        });
+        if state != NodeState::Finished {
+            let reason = format!("skipped because {name} {}", state.as_str());
+            for dependent in job.plan.transitive_dependents(index) {
+                if self.jobs[&txn.job_id].runs[dependent].state == NodeState::New {
+                    self.skip_node(txn.job_id, dependent, reason.clone());
+                }
+            }
+        }
+        self.settle_job(txn.job_id);
+        Outcome::ReportAccepted {
+            job_id: txn.job_id,
+            node: name,
+        }
+    }
+
+    fn skip_node(&mut self, job_id: JobId, index: usize, reason: String) {
+        let now = self.clock_ms;
+        let event_id = self.take_event_id();
+        let job = self.jobs.get_mut(&job_id).expect("caller checked the job");
+        let name = job.plan.nodes()[index].name.clone();
+        let run = &mut job.runs[index];
+        debug_assert_eq!(run.state, NodeState::New);
+        run.state = NodeState::Skipped;
+        run.message = Some(reason.clone());
+        job.events.push(JobEvent {
+            id: event_id,
+            kind: EventKind::NodeSkipped,
+            timestamp_ms: now,
+            node: Some(name.clone()),
+            message: format!("Skipped puppet run on {name}: {reason}"),
+        });
+    }
+
+    /// Ends the job if every node is terminal.
+    fn settle_job(&mut self, job_id: JobId) {
+        let job = &self.jobs[&job_id];
+        if job.state().is_terminal() || !job.runs.iter().all(|r| r.state.is_terminal()) {
+            return;
+        }
+        let end = if job.state() == JobState::Stopping {
+            JobState::Stopped
+        } else if job_could_not_run(job) {
+            JobState::Failed
+        } else {
+            JobState::Finished
+        };
+        self.finish_job(job_id, end);
+    }
+
+    fn finish_job(&mut self, job_id: JobId, end: JobState) {
+        debug_assert!(end.is_terminal());
+        let now = self.clock_ms;
+        let event_id = self.take_event_id();
+        let job = self.jobs.get_mut(&job_id).expect("caller checked the job");
+        job.enter(end, now);
+        let (kind, message) = match end {
+            JobState::Stopped => (EventKind::JobAborted, format!("Job {job_id} was stopped")),
+            JobState::Failed => (
+                EventKind::JobFinished,
+                format!("Job {job_id} failed: no node could run"),
+            ),
+            _ => (EventKind::JobFinished, format!("Job {job_id} finished")),
+        };
+        job.events.push(JobEvent {
+            id: event_id,
+            kind,
+            timestamp_ms: now,
+            node: None,
+            message,
+        });
+    }
+
+    fn prune_jobs(&mut self, finished_before_ms: u64) -> Outcome {
+        let before = self.jobs.len();
+        self.jobs.retain(|_, job| {
+            !(job.state().is_terminal() && job.timestamp_ms() < finished_before_ms)
+        });
+        Outcome::Pruned {
+            jobs: (before - self.jobs.len()) as u64,
+        }
+    }
+
+    fn take_event_id(&mut self) -> EventId {
+        let id = EventId(self.next_event_id);
+        self.next_event_id += 1;
+        id
+    }
+}
+
+/// A job "failed" (rather than "finished") when not a single node could run Puppet: every node
+/// ended errored or skipped, and at least one errored. Node-level failures alone leave the job
+/// `finished`, as in PE.
+fn job_could_not_run(job: &Job) -> bool {
+    job.runs
+        .iter()
+        .all(|r| matches!(r.state, NodeState::Errored | NodeState::Skipped))
+        && job.runs.iter().any(|r| r.state == NodeState::Errored)
+}
+
+fn clip_result(mut result: crate::node_run::RunResult) -> crate::node_run::RunResult {
+    result.message = result
+        .message
+        .map(|m| truncate_utf8(m, RESULT_MESSAGE_BYTES_MAX));
+    result
+}

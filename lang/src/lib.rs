@@ -1,0 +1,1 @@
+//! porch-lang (being written).

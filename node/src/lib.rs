@@ -1,0 +1,1 @@
+//! porch-node (being written).

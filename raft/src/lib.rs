@@ -1,0 +1,1 @@
+//! porch-raft (being written).

@@ -1,0 +1,1 @@
+//! porch-simulation (being written).

@@ -1,0 +1,1 @@
+//! Support code for porch multi-process tests lives in tests/tests/support.
