@@ -140,3 +140,20 @@ pub enum Outcome {
     },
     Rejected(Rejection),
 }
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match &self.command {
+            Command::SetClusterId { .. } => "set_cluster_id",
+            Command::SubmitJob { .. } => "submit_job",
+            Command::StopJob { .. } => "stop_job",
+            Command::StartRuns { .. } => "start_runs",
+            Command::ReportRun { .. } => "report_run",
+            Command::AgentConnected { .. } => "agent_connected",
+            Command::AgentDisconnected { .. } => "agent_disconnected",
+            Command::PruneJobs { .. } => "prune_jobs",
+            Command::Tick => "tick",
+        };
+        write!(f, "{name}@{}", self.now_ms)
+    }
+}
