@@ -1,1 +1,24 @@
-//! porch-raft (being written).
+//! porch-raft: how porch's state is made durable and replicated.
+//!
+//! - [`types`]: openraft's type configuration (log entries carry `porch_core::Request`).
+//! - [`disk`]: the storage seam — ordered trees with an explicit flush; [`sled_disk`] in
+//!   production, [`sim_disk`] in the simulation (crash loses what was not flushed).
+//! - [`log_store`]: openraft's log storage over a disk, honouring its durability contract.
+//! - [`state_machine_store`]: the pure `ClusterState` behind openraft's state machine trait,
+//!   snapshots on the disk, and the [`state_machine_store::AppliedView`] the node reads.
+//! - [`network`]: raft RPC over tonic, behind a [`network::Dialer`] seam so the simulation can
+//!   run the same client over simulated sockets.
+
+pub mod disk;
+pub mod log_store;
+pub mod sim_disk;
+pub mod sled_disk;
+pub mod state_machine_store;
+pub mod types;
+
+pub use disk::Disk;
+pub use log_store::LogStore;
+pub use sim_disk::SimDisk;
+pub use sled_disk::SledDisk;
+pub use state_machine_store::{Applied, AppliedState, AppliedView, StateMachineStore};
+pub use types::{NodeId, PeerNode, Raft, TypeConfig};

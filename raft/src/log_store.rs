@@ -1,0 +1,188 @@
+//! openraft's log storage over a [`Disk`].
+//!
+//! Durability contract (openraft `RaftLogStorage`), and how it is kept:
+//! - `append`: entries are readable when `append` returns (one atomic batch), and the
+//!   `IOFlushed` callback fires only after a [`Disk::flush`] that covers them has completed.
+//! - `save_vote`: the vote is flushed before returning — a node must never vote twice in a term
+//!   because a vote was lost in a crash.
+//! - `truncate_after` / `purge`: one atomic batch each, then flushed. `purge` records the last
+//!   purged id *before* deleting, so a crash in between leaves stale entries below the purge
+//!   point (ignored) rather than a hole.
+//! - no holes: entries are only ever added at the tail and removed from either end.
+
+use crate::disk::{Disk, Tree, Write, corrupt, log_index, log_key};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
+use openraft::entry::RaftEntry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+const VOTE_KEY: &[u8] = b"vote";
+const COMMITTED_KEY: &[u8] = b"committed";
+const LAST_PURGED_KEY: &[u8] = b"last_purged";
+
+/// The raft log, vote and committed id of one node. Cheap to clone (clones share the disk).
+#[derive(Clone)]
+pub struct LogStore {
+    disk: Arc<dyn Disk>,
+}
+
+impl LogStore {
+    pub fn new(disk: Arc<dyn Disk>) -> LogStore {
+        LogStore { disk }
+    }
+
+    fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        match self.disk.get(Tree::Meta, key)? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes, "meta").map(Some),
+        }
+    }
+
+    fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> io::Result<()> {
+        self.disk
+            .write(Tree::Meta, vec![Write::Put(key.to_vec(), encode(value)?)])
+    }
+
+    fn last_purged(&self) -> io::Result<Option<LogId>> {
+        self.read_meta(LAST_PURGED_KEY)
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| io::Error::other(format!("cannot encode: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> io::Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(format!("corrupt {what} record: {e}")))
+}
+
+fn start_index<RB: RangeBounds<u64>>(range: &RB) -> u64 {
+    match range.start_bound() {
+        Bound::Included(&i) => i,
+        Bound::Excluded(&i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    }
+}
+
+/// `None` means "to the end".
+fn end_index<RB: RangeBounds<u64>>(range: &RB) -> Option<u64> {
+    match range.end_bound() {
+        Bound::Included(&i) => i.checked_add(1),
+        Bound::Excluded(&i) => Some(i),
+        Bound::Unbounded => None,
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let from = log_key(start_index(&range));
+        let to = end_index(&range).map(log_key);
+        let rows = self.disk.range(Tree::Log, &from, to.as_ref().map(|k| &k[..]))?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            let index = log_index(&key)?;
+            let entry: Entry = decode(&value, "log entry")?;
+            if entry.index() != index {
+                return Err(corrupt(format!("log entry at key {index} has index {}", entry.index())));
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.read_meta(VOTE_KEY)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id = self.last_purged()?;
+        let last_entry = match self.disk.last(Tree::Log)? {
+            None => None,
+            Some((_, value)) => Some(decode::<Entry>(&value, "log entry")?.log_id),
+        };
+        // Entries at or below the purge point may survive a crash mid-purge; they don't count.
+        let last_log_id = match (last_entry, last_purged_log_id) {
+            (Some(entry), Some(purged)) if entry.index() <= purged.index() => Some(purged),
+            (Some(entry), _) => Some(entry),
+            (None, purged) => purged,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.write_meta(VOTE_KEY, vote)?;
+        self.disk.flush().await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not flushed here: losing it only means re-applying from the snapshot after a crash,
+        // and the next flush (every append) makes it durable anyway.
+        self.write_meta(COMMITTED_KEY, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut writes = Vec::new();
+        for entry in entries {
+            writes.push(Write::Put(log_key(entry.index()).to_vec(), encode(&entry)?));
+        }
+        self.disk.write(Tree::Log, writes)?;
+        let flushed = self.disk.flush().await;
+        let result = flushed
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        callback.io_completed(flushed);
+        result
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
+        let keys = self.disk.range(Tree::Log, &log_key(from), None)?;
+        let writes = keys.into_iter().map(|(k, _)| Write::Delete(k)).collect();
+        self.disk.write(Tree::Log, writes)?;
+        self.disk.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        if let Some(purged) = self.last_purged()? {
+            if purged.index() >= log_id.index() {
+                return Ok(());
+            }
+        }
+        self.write_meta(LAST_PURGED_KEY, &log_id)?;
+        let keys = self
+            .disk
+            .range(Tree::Log, &log_key(0), Some(&log_key(log_id.index() + 1)))?;
+        let writes = keys.into_iter().map(|(k, _)| Write::Delete(k)).collect();
+        self.disk.write(Tree::Log, writes)?;
+        self.disk.flush().await
+    }
+}

@@ -1,0 +1,111 @@
+//! [`Disk`] on sled 0.34: one database, one sled tree per [`Tree`].
+//!
+//! sled buffers writes in memory and its background flusher would fsync every 500 ms by
+//! default. Acknowledging a raft append on that schedule loses acknowledged writes on power
+//! loss, so the background flusher is turned off and durability points are explicit:
+//! [`Disk::flush`] calls `flush_async`, which fsyncs sled's single log covering every tree.
+
+use crate::disk::{Disk, Tree, Write};
+use futures::future::BoxFuture;
+use std::io;
+use std::path::Path;
+
+pub struct SledDisk {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    snapshot: sled::Tree,
+}
+
+impl SledDisk {
+    /// Opens (or creates) the store under `dir`. Errors name the directory and what went wrong.
+    pub fn open(dir: &Path) -> io::Result<SledDisk> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| sled_error(dir, e))?;
+        let open_tree = |tree: Tree| db.open_tree(tree.name()).map_err(|e| sled_error(dir, e));
+        Ok(SledDisk {
+            log: open_tree(Tree::Log)?,
+            meta: open_tree(Tree::Meta)?,
+            snapshot: open_tree(Tree::Snapshot)?,
+            db,
+        })
+    }
+
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        match tree {
+            Tree::Log => &self.log,
+            Tree::Meta => &self.meta,
+            Tree::Snapshot => &self.snapshot,
+        }
+    }
+}
+
+fn sled_error(dir: &Path, error: sled::Error) -> io::Error {
+    match error {
+        sled::Error::Io(e) => io::Error::new(e.kind(), format!("{}: {e}", dir.display())),
+        sled::Error::Corruption { .. } => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: the sled store is corrupt ({error})", dir.display()),
+        ),
+        other => io::Error::other(format!("{}: {other}", dir.display())),
+    }
+}
+
+fn io_error(error: sled::Error) -> io::Error {
+    match error {
+        sled::Error::Io(e) => e,
+        sled::Error::Corruption { .. } => io::Error::new(io::ErrorKind::InvalidData, error.to_string()),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+impl Disk for SledDisk {
+    fn get(&self, tree: Tree, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.tree(tree).get(key).map_err(io_error)?.map(|v| v.to_vec()))
+    }
+
+    fn range(&self, tree: Tree, from: &[u8], to: Option<&[u8]>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let tree = self.tree(tree);
+        let iter = match to {
+            Some(to) => tree.range(from..to),
+            None => tree.range(from..),
+        };
+        iter.map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io_error))
+            .collect()
+    }
+
+    fn last(&self, tree: Tree) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .tree(tree)
+            .last()
+            .map_err(io_error)?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
+    fn write(&self, tree: Tree, writes: Vec<Write>) -> io::Result<()> {
+        let mut batch = sled::Batch::default();
+        for write in writes {
+            match write {
+                Write::Put(key, value) => batch.insert(key, value),
+                Write::Delete(key) => batch.remove(key),
+            }
+        }
+        self.tree(tree).apply_batch(batch).map_err(io_error)
+    }
+
+    fn flush(&self) -> BoxFuture<'static, io::Result<()>> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            db.flush_async().await.map_err(io_error)?;
+            Ok(())
+        })
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
