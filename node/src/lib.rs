@@ -1,1 +1,23 @@
-//! porch-node (being written).
+//! porch-node: one orchestrator node.
+//!
+//! - [`server`]: assembles a node from its seams ([`server::NodeEnv`]: clock, dialer, disk) and
+//!   serves raft RPC, cluster RPC and the HTTP API on one address.
+//! - [`consensus`]: commit through the leader from any node; linearizable read barrier;
+//!   membership; cluster status.
+//! - [`api`]: PE's Orchestrator API v1 over the applied state.
+//! - [`planner`]: a job's target resolved into its plan, once, before proposing.
+//! - [`housekeeping`]: leader-only timers.
+//!
+//! Data flow of a submission: HTTP `POST /command/deploy` on any node → validated, plan
+//! resolved → `Consensus::write` → (forwarded to) the leader, which stamps the time and
+//! proposes → committed → applied on every node by `porch_core::ClusterState::apply` → 202.
+
+pub mod api;
+pub mod clock;
+pub mod cluster_service;
+pub mod config;
+pub mod consensus;
+pub mod housekeeping;
+pub mod identity;
+pub mod planner;
+pub mod server;

@@ -53,7 +53,12 @@ pub trait Disk: Send + Sync + 'static {
     fn get(&self, tree: Tree, key: &[u8]) -> io::Result<Option<Vec<u8>>>;
 
     /// Entries with `from <= key < to` (`to = None`: to the end), in key order.
-    fn range(&self, tree: Tree, from: &[u8], to: Option<&[u8]>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn range(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
     /// The entry with the greatest key, if any.
     fn last(&self, tree: Tree) -> io::Result<Option<(Vec<u8>, Vec<u8>)>>;

@@ -22,3 +22,10 @@ pub use sim_disk::SimDisk;
 pub use sled_disk::SledDisk;
 pub use state_machine_store::{Applied, AppliedState, AppliedView, StateMachineStore};
 pub use types::{NodeId, PeerNode, Raft, TypeConfig};
+pub mod network;
+pub mod raft_service;
+
+/// Generated gRPC code for the internal protocol (`proto/porch.proto`).
+pub mod proto {
+    tonic::include_proto!("porch.internal.v1");
+}

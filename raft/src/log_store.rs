@@ -12,9 +12,9 @@
 
 use crate::disk::{Disk, Tree, Write, corrupt, log_index, log_key};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
-use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
 use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -86,13 +86,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, io::Error> {
         let from = log_key(start_index(&range));
         let to = end_index(&range).map(log_key);
-        let rows = self.disk.range(Tree::Log, &from, to.as_ref().map(|k| &k[..]))?;
+        let rows = self
+            .disk
+            .range(Tree::Log, &from, to.as_ref().map(|k| &k[..]))?;
         let mut entries = Vec::with_capacity(rows.len());
         for (key, value) in rows {
             let index = log_index(&key)?;
             let entry: Entry = decode(&value, "log entry")?;
             if entry.index() != index {
-                return Err(corrupt(format!("log entry at key {index} has index {}", entry.index())));
+                return Err(corrupt(format!(
+                    "log entry at key {index} has index {}",
+                    entry.index()
+                )));
             }
             entries.push(entry);
         }
@@ -144,7 +149,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

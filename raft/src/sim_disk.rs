@@ -52,7 +52,9 @@ impl SimDisk {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic elsewhere while holding the lock must not hide the original failure.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Simulates a power loss: everything not flushed is gone.
@@ -78,10 +80,19 @@ impl SimDisk {
 
 impl Disk for SimDisk {
     fn get(&self, tree: Tree, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.lock().current.get(&tree).and_then(|m| m.get(key).cloned()))
+        Ok(self
+            .lock()
+            .current
+            .get(&tree)
+            .and_then(|m| m.get(key).cloned()))
     }
 
-    fn range(&self, tree: Tree, from: &[u8], to: Option<&[u8]>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn range(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let inner = self.lock();
         let Some(map) = inner.current.get(&tree) else {
             return Ok(Vec::new());
@@ -137,10 +148,16 @@ mod tests {
     #[tokio::test]
     async fn crash_loses_only_unflushed_writes() {
         let disk = SimDisk::new();
-        disk.write(Tree::Meta, vec![Write::Put(b"a".to_vec(), b"1".to_vec())]).unwrap();
+        disk.write(Tree::Meta, vec![Write::Put(b"a".to_vec(), b"1".to_vec())])
+            .unwrap();
         disk.flush().await.unwrap();
-        disk.write(Tree::Meta, vec![Write::Put(b"b".to_vec(), b"2".to_vec())]).unwrap();
-        assert_eq!(disk.get(Tree::Meta, b"b").unwrap(), Some(b"2".to_vec()), "visible before flush");
+        disk.write(Tree::Meta, vec![Write::Put(b"b".to_vec(), b"2".to_vec())])
+            .unwrap();
+        assert_eq!(
+            disk.get(Tree::Meta, b"b").unwrap(),
+            Some(b"2".to_vec()),
+            "visible before flush"
+        );
         disk.crash();
         assert_eq!(disk.get(Tree::Meta, b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(disk.get(Tree::Meta, b"b").unwrap(), None);

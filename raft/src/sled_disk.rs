@@ -58,24 +58,38 @@ fn sled_error(dir: &Path, error: sled::Error) -> io::Error {
 fn io_error(error: sled::Error) -> io::Error {
     match error {
         sled::Error::Io(e) => e,
-        sled::Error::Corruption { .. } => io::Error::new(io::ErrorKind::InvalidData, error.to_string()),
+        sled::Error::Corruption { .. } => {
+            io::Error::new(io::ErrorKind::InvalidData, error.to_string())
+        }
         other => io::Error::other(other.to_string()),
     }
 }
 
 impl Disk for SledDisk {
     fn get(&self, tree: Tree, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.tree(tree).get(key).map_err(io_error)?.map(|v| v.to_vec()))
+        Ok(self
+            .tree(tree)
+            .get(key)
+            .map_err(io_error)?
+            .map(|v| v.to_vec()))
     }
 
-    fn range(&self, tree: Tree, from: &[u8], to: Option<&[u8]>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn range(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let tree = self.tree(tree);
         let iter = match to {
             Some(to) => tree.range(from..to),
             None => tree.range(from..),
         };
-        iter.map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io_error))
-            .collect()
+        iter.map(|item| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(io_error)
+        })
+        .collect()
     }
 
     fn last(&self, tree: Tree) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {

@@ -131,14 +131,18 @@ fn load_snapshot(disk: &dyn Disk) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>>
             Ok(Some((record.meta, data)))
         }
         (None, None) => Ok(None),
-        _ => Err(crate::disk::corrupt("snapshot metadata and data are not both present")),
+        _ => Err(crate::disk::corrupt(
+            "snapshot metadata and data are not both present",
+        )),
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = Vec<u8>;
 
-    async fn build_snapshot(&mut self) -> Result<openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
         let (meta, data) = {
             let state = self.view.read();
             let meta = SnapshotMeta {
@@ -148,7 +152,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (meta, encode(&*state)?)
         };
         self.save_snapshot(&meta, &data).await?;
-        Ok(openraft::storage::Snapshot { meta, snapshot: data })
+        Ok(openraft::storage::Snapshot {
+            meta,
+            snapshot: data,
+        })
     }
 }
 
@@ -200,7 +207,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let installed: AppliedState = decode(&snapshot, "received snapshot")?;
         if installed.last_applied != meta.last_log_id {
             return Err(crate::disk::corrupt(format!(
@@ -217,7 +228,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(
         &mut self,
-    ) -> Result<Option<openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
-        Ok(load_snapshot(self.disk.as_ref())?.map(|(meta, data)| openraft::storage::Snapshot { meta, snapshot: data }))
+    ) -> Result<Option<openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>>, io::Error>
+    {
+        Ok(
+            load_snapshot(self.disk.as_ref())?.map(|(meta, data)| openraft::storage::Snapshot {
+                meta,
+                snapshot: data,
+            }),
+        )
     }
 }

@@ -25,7 +25,8 @@ pub type Runtime = openraft_rt_deterministic::DeterministicRuntime;
 
 #[cfg(feature = "sim")]
 mod openraft_rt_deterministic {
-    pub type DeterministicRuntime = openraft::rt::deterministic_rng::DeterministicRng<openraft::TokioRuntime>;
+    pub type DeterministicRuntime =
+        openraft::rt::deterministic_rng::DeterministicRng<openraft::TokioRuntime>;
 }
 
 openraft::declare_raft_types!(

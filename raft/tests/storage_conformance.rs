@@ -9,7 +9,9 @@ use std::sync::Arc;
 struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).expect("open sled"));
         let sm = StateMachineStore::open(disk.clone()).expect("open state machine");

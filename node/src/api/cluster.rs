@@ -1,0 +1,88 @@
+//! `GET /status`, the API root, and porch's cluster endpoints (`/cluster`, members).
+
+use super::error::ApiError;
+use super::{ApiState, base_url};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub async fn root(headers: HeaderMap) -> Json<Value> {
+    let base = base_url(&headers);
+    Json(json!({
+        "info": {
+            "title": "porch orchestrator API",
+            "description": "A highly available re-implementation of the Puppet Enterprise Orchestrator API",
+            "version": "1",
+            "license": "Apache-2.0",
+        },
+        "status": {"name": "status", "id": format!("{base}/orchestrator/v1/status")},
+        "collections": [{"name": "jobs", "id": format!("{base}/orchestrator/v1/jobs")}],
+        "commands": [
+            {"name": "deploy", "id": format!("{base}/orchestrator/v1/command/deploy")},
+            {"name": "stop", "id": format!("{base}/orchestrator/v1/command/stop")},
+        ],
+    }))
+}
+
+/// This node's own view: cheap, answers even without a quorum (for health checks).
+pub async fn status(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let metrics = state.consensus.metrics();
+    Json(json!({
+        "status": if metrics.current_leader.is_some() { "running" } else { "no-leader" },
+        "node_id": state.consensus.id,
+        "role": format!("{:?}", metrics.state).to_lowercase(),
+        "leader": metrics.current_leader,
+        "term": metrics.current_term,
+        "last_log_index": metrics.last_log_index,
+        "last_applied_index": metrics.last_applied.map(|l| l.index),
+    }))
+}
+
+pub async fn cluster_status(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let status = state.consensus.cluster_status().await?;
+    Ok(Json(
+        serde_json::to_value(status).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMemberBody {
+    id: u64,
+    addr: String,
+}
+
+pub async fn add_member(
+    State(state): State<Arc<ApiState>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: AddMemberBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::validation(format!(
+            "invalid request body (expected {{\"id\": 4, \"addr\": \"host:port\"}}): {e}"
+        ))
+    })?;
+    if body.id == 0 {
+        return Err(ApiError::validation("'id': node ids start at 1"));
+    }
+    crate::config::validate_addr(&body.addr)
+        .map_err(|e| ApiError::validation(format!("'addr': {e}")))?;
+    state
+        .consensus
+        .add_member(body.id, body.addr.clone())
+        .await?;
+    Ok(Json(json!({"added": {"id": body.id, "addr": body.addr}})))
+}
+
+pub async fn remove_member(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::validation(format!("node id {id:?} is not an integer")))?;
+    state.consensus.remove_member(id).await?;
+    Ok(Json(json!({"removed": {"id": id}})))
+}

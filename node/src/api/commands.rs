@@ -1,0 +1,149 @@
+//! `POST /command/deploy`, `/command/stop`, and porch's `/command/plan`.
+
+use super::error::ApiError;
+use super::{ApiState, base_url, deploy_request, owner};
+use crate::planner::plan_for;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use porch_core::{Command, JobId, Outcome, Rejection};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub async fn deploy(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let spec = deploy_request::parse(&body, owner(&headers))?;
+    let request_id = state.request_id(&headers)?;
+    let report = {
+        let applied = state.consensus.view.read();
+        plan_for(
+            &spec.target,
+            &spec.environment,
+            &state.codedir,
+            &applied.cluster,
+        )?
+    };
+    let command = Command::SubmitJob {
+        spec,
+        plan: report.plan,
+    };
+    match state.consensus.write(Some(request_id), command).await? {
+        Outcome::JobSubmitted { job_id } => {
+            let base = base_url(&headers);
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"job": {
+                    "id": format!("{base}/orchestrator/v1/jobs/{job_id}"),
+                    "name": job_id.to_string(),
+                    "warnings": report.warnings,
+                }})),
+            ))
+        }
+        other => Err(ApiError::internal(format!(
+            "unexpected outcome of a job submission: {other:?}"
+        ))),
+    }
+}
+
+pub async fn plan(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let spec = deploy_request::parse(&body, owner(&headers))?;
+    let applied = state.consensus.view.read();
+    let report = plan_for(
+        &spec.target,
+        &spec.environment,
+        &state.codedir,
+        &applied.cluster,
+    )?;
+    let levels = report.plan.levels().map_err(crate::planner::plan_error)?;
+    let nodes: Vec<Value> = report
+        .plan
+        .nodes()
+        .iter()
+        .zip(&levels)
+        .map(|(node, level)| {
+            json!({
+                "name": node.name,
+                "level": level,
+                "depends_on": node.depends_on.iter().map(|&d| report.plan.nodes()[d as usize].name.clone()).collect::<Vec<_>>(),
+                "components": node.components.iter().map(|c| json!({"component": c.component, "application": c.application})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let rendered = crate::planner::render_plan(&report, &spec);
+    Ok(Json(json!({
+        "environment": spec.environment,
+        "target": spec.target.describe(),
+        "concurrency": spec.concurrency,
+        "node_count": report.plan.len(),
+        "applications": report.applications,
+        "warnings": report.warnings,
+        "nodes": nodes,
+        "rendered": rendered,
+    })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopBody {
+    job: Value,
+}
+
+/// PE sends job ids as strings; accept integers too, nothing else.
+pub fn parse_job_id(value: &Value) -> Result<JobId, ApiError> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => {
+            return Err(ApiError::validation(format!(
+                "'job' must be a job id, got {other}"
+            )));
+        }
+    };
+    text.trim()
+        .parse::<u64>()
+        .map(JobId)
+        .map_err(|_| ApiError::validation(format!("'job': {text:?} is not an integer job id")))
+}
+
+pub async fn stop(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body: StopBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::validation(format!("invalid request body: {e}")))?;
+    let job_id = parse_job_id(&body.job)?;
+    let request_id = state.request_id(&headers)?;
+    match state
+        .consensus
+        .write(Some(request_id), Command::StopJob { job_id })
+        .await?
+    {
+        Outcome::JobStopped {
+            job_id,
+            node_states,
+        } => {
+            let base = base_url(&headers);
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"job": {
+                    "id": format!("{base}/orchestrator/v1/jobs/{job_id}"),
+                    "name": job_id.to_string(),
+                    "nodes": node_states,
+                }})),
+            ))
+        }
+        Outcome::Rejected(Rejection::UnknownJob(id)) => Err(ApiError::unknown_job(id)),
+        other => Err(ApiError::internal(format!(
+            "unexpected outcome of a stop: {other:?}"
+        ))),
+    }
+}

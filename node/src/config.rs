@@ -1,0 +1,161 @@
+//! A node's settings, and parsing of the flags that carry them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a node needs to start. Built by `porch server` from flags, or by tests.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    /// Address to bind (`host:port`).
+    pub listen: String,
+    /// Address peers and clients use to reach this node; defaults to `listen`.
+    pub advertise: String,
+    /// The founding members, `id -> host:port`. Only used on the very first start.
+    pub initial_cluster: BTreeMap<u64, String>,
+    pub raft: RaftTimings,
+    /// Runs in flight over all jobs, cluster-wide (PE's `task_concurrency` default is 250).
+    pub runs_in_flight_max: usize,
+    /// How long an agent may stay disconnected before its run is `errored` (unreachable).
+    pub agent_unreachable_timeout: Duration,
+    /// Where Puppet code lives (`environments/<env>/...`).
+    pub codedir: PathBuf,
+    /// Per-request deadline for writes and reads that must reach the leader.
+    pub request_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RaftTimings {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot after this many applied entries.
+    pub snapshot_every_logs: u64,
+    /// Entries kept in the log behind a snapshot, for slow followers.
+    pub logs_kept_after_snapshot: u64,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        RaftTimings {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_logs: 5000,
+            logs_kept_after_snapshot: 1000,
+        }
+    }
+}
+
+impl NodeConfig {
+    pub fn new(
+        id: u64,
+        data_dir: PathBuf,
+        listen: String,
+        initial_cluster: BTreeMap<u64, String>,
+    ) -> NodeConfig {
+        NodeConfig {
+            id,
+            data_dir,
+            advertise: listen.clone(),
+            listen,
+            initial_cluster,
+            raft: RaftTimings::default(),
+            runs_in_flight_max: 250,
+            agent_unreachable_timeout: Duration::from_secs(30),
+            codedir: PathBuf::from("/etc/puppetlabs/code"),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn openraft_config(&self) -> Result<openraft::Config, String> {
+        let config = openraft::Config {
+            cluster_name: "porch".to_string(),
+            heartbeat_interval: self.raft.heartbeat_interval_ms,
+            election_timeout_min: self.raft.election_timeout_min_ms,
+            election_timeout_max: self.raft.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.raft.snapshot_every_logs),
+            max_in_snapshot_log_to_keep: self.raft.logs_kept_after_snapshot,
+            install_snapshot_timeout: 30_000,
+            ..Default::default()
+        };
+        config.validate().map_err(|e| format!("raft settings: {e}"))
+    }
+}
+
+/// Parses `1=host:port,2=host:port,...`. Errors name the offending item.
+pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut members = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = parse_member(item)?;
+        if members.insert(id, addr).is_some() {
+            return Err(format!("'{item}': node id {id} appears twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("no members given (expected 1=host:port,2=host:port,...)".into());
+    }
+    Ok(members)
+}
+
+/// Parses one `id=host:port`.
+pub fn parse_member(item: &str) -> Result<(u64, String), String> {
+    let (id, addr) = item
+        .split_once('=')
+        .ok_or_else(|| format!("'{item}' is not of the form <id>=<host:port>"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{item}': node id '{id}' is not a positive integer"))?;
+    if id == 0 {
+        return Err(format!("'{item}': node ids start at 1"));
+    }
+    validate_addr(addr.trim()).map_err(|e| format!("'{item}': {e}"))?;
+    Ok((id, addr.trim().to_string()))
+}
+
+/// Checks `host:port` (port 1-65535, host non-empty).
+pub fn validate_addr(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{addr}' has no port"))?;
+    if host.is_empty() {
+        return Err(format!("'{addr}' has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("'{addr}': '{port}' is not a port number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_errors_name_the_item() {
+        assert_eq!(
+            parse_initial_cluster("1=a:1,2=host").unwrap_err(),
+            "'2=host': 'host' has no port"
+        );
+        assert!(
+            parse_initial_cluster("x=a:1")
+                .unwrap_err()
+                .contains("not a positive integer")
+        );
+        assert!(
+            parse_initial_cluster("1=a:1,1=b:2")
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            parse_initial_cluster("1=a:99999")
+                .unwrap_err()
+                .contains("not a port")
+        );
+        let members = parse_initial_cluster("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(members.len(), 2);
+    }
+}

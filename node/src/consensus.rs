@@ -1,0 +1,404 @@
+//! The node's handle on raft: commit a command through whoever leads, wait for a
+//! linearizable read point, change membership, report status.
+//!
+//! Clients never see "not leader". A node that is not the leader forwards the command to the
+//! leader over the internal `Cluster.Write` RPC and retries across elections until the request
+//! deadline. Retrying is safe because every command that must not apply twice carries a
+//! request id the state machine deduplicates (`porch_core::request_log`). Time is stamped by
+//! the leader, on the node that proposes — never by the forwarding follower.
+
+use crate::clock::Clock;
+use openraft::ChangeMembers;
+use openraft::ReadPolicy;
+use porch_core::{Command, Outcome, Request};
+use porch_raft::network::{Dialer, MESSAGE_BYTES_MAX};
+use porch_raft::proto::Payload;
+use porch_raft::proto::cluster_client::ClusterClient;
+use porch_raft::{AppliedView, PeerNode, Raft};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A command on its way to the leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriteRequest {
+    pub request_id: Option<String>,
+    pub command: Command,
+}
+
+/// What the leader (or a node that thought it was) answers to a forwarded request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum LeaderReply<T> {
+    Ok(T),
+    /// Try that node instead (or wait, if `None`: an election is under way).
+    NotLeader(Option<u64>),
+    /// The request cannot succeed anywhere (e.g. an invalid membership change).
+    Refused(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConsensusError {
+    #[error("no leader could be reached within {timeout_ms} ms ({last_error})")]
+    Unavailable { timeout_ms: u64, last_error: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub struct Consensus {
+    pub id: u64,
+    pub raft: Raft,
+    pub view: Arc<AppliedView>,
+    clock: Arc<dyn Clock>,
+    dialer: Arc<dyn Dialer>,
+    request_timeout: Duration,
+}
+
+/// Backoff between attempts to reach a leader: deterministic (no jitter), capped.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((20u64 << attempt.min(5)).min(500))
+}
+
+impl Consensus {
+    pub fn new(
+        id: u64,
+        raft: Raft,
+        view: Arc<AppliedView>,
+        clock: Arc<dyn Clock>,
+        dialer: Arc<dyn Dialer>,
+        request_timeout: Duration,
+    ) -> Consensus {
+        Consensus {
+            id,
+            raft,
+            view,
+            clock,
+            dialer,
+            request_timeout,
+        }
+    }
+
+    /// A copy of raft's current metrics.
+    pub fn metrics(&self) -> openraft::RaftMetrics<porch_raft::TypeConfig> {
+        use openraft::rt::watch::WatchReceiver;
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The current leader's id and address, as this node knows it.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let metrics = self.metrics();
+        let leader = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())?;
+        Some((leader, addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.metrics().current_leader == Some(self.id)
+    }
+
+    /// Commits `command` and returns its outcome, wherever the leader is.
+    pub async fn write(
+        &self,
+        request_id: Option<String>,
+        command: Command,
+    ) -> Result<Outcome, ConsensusError> {
+        let request = WriteRequest {
+            request_id,
+            command,
+        };
+        self.via_leader("Write", &request, |request| self.write_as_leader(request))
+            .await
+    }
+
+    /// Runs on the leader: stamps the time and proposes.
+    pub async fn write_as_leader(&self, request: WriteRequest) -> LeaderReply<Outcome> {
+        let stamped = Request {
+            request_id: request.request_id,
+            now_ms: self.clock.now_ms(),
+            command: request.command,
+        };
+        match self.raft.client_write(stamped).await {
+            Ok(response) => LeaderReply::Ok(response.data),
+            Err(error) => match error.forward_to_leader() {
+                Some(forward) => LeaderReply::NotLeader(forward.leader_id),
+                None => LeaderReply::NotLeader(None),
+            },
+        }
+    }
+
+    /// Returns once this node's state machine has applied everything committed before the
+    /// call: a read after this sees every write acknowledged before it (ReadIndex).
+    pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
+        let index: u64 = self
+            .via_leader("ReadIndex", &(), |_| self.read_index_as_leader())
+            .await?;
+        let mut applied = self.view.applied_index();
+        let wait = applied.wait_for(|&applied| applied >= index);
+        match tokio::time::timeout(self.request_timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ConsensusError::Unavailable {
+                timeout_ms: self.request_timeout.as_millis() as u64,
+                last_error: format!("this node did not apply up to index {index} in time"),
+            }),
+        }
+    }
+
+    pub async fn read_index_as_leader(&self) -> LeaderReply<u64> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read_log_id) => LeaderReply::Ok(read_log_id.log_id().index),
+            Err(error) => match error.forward_to_leader() {
+                Some(forward) => LeaderReply::NotLeader(forward.leader_id),
+                None => LeaderReply::NotLeader(None),
+            },
+        }
+    }
+
+    /// Adds `id` as a learner, waits for it to catch up, then makes it a voter.
+    pub async fn add_member(&self, id: u64, addr: String) -> Result<(), ConsensusError> {
+        self.via_leader("AddMember", &(id, addr), |(id, addr)| {
+            self.add_member_as_leader(id, addr)
+        })
+        .await
+    }
+
+    pub async fn add_member_as_leader(&self, id: u64, addr: String) -> LeaderReply<()> {
+        if let Err(error) = self.raft.add_learner(id, PeerNode { addr }, true).await {
+            return refusal(error);
+        }
+        match self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+        {
+            Ok(_) => LeaderReply::Ok(()),
+            Err(error) => refusal(error),
+        }
+    }
+
+    pub async fn remove_member(&self, id: u64) -> Result<(), ConsensusError> {
+        self.via_leader("RemoveMember", &id, |id| self.remove_member_as_leader(id))
+            .await
+    }
+
+    pub async fn remove_member_as_leader(&self, id: u64) -> LeaderReply<()> {
+        let voters: BTreeSet<u64> = self
+            .metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if !voters.contains(&id) {
+            return LeaderReply::Refused(format!("node {id} is not a voting member"));
+        }
+        if voters.len() == 1 {
+            return LeaderReply::Refused("cannot remove the last voting member".into());
+        }
+        match self
+            .raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+        {
+            Ok(_) => LeaderReply::Ok(()),
+            Err(error) => refusal(error),
+        }
+    }
+
+    /// Runs `local` here if this node leads, else sends `request` to the leader's `method`;
+    /// follows leader hints and waits out elections until the request deadline.
+    async fn via_leader<Req, Resp, F, Fut>(
+        &self,
+        method: &str,
+        request: &Req,
+        local: F,
+    ) -> Result<Resp, ConsensusError>
+    where
+        Req: Serialize + Clone,
+        Resp: serde::de::DeserializeOwned,
+        F: Fn(Req) -> Fut,
+        Fut: std::future::Future<Output = LeaderReply<Resp>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut last_error = String::from("no leader known");
+        let mut hint: Option<u64> = None;
+        for attempt in 0u32.. {
+            let target = hint.or_else(|| self.metrics().current_leader);
+            let reply = match target {
+                None => LeaderReply::NotLeader(None),
+                Some(leader) if leader == self.id => local(request.clone()).await,
+                Some(leader) => match self.forward(leader, method, request, deadline).await {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        last_error = error;
+                        LeaderReply::NotLeader(None)
+                    }
+                },
+            };
+            match reply {
+                LeaderReply::Ok(value) => return Ok(value),
+                LeaderReply::Refused(message) => return Err(ConsensusError::Refused(message)),
+                LeaderReply::NotLeader(next) => {
+                    hint = next.filter(|&n| Some(n) != target);
+                    if hint.is_none() {
+                        last_error = format!("{last_error}; no leader elected yet");
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            if hint.is_none() {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+        Err(ConsensusError::Unavailable {
+            timeout_ms: self.request_timeout.as_millis() as u64,
+            last_error,
+        })
+    }
+
+    async fn forward<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        leader: u64,
+        method: &str,
+        request: &Req,
+        deadline: tokio::time::Instant,
+    ) -> Result<LeaderReply<Resp>, String> {
+        let addr = self
+            .metrics()
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+            .ok_or_else(|| format!("leader {leader} has no known address"))?;
+        let channel = self.dialer.channel(&addr)?;
+        let mut client = ClusterClient::new(channel)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        let json = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        let payload = tonic::Request::new(Payload { json });
+        let call = async {
+            match method {
+                "Write" => client.write(payload).await,
+                "ReadIndex" => client.read_index(payload).await,
+                "AddMember" => client.add_member(payload).await,
+                "RemoveMember" => client.remove_member(payload).await,
+                "Status" => client.status(payload).await,
+                other => Err(tonic::Status::unimplemented(other.to_string())),
+            }
+        };
+        let response = tokio::time::timeout_at(deadline, call)
+            .await
+            .map_err(|_| format!("leader {leader} at {addr} did not answer in time"))?
+            .map_err(|status| format!("leader {leader} at {addr}: {}", status.message()))?;
+        serde_json::from_slice(&response.into_inner().json)
+            .map_err(|e| format!("leader {leader} sent an undecodable reply: {e}"))
+    }
+
+    /// The members with their addresses and whether they vote.
+    pub fn members(&self) -> BTreeMap<u64, (String, bool)> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| (*id, (node.addr.clone(), voters.contains(id))))
+            .collect()
+    }
+}
+
+fn refusal<
+    E: std::fmt::Debug
+        + std::fmt::Display
+        + openraft::TryAsRef<openraft::error::ForwardToLeader<porch_raft::TypeConfig>>,
+    T,
+>(
+    error: openraft::error::RaftError<porch_raft::TypeConfig, E>,
+) -> LeaderReply<T> {
+    match error.forward_to_leader() {
+        Some(forward) => LeaderReply::NotLeader(forward.leader_id),
+        None => LeaderReply::Refused(error.to_string()),
+    }
+}
+
+/// One member as `porch cluster status` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub addr: String,
+    pub role: String,
+    pub voter: bool,
+    /// Last log index known to be replicated to this member (the leader's view).
+    pub last_log_index: Option<u64>,
+    /// Applied index (known for the reporting leader itself only).
+    pub last_applied_index: Option<u64>,
+    /// Entries this member is behind the leader's last log.
+    pub lag: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub committed_index: Option<u64>,
+    pub members: Vec<MemberStatus>,
+}
+
+impl Consensus {
+    /// The leader's view of the cluster (asked of the leader wherever it is).
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ConsensusError> {
+        self.via_leader("Status", &(), |_| async { self.status_as_leader() })
+            .await
+    }
+
+    pub fn status_as_leader(&self) -> LeaderReply<ClusterStatus> {
+        let metrics = self.metrics();
+        if metrics.current_leader != Some(self.id) {
+            return LeaderReply::NotLeader(metrics.current_leader);
+        }
+        let last_log = metrics.last_log_index.unwrap_or(0);
+        let replication = metrics.replication.clone().unwrap_or_default();
+        let members = self
+            .members()
+            .into_iter()
+            .map(|(id, (addr, voter))| {
+                let matched = if id == self.id {
+                    metrics.last_log_index
+                } else {
+                    replication.get(&id).cloned().flatten().map(|l| l.index)
+                };
+                MemberStatus {
+                    id,
+                    addr,
+                    role: if id == self.id {
+                        "leader".into()
+                    } else if voter {
+                        "follower".into()
+                    } else {
+                        "learner".into()
+                    },
+                    voter,
+                    last_log_index: matched,
+                    last_applied_index: (id == self.id)
+                        .then(|| metrics.last_applied.map(|l| l.index).unwrap_or(0)),
+                    lag: matched
+                        .map(|m| last_log.saturating_sub(m))
+                        .or(Some(last_log)),
+                }
+            })
+            .collect();
+        LeaderReply::Ok(ClusterStatus {
+            leader: Some(self.id),
+            term: metrics.current_term,
+            committed_index: metrics.cluster_committed.map(|l| l.index),
+            members,
+        })
+    }
+}

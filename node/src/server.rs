@@ -1,0 +1,169 @@
+//! Assembles a node from its parts and serves it: one listening address carries raft RPC,
+//! the internal cluster RPC and the HTTP API (gRPC requests are told apart by path).
+
+use crate::api::{self, ApiState};
+use crate::clock::{Clock, SystemClock};
+use crate::cluster_service::ClusterService;
+use crate::config::NodeConfig;
+use crate::consensus::Consensus;
+use crate::identity::{self, DataDirState};
+use porch_raft::network::{ClusterIdSource, Dialer, MESSAGE_BYTES_MAX, Network, TcpDialer};
+use porch_raft::proto::{cluster_server::ClusterServer, raft_server::RaftServer};
+use porch_raft::raft_service::RaftService;
+use porch_raft::{Disk, LogStore, PeerNode, Raft, SledDisk, StateMachineStore};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The side-effecting parts a node is built from. Production: system clock, TCP, sled.
+pub struct NodeEnv {
+    pub clock: Arc<dyn Clock>,
+    pub dialer: Arc<dyn Dialer>,
+    pub disk: Arc<dyn Disk>,
+}
+
+/// A running node: its consensus handle and the service that answers its address.
+pub struct Node {
+    pub consensus: Arc<Consensus>,
+    pub router: axum::Router,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = self.consensus.raft.shutdown().await;
+    }
+}
+
+pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
+    let data_dir = config.data_dir.display().to_string();
+    let fresh = identity::claim(env.disk.as_ref(), config.id, &data_dir).await?;
+    let state_machine = StateMachineStore::open(env.disk.clone())
+        .map_err(|e| format!("{data_dir}: cannot load the snapshot: {e}"))?;
+    let view = state_machine.view();
+    let log_store = LogStore::new(env.disk.clone());
+    let cluster_id: ClusterIdSource = {
+        let view = view.clone();
+        Arc::new(move || view.read().cluster.cluster_id().map(str::to_string))
+    };
+    let network = Network::new(env.dialer.clone(), cluster_id.clone());
+    let raft_config = Arc::new(config.openraft_config()?);
+    let raft = Raft::new(config.id, raft_config, network, log_store, state_machine)
+        .await
+        .map_err(|e| format!("cannot start raft: {e}"))?;
+    let consensus = Arc::new(Consensus::new(
+        config.id,
+        raft.clone(),
+        view,
+        env.clock.clone(),
+        env.dialer.clone(),
+        config.request_timeout,
+    ));
+    if fresh == DataDirState::Fresh && config.initial_cluster.keys().next() == Some(&config.id) {
+        // Exactly one founding member initialises: the one with the lowest id, and only on
+        // its very first start (a restart finds its identity and never re-initialises).
+        let members: BTreeMap<u64, PeerNode> = config
+            .initial_cluster
+            .iter()
+            .map(|(id, addr)| (*id, PeerNode { addr: addr.clone() }))
+            .collect();
+        raft.initialize(members)
+            .await
+            .map_err(|e| format!("cannot initialise the cluster: {e}"))?;
+        tracing::info!(
+            "initialised a new cluster with members {:?}",
+            config.initial_cluster
+        );
+    }
+    let api_state = Arc::new(ApiState::new(consensus.clone(), config.codedir.clone()));
+    let grpc = tonic::service::Routes::new(
+        RaftServer::new(RaftService::new(raft.clone(), cluster_id))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX),
+    )
+    .add_service(
+        ClusterServer::new(ClusterService::new(consensus.clone()))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX),
+    )
+    .into_axum_router();
+    let router = api::router(api_state)
+        .route_service(
+            "/porch.internal.v1.Raft/{*method}",
+            grpc.clone().into_service(),
+        )
+        .route_service("/porch.internal.v1.Cluster/{*method}", grpc.into_service());
+    let tasks = vec![tokio::spawn(crate::housekeeping::run(consensus.clone()))];
+    Ok(Node {
+        consensus,
+        router,
+        tasks,
+    })
+}
+
+/// Runs a production node until Ctrl+C or SIGTERM: sled in `--data-dir`, TCP on `--listen`.
+pub async fn serve(config: NodeConfig) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "--data-dir {}: cannot create: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let probe = config.data_dir.join(".porch-write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| {
+        format!(
+            "--data-dir {}: not writable: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    let disk = SledDisk::open(&config.data_dir.join("sled")).map_err(|e| {
+        format!(
+            "--data-dir {}: cannot open the store: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("--listen {}: cannot bind: {e}", config.listen))?;
+    let env = NodeEnv {
+        clock: Arc::new(SystemClock),
+        dialer: Arc::new(TcpDialer {
+            connect_timeout: Duration::from_secs(2),
+        }),
+        disk: Arc::new(disk),
+    };
+    let node = build(&config, env).await?;
+    tracing::info!("node {} serving on {}", config.id, config.listen);
+    let app = node.router.clone();
+    let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let result = serving.await.map_err(|e| format!("server failed: {e}"));
+    node.shutdown().await;
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,244 @@
+//! Raft RPC client over tonic, behind a [`Dialer`] seam.
+//!
+//! Production dials TCP; the simulation dials simulated sockets with the same client code.
+//! Every RPC carries a deadline (openraft's soft TTL): a reply lost in a partition would
+//! otherwise stall replication to that peer forever. Every RPC also carries the sender's
+//! cluster id, so a node never accepts raft traffic from another cluster's member.
+
+use crate::proto::Payload;
+use crate::proto::raft_client::RaftClient;
+use crate::types::{NodeId, PeerNode, TypeConfig, Vote};
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// Largest message porch sends or accepts between nodes (snapshots travel whole).
+pub const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Metadata key carrying the sender's cluster id.
+pub const CLUSTER_ID_HEADER: &str = "porch-cluster-id";
+
+/// Opens gRPC channels to peers. Channels are lazy: connecting happens on first use, and a
+/// broken connection is re-established by tonic on the next call.
+pub trait Dialer: Send + Sync + 'static {
+    fn channel(&self, addr: &str) -> Result<Channel, String>;
+}
+
+/// Dials real TCP.
+pub struct TcpDialer {
+    pub connect_timeout: Duration,
+}
+
+impl Dialer for TcpDialer {
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        Ok(endpoint.connect_lazy())
+    }
+}
+
+/// Where the local cluster id comes from (the applied state); `None` until it is set.
+pub type ClusterIdSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// openraft's network factory: one [`PeerClient`] per target.
+#[derive(Clone)]
+pub struct Network {
+    dialer: Arc<dyn Dialer>,
+    cluster_id: ClusterIdSource,
+}
+
+impl Network {
+    pub fn new(dialer: Arc<dyn Dialer>, cluster_id: ClusterIdSource) -> Network {
+        Network { dialer, cluster_id }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerClient {
+        PeerClient {
+            target,
+            channel: self.dialer.channel(&node.addr),
+            cluster_id: self.cluster_id.clone(),
+        }
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    channel: Result<Channel, String>,
+    cluster_id: ClusterIdSource,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+enum CallError {
+    Unreachable(String),
+    Network(String),
+    Timeout,
+}
+
+impl PeerClient {
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        request: &Req,
+        ttl: Duration,
+        method: F,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, tonic::Request<Payload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
+    {
+        let channel = self.channel.clone().map_err(CallError::Unreachable)?;
+        let json =
+            serde_json::to_vec(request).map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let mut grpc_request = tonic::Request::new(Payload { json });
+        if let Some(id) = (self.cluster_id)() {
+            if let Ok(value) = id.parse() {
+                grpc_request.metadata_mut().insert(CLUSTER_ID_HEADER, value);
+            }
+        }
+        let client = RaftClient::new(channel)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        let response = match tokio::time::timeout(ttl, method(client, grpc_request)).await {
+            Err(_) => return Err(CallError::Timeout),
+            Ok(Err(status)) => {
+                return Err(match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
+                        CallError::Unreachable(format!(
+                            "node {}: {}",
+                            self.target,
+                            status.message()
+                        ))
+                    }
+                    _ => CallError::Network(format!("node {}: {status}", self.target)),
+                });
+            }
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        serde_json::from_slice(&response.json).map_err(|e| {
+            CallError::Network(format!(
+                "node {} sent an undecodable reply: {e}",
+                self.target
+            ))
+        })
+    }
+
+    fn rpc_error(
+        &self,
+        error: CallError,
+        action: openraft::network::RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<TypeConfig> {
+        match error {
+            CallError::Unreachable(m) => {
+                RPCError::Unreachable(Unreachable::new(&TransportError(m)))
+            }
+            CallError::Network(m) => RPCError::Network(NetworkError::new(&TransportError(m))),
+            CallError::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: 0,
+                target: self.target,
+                timeout: ttl,
+            }),
+        }
+    }
+}
+
+/// A remote failure inside the RPC handler (e.g. the peer's raft stopped) travels as a string.
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) enum RpcReply<T> {
+    Ok(T),
+    Err(String),
+}
+
+fn flatten<T>(reply: RpcReply<T>) -> Result<T, CallError> {
+    match reply {
+        RpcReply::Ok(value) => Ok(value),
+        RpcReply::Err(message) => Err(CallError::Network(message)),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.soft_ttl();
+        let reply = self
+            .call(
+                &rpc,
+                ttl,
+                |mut c, r| async move { c.append_entries(r).await },
+            )
+            .await
+            .and_then(flatten);
+        reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::AppendEntries, ttl))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.soft_ttl();
+        let reply = self
+            .call(&rpc, ttl, |mut c, r| async move { c.vote(r).await })
+            .await
+            .and_then(flatten);
+        reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::Vote, ttl))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        // Snapshots can be large: allow the hard TTL rather than the soft one.
+        let ttl = option.hard_ttl().max(Duration::from_secs(30));
+        let request = (vote, snapshot.meta, snapshot.snapshot);
+        let call = self.call(&request, ttl, |mut c, r| async move {
+            c.install_snapshot(r).await
+        });
+        tokio::select! {
+            biased;
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            reply = call => match reply.and_then(flatten) {
+                Ok(response) => Ok(response),
+                Err(CallError::Unreachable(m)) => Err(StreamingError::Unreachable(Unreachable::new(&TransportError(m)))),
+                Err(CallError::Network(m)) => Err(StreamingError::Network(NetworkError::new(&TransportError(m)))),
+                Err(CallError::Timeout) => Err(StreamingError::Timeout(Timeout {
+                    action: openraft::network::RPCTypes::InstallSnapshot,
+                    id: 0,
+                    target: self.target,
+                    timeout: ttl,
+                })),
+            },
+        }
+    }
+}
