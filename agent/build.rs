@@ -1,0 +1,8 @@
+//! Compiles the agent protocol with protox (pure Rust): no protoc needed on any machine.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/agent.proto");
+    let descriptors = protox::compile(["proto/agent.proto"], ["proto"])?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}
