@@ -16,6 +16,7 @@ pub mod job;
 pub mod node_run;
 pub mod plan;
 pub mod request_log;
+pub mod scheduler;
 pub mod state;
 
 pub use command::{Command, Outcome, Rejection, Request, RunOutcome, RunStart, StartedRun};

@@ -1,0 +1,385 @@
+//! The scheduler: a pure function from the applied state to the decisions the leader should
+//! propose next. It never mutates anything and never dispatches: its decisions become a
+//! `StartRuns` command, and only once that is committed and applied do runs start (and
+//! `ClusterState::apply` re-checks every rule, so a decision made on stale state is refused).
+//!
+//! Rules (spec: PE job semantics):
+//! - a node starts only when every predecessor in the plan has *finished*;
+//! - at most `concurrency` runs of one job in flight; at most `runs_in_flight_max` over all;
+//! - a node never runs two runs at once, even for two jobs;
+//! - older jobs first (FIFO by job id), and within a job, plan order.
+
+use crate::command::RunStart;
+use crate::job::JobState;
+use crate::node_run::NodeState;
+use crate::state::ClusterState;
+use std::collections::BTreeSet;
+
+#[derive(Clone, Debug)]
+pub struct SchedulerLimits {
+    /// Runs in flight over all jobs (PE's `task_concurrency`, default 250).
+    pub runs_in_flight_max: usize,
+    /// Most starts proposed in one command, to bound entry size.
+    pub starts_per_command_max: usize,
+}
+
+impl Default for SchedulerLimits {
+    fn default() -> Self {
+        SchedulerLimits {
+            runs_in_flight_max: 250,
+            starts_per_command_max: 1000,
+        }
+    }
+}
+
+/// The runs that may start now.
+pub fn schedule(state: &ClusterState, limits: &SchedulerLimits) -> Vec<RunStart> {
+    let mut starts = Vec::new();
+    let mut in_flight_total = state.in_flight().len();
+    let mut claimed_nodes: BTreeSet<&str> = BTreeSet::new();
+    for job in state.jobs().values() {
+        if !matches!(job.state(), JobState::Ready | JobState::Running) {
+            continue;
+        }
+        let mut in_flight_job = job.runs_in_flight();
+        for (index, run) in job.runs.iter().enumerate() {
+            if in_flight_total >= limits.runs_in_flight_max
+                || starts.len() >= limits.starts_per_command_max
+            {
+                return starts;
+            }
+            if job
+                .spec
+                .concurrency
+                .is_some_and(|c| in_flight_job >= c as usize)
+            {
+                break;
+            }
+            if run.state != NodeState::New {
+                continue;
+            }
+            let node = &job.plan.nodes()[index];
+            let ready = node
+                .depends_on
+                .iter()
+                .all(|&dep| job.runs[dep as usize].state == NodeState::Finished);
+            if !ready
+                || state.busy_nodes().contains_key(&node.name)
+                || claimed_nodes.contains(node.name.as_str())
+            {
+                continue;
+            }
+            claimed_nodes.insert(&node.name);
+            starts.push(RunStart {
+                job_id: job.id,
+                node_index: index as u32,
+                attempt: run.attempt + 1,
+            });
+            in_flight_job += 1;
+            in_flight_total += 1;
+        }
+    }
+    starts
+}
+
+/// Runs whose agent has been out of reach for `timeout_ms` of leader time: disconnected for
+/// that long, or never connected since the run started that long ago. Returns
+/// `(transaction id, reason)`.
+pub fn unreachable_runs(
+    state: &ClusterState,
+    now_ms: u64,
+    timeout_ms: u64,
+) -> Vec<(String, String)> {
+    let mut expired = Vec::new();
+    for (transaction_id, txn) in state.in_flight() {
+        let Some(job) = state.job(txn.job_id) else {
+            continue;
+        };
+        let index = txn.node_index as usize;
+        let name = &job.plan.nodes()[index].name;
+        let run = &job.runs[index];
+        let out_of_reach_since = match state.inventory().get(name) {
+            Some(record) if record.connected => continue,
+            Some(record) => record.since_ms.max(run.start_ms.unwrap_or(0)),
+            None => run.start_ms.unwrap_or(0),
+        };
+        if now_ms.saturating_sub(out_of_reach_since) >= timeout_ms {
+            expired.push((
+                transaction_id.clone(),
+                format!(
+                    "unreachable: the agent of {name} was not connected for {} s",
+                    timeout_ms / 1000
+                ),
+            ));
+        }
+    }
+    expired
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Outcome, Request, RunOutcome};
+    use crate::ids::JobId;
+    use crate::job::{JobSpec, Target};
+    use crate::node_run::RunResult;
+    use crate::plan::{Plan, PlannedNode};
+
+    fn spec(concurrency: Option<u32>) -> JobSpec {
+        JobSpec {
+            environment: "production".into(),
+            target: Target::Nodes(vec![]),
+            noop: false,
+            no_noop: false,
+            concurrency,
+            enforce_environment: true,
+            debug: false,
+            trace: false,
+            evaltrace: false,
+            description: None,
+            owner: "test".into(),
+        }
+    }
+
+    fn chain(names: &[&str]) -> Plan {
+        Plan::new(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| PlannedNode {
+                    name: n.to_string(),
+                    depends_on: if i == 0 { vec![] } else { vec![i as u32 - 1] },
+                    components: vec![],
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    struct World {
+        state: ClusterState,
+        now: u64,
+    }
+
+    impl World {
+        fn new() -> World {
+            let mut w = World {
+                state: ClusterState::new(),
+                now: 1000,
+            };
+            w.apply(Command::SetClusterId {
+                cluster_id: "c".into(),
+            });
+            w
+        }
+        fn apply(&mut self, command: Command) -> Outcome {
+            self.now += 1;
+            self.state.apply(Request {
+                request_id: None,
+                now_ms: self.now,
+                command,
+            })
+        }
+        fn submit(&mut self, plan: Plan, concurrency: Option<u32>) -> JobId {
+            match self.apply(Command::SubmitJob {
+                spec: spec(concurrency),
+                plan,
+            }) {
+                Outcome::JobSubmitted { job_id } => job_id,
+                other => panic!("submit failed: {other:?}"),
+            }
+        }
+        /// Schedules and applies the decisions; returns the names started.
+        fn step(&mut self, limits: &SchedulerLimits) -> Vec<String> {
+            let runs = schedule(&self.state, limits);
+            match self.apply(Command::StartRuns { runs }) {
+                Outcome::RunsStarted { started, refused } => {
+                    assert_eq!(refused, 0, "the scheduler proposed something apply refused");
+                    started.into_iter().map(|s| s.node).collect()
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        fn report(&mut self, job: JobId, node: &str, ok: bool) {
+            let txn = self
+                .state
+                .in_flight()
+                .iter()
+                .find(|(_, t)| {
+                    t.job_id == job
+                        && self.state.job(job).unwrap().plan.nodes()[t.node_index as usize].name
+                            == node
+                })
+                .map(|(id, _)| id.clone())
+                .expect("node is running");
+            let result = RunResult::default();
+            let outcome = if ok {
+                RunOutcome::Finished(result)
+            } else {
+                RunOutcome::Failed(result)
+            };
+            let applied = self.apply(Command::ReportRun {
+                transaction_id: txn,
+                outcome,
+            });
+            assert!(
+                matches!(applied, Outcome::ReportAccepted { .. }),
+                "{applied:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn consumer_waits_for_every_producer() {
+        let mut w = World::new();
+        let job = w.submit(chain(&["db", "app", "lb"]), None);
+        let limits = SchedulerLimits::default();
+        assert_eq!(w.step(&limits), vec!["db"]);
+        assert!(w.step(&limits).is_empty(), "app must wait for db");
+        w.report(job, "db", true);
+        assert_eq!(w.step(&limits), vec!["app"]);
+        w.report(job, "app", true);
+        assert_eq!(w.step(&limits), vec!["lb"]);
+        w.report(job, "lb", true);
+        assert_eq!(w.state.job(job).unwrap().state(), JobState::Finished);
+    }
+
+    #[test]
+    fn dependents_of_a_failed_node_are_skipped_and_others_go_on() {
+        let mut w = World::new();
+        let mut nodes = chain(&["db", "app", "lb"]).nodes().to_vec();
+        nodes.push(PlannedNode {
+            name: "other".into(),
+            depends_on: vec![],
+            components: vec![],
+        });
+        let job = w.submit(Plan::new(nodes).unwrap(), None);
+        let limits = SchedulerLimits::default();
+        assert_eq!(w.step(&limits), vec!["db", "other"]);
+        w.report(job, "db", false);
+        let j = w.state.job(job).unwrap();
+        assert_eq!(j.runs[1].state, NodeState::Skipped);
+        assert_eq!(j.runs[2].state, NodeState::Skipped);
+        assert_eq!(j.runs[3].state, NodeState::Running);
+        w.report(job, "other", true);
+        assert_eq!(
+            w.state.job(job).unwrap().state(),
+            JobState::Finished,
+            "node failures still finish the job"
+        );
+    }
+
+    #[test]
+    fn concurrency_one_runs_one_at_a_time() {
+        let mut w = World::new();
+        let job = w.submit(
+            Plan::independent(["a", "b", "c"].map(String::from)).unwrap(),
+            Some(1),
+        );
+        let limits = SchedulerLimits::default();
+        for expected in ["a", "b", "c"] {
+            assert_eq!(w.step(&limits), vec![expected]);
+            assert!(w.step(&limits).is_empty());
+            w.report(job, expected, true);
+        }
+    }
+
+    #[test]
+    fn a_node_in_two_jobs_runs_one_at_a_time() {
+        let mut w = World::new();
+        let first = w.submit(Plan::independent(["shared".to_string()]).unwrap(), None);
+        let second = w.submit(
+            Plan::independent(["shared".to_string(), "solo".to_string()]).unwrap(),
+            None,
+        );
+        let limits = SchedulerLimits::default();
+        let started = w.step(&limits);
+        assert_eq!(
+            started,
+            vec!["shared", "solo"],
+            "second job's shared node waits; solo goes"
+        );
+        w.report(first, "shared", true);
+        assert_eq!(w.step(&limits), vec!["shared"]);
+        w.report(second, "shared", true);
+    }
+
+    #[test]
+    fn cluster_cap_bounds_runs_in_flight() {
+        let mut w = World::new();
+        w.submit(
+            Plan::independent((0..10).map(|i| format!("n{i}"))).unwrap(),
+            None,
+        );
+        let limits = SchedulerLimits {
+            runs_in_flight_max: 4,
+            starts_per_command_max: 100,
+        };
+        assert_eq!(w.step(&limits).len(), 4);
+        assert!(w.step(&limits).is_empty());
+    }
+
+    #[test]
+    fn stop_starts_nothing_new() {
+        let mut w = World::new();
+        let job = w.submit(
+            Plan::independent(["a", "b"].map(String::from)).unwrap(),
+            Some(1),
+        );
+        let limits = SchedulerLimits::default();
+        assert_eq!(w.step(&limits), vec!["a"]);
+        w.apply(Command::StopJob { job_id: job });
+        assert_eq!(w.state.job(job).unwrap().state(), JobState::Stopping);
+        assert!(w.step(&limits).is_empty());
+        w.report(job, "a", true);
+        let j = w.state.job(job).unwrap();
+        assert_eq!(j.state(), JobState::Stopped);
+        assert_eq!(j.runs[1].state, NodeState::Skipped);
+    }
+
+    #[test]
+    fn stale_decision_and_duplicate_report_are_refused() {
+        let mut w = World::new();
+        let job = w.submit(Plan::independent(["a".to_string()]).unwrap(), None);
+        let decisions = schedule(&w.state, &SchedulerLimits::default());
+        w.apply(Command::StartRuns {
+            runs: decisions.clone(),
+        });
+        match w.apply(Command::StartRuns { runs: decisions }) {
+            Outcome::RunsStarted { started, refused } => {
+                assert!(started.is_empty());
+                assert_eq!(refused, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        w.report(job, "a", true);
+        let again = w.apply(Command::ReportRun {
+            transaction_id: "c-1-0-1".into(),
+            outcome: RunOutcome::Finished(RunResult::default()),
+        });
+        assert!(matches!(again, Outcome::Rejected(_)), "{again:?}");
+        assert_eq!(w.state.job(job).unwrap().state(), JobState::Finished);
+    }
+
+    #[test]
+    fn disconnected_agent_expires_after_the_timeout() {
+        let mut w = World::new();
+        w.apply(Command::AgentConnected {
+            certname: "a".into(),
+            via_node: 1,
+        });
+        w.submit(Plan::independent(["a".to_string()]).unwrap(), None);
+        w.step(&SchedulerLimits::default());
+        assert!(
+            unreachable_runs(&w.state, w.now + 60_000, 30_000).is_empty(),
+            "connected agents never expire"
+        );
+        w.apply(Command::AgentDisconnected {
+            certname: "a".into(),
+            via_node: 1,
+        });
+        let since = w.now;
+        assert!(unreachable_runs(&w.state, since + 29_999, 30_000).is_empty());
+        assert_eq!(unreachable_runs(&w.state, since + 30_000, 30_000).len(), 1);
+    }
+}
