@@ -71,16 +71,18 @@ pub enum Command {
         transaction_id: String,
         outcome: RunOutcome,
     },
-    /// An agent opened a session on orchestrator node `via_node`.
+    /// An agent opened session `session` on orchestrator node `via_node`.
     AgentConnected {
         certname: String,
         via_node: u64,
+        session: String,
     },
-    /// The session of `certname` on `via_node` ended. Ignored if the agent has since
-    /// connected elsewhere.
+    /// Session `session` of `certname` ended. Ignored unless it is the agent's current
+    /// session (it may have reconnected, here or elsewhere, meanwhile).
     AgentDisconnected {
         certname: String,
         via_node: u64,
+        session: String,
     },
     /// Drops job records that ended before `finished_before_ms` (history retention).
     PruneJobs {

@@ -10,6 +10,8 @@ pub struct AgentRecord {
     pub via_node: u64,
     /// When the session opened (if connected) or closed (if not).
     pub since_ms: u64,
+    /// The session this record describes; a disconnect of any other session is stale.
+    pub session: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,21 +28,34 @@ impl Inventory {
         &self.agents
     }
 
-    pub(crate) fn connected(&mut self, certname: String, via_node: u64, now_ms: u64) {
+    /// Most agents remembered; a connect beyond this is ignored (and logged by the node).
+    pub const AGENTS_MAX: usize = 1_000_000;
+
+    pub(crate) fn connected(
+        &mut self,
+        certname: String,
+        via_node: u64,
+        session: String,
+        now_ms: u64,
+    ) {
+        if self.agents.len() >= Self::AGENTS_MAX && !self.agents.contains_key(&certname) {
+            return;
+        }
         self.agents.insert(
             certname,
             AgentRecord {
                 connected: true,
                 via_node,
                 since_ms: now_ms,
+                session,
             },
         );
     }
 
-    /// A disconnect from a node that no longer holds the session (the agent moved on) is stale.
-    pub(crate) fn disconnected(&mut self, certname: &str, via_node: u64, now_ms: u64) {
+    /// A disconnect of a session that is no longer the agent's current one is stale.
+    pub(crate) fn disconnected(&mut self, certname: &str, session: &str, now_ms: u64) {
         if let Some(record) = self.agents.get_mut(certname) {
-            if record.via_node == via_node && record.connected {
+            if record.session == session && record.connected {
                 record.connected = false;
                 record.since_ms = now_ms;
             }

@@ -367,6 +367,7 @@ mod tests {
         w.apply(Command::AgentConnected {
             certname: "a".into(),
             via_node: 1,
+            session: "s1".into(),
         });
         w.submit(Plan::independent(["a".to_string()]).unwrap(), None);
         w.step(&SchedulerLimits::default());
@@ -377,6 +378,7 @@ mod tests {
         w.apply(Command::AgentDisconnected {
             certname: "a".into(),
             via_node: 1,
+            session: "s1".into(),
         });
         let since = w.now;
         assert!(unreachable_runs(&w.state, since + 29_999, 30_000).is_empty());

@@ -109,13 +109,20 @@ impl ClusterState {
                 transaction_id,
                 outcome,
             } => self.report_run(&transaction_id, outcome),
-            Command::AgentConnected { certname, via_node } => {
-                self.inventory.connected(certname, via_node, self.clock_ms);
+            Command::AgentConnected {
+                certname,
+                via_node,
+                session,
+            } => {
+                self.inventory
+                    .connected(certname, via_node, session, self.clock_ms);
                 Outcome::Done
             }
-            Command::AgentDisconnected { certname, via_node } => {
+            Command::AgentDisconnected {
+                certname, session, ..
+            } => {
                 self.inventory
-                    .disconnected(&certname, via_node, self.clock_ms);
+                    .disconnected(&certname, &session, self.clock_ms);
                 Outcome::Done
             }
             Command::PruneJobs { finished_before_ms } => self.prune_jobs(finished_before_ms),

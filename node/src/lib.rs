@@ -12,6 +12,7 @@
 //! resolved → `Consensus::write` → (forwarded to) the leader, which stamps the time and
 //! proposes → committed → applied on every node by `porch_core::ClusterState::apply` → 202.
 
+pub mod agents;
 pub mod api;
 pub mod clock;
 pub mod cluster_service;
@@ -20,4 +21,5 @@ pub mod consensus;
 pub mod housekeeping;
 pub mod identity;
 pub mod planner;
+pub mod scheduler_loop;
 pub mod server;

@@ -1,12 +1,16 @@
 //! Assembles a node from its parts and serves it: one listening address carries raft RPC,
 //! the internal cluster RPC and the HTTP API (gRPC requests are told apart by path).
 
+use crate::agents::registry::Registry;
+use crate::agents::session::SessionService;
 use crate::api::{self, ApiState};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster_service::ClusterService;
 use crate::config::NodeConfig;
 use crate::consensus::Consensus;
 use crate::identity::{self, DataDirState};
+use porch_agent::proto::agent_sessions_server::AgentSessionsServer;
+use porch_core::scheduler::SchedulerLimits;
 use porch_raft::network::{ClusterIdSource, Dialer, MESSAGE_BYTES_MAX, Network, TcpDialer};
 use porch_raft::proto::{cluster_server::ClusterServer, raft_server::RaftServer};
 use porch_raft::raft_service::RaftService;
@@ -14,6 +18,9 @@ use porch_raft::{Disk, LogStore, PeerNode, Raft, SledDisk, StateMachineStore};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Heartbeats on agent sessions; three missed end the session.
+pub const AGENT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The side-effecting parts a node is built from. Production: system clock, TCP, sled.
 pub struct NodeEnv {
@@ -90,13 +97,39 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
             .max_encoding_message_size(MESSAGE_BYTES_MAX),
     )
     .into_axum_router();
+    let registry = Arc::new(Registry::default());
+    let sessions = tonic::service::Routes::new(AgentSessionsServer::new(SessionService::new(
+        consensus.clone(),
+        registry.clone(),
+        AGENT_HEARTBEAT_INTERVAL,
+    )))
+    .into_axum_router();
     let router = api::router(api_state)
         .route_service(
             "/porch.internal.v1.Raft/{*method}",
             grpc.clone().into_service(),
         )
-        .route_service("/porch.internal.v1.Cluster/{*method}", grpc.into_service());
-    let tasks = vec![tokio::spawn(crate::housekeeping::run(consensus.clone()))];
+        .route_service("/porch.internal.v1.Cluster/{*method}", grpc.into_service())
+        .route_service(
+            "/porch.agent.v1.AgentSessions/{*method}",
+            sessions.into_service(),
+        );
+    let limits = SchedulerLimits {
+        runs_in_flight_max: config.runs_in_flight_max,
+        ..SchedulerLimits::default()
+    };
+    let tasks = vec![
+        tokio::spawn(crate::housekeeping::run(consensus.clone())),
+        tokio::spawn(crate::scheduler_loop::run(
+            consensus.clone(),
+            limits,
+            config.agent_unreachable_timeout,
+        )),
+        tokio::spawn(crate::agents::delivery::run(
+            consensus.view.clone(),
+            registry,
+        )),
+    ];
     Ok(Node {
         consensus,
         router,

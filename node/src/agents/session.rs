@@ -1,0 +1,335 @@
+//! One agent's session on this node: the server side of `proto/agent.proto`.
+//!
+//! Life of a session:
+//! 1. the agent's `Hello` names its certname; a newer session for that certname supersedes
+//!    an older one here; `Welcome` answers;
+//! 2. the node commits `AgentConnected` (inventory; retried until committed);
+//! 3. reconciliation: the node asks the agent for the status of every run of that certname
+//!    still in flight in the applied state, and re-sends only the runs the agent never saw —
+//!    so a failover or a reconnect never loses a run and never runs one twice;
+//! 4. results are committed as `ReportRun` (request id = transaction id, so a result sent twice
+//!    applies once) and acknowledged to the agent only after they are committed;
+//! 5. on loss (stream end, 3 missed heartbeats) the node commits `AgentDisconnected`.
+
+use super::in_flight_for;
+use super::registry::{Registry, SESSION_QUEUE_MAX};
+use super::run_request;
+use crate::consensus::Consensus;
+use futures::Stream;
+use porch_agent::proto::agent_sessions_server::AgentSessions;
+use porch_agent::proto::{
+    AgentMessage, Heartbeat, Refused, ResultAck, RunResult, ServerMessage, StatusQuery,
+    StatusReply, Welcome, agent_message, run_result, server_message::Kind, transaction_status,
+};
+use porch_core::node_run::RESULT_MESSAGE_BYTES_MAX;
+use porch_core::plan::is_valid_certname;
+use porch_core::{Command, Outcome, Rejection, RunOutcome};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+/// How long an agent has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the node keeps trying to commit a result or an inventory change.
+const COMMIT_RETRY_FOR: Duration = Duration::from_secs(300);
+
+pub struct SessionService {
+    consensus: Arc<Consensus>,
+    registry: Arc<Registry>,
+    heartbeat_interval: Duration,
+    boot_ms: u64,
+    next_session: AtomicU64,
+}
+
+impl SessionService {
+    pub fn new(
+        consensus: Arc<Consensus>,
+        registry: Arc<Registry>,
+        heartbeat_interval: Duration,
+    ) -> SessionService {
+        let boot_ms = consensus.clock().now_ms();
+        SessionService {
+            consensus,
+            registry,
+            heartbeat_interval,
+            boot_ms,
+            next_session: AtomicU64::new(0),
+        }
+    }
+}
+
+type ServerStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
+
+fn message(kind: Kind) -> ServerMessage {
+    ServerMessage { kind: Some(kind) }
+}
+
+#[tonic::async_trait]
+impl AgentSessions for SessionService {
+    type SessionStream = ServerStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<ServerStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel::<ServerMessage>(SESSION_QUEUE_MAX);
+        let outbound: ServerStream = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|m| (Ok(m), rx))
+        }));
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                kind: Some(agent_message::Kind::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(status),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be Hello",
+                ));
+            }
+        };
+        if !is_valid_certname(&hello.certname) {
+            let _ = tx
+                .send(message(Kind::Refused(Refused {
+                    reason: format!("{:?} is not a valid certname", hello.certname),
+                })))
+                .await;
+            return Ok(Response::new(outbound));
+        }
+        let session = format!(
+            "{}-{}-{}",
+            self.consensus.id,
+            self.boot_ms,
+            self.next_session.fetch_add(1, Ordering::Relaxed)
+        );
+        let session_id = self.registry.register(&hello.certname, tx.clone());
+        let _ = tx
+            .send(message(Kind::Welcome(Welcome {
+                orchestrator_node: self.consensus.id,
+                heartbeat_interval_secs: self.heartbeat_interval.as_secs().max(1) as u32,
+            })))
+            .await;
+        tracing::info!("agent {} connected (session {session})", hello.certname);
+        let driver = SessionDriver {
+            consensus: self.consensus.clone(),
+            registry: self.registry.clone(),
+            certname: hello.certname,
+            session,
+            session_id,
+            tx,
+            heartbeat_interval: self.heartbeat_interval,
+        };
+        tokio::spawn(driver.run(inbound));
+        Ok(Response::new(outbound))
+    }
+}
+
+struct SessionDriver {
+    consensus: Arc<Consensus>,
+    registry: Arc<Registry>,
+    certname: String,
+    /// Cluster-unique session name, recorded in the inventory.
+    session: String,
+    /// Local registry id.
+    session_id: u64,
+    tx: mpsc::Sender<ServerMessage>,
+    heartbeat_interval: Duration,
+}
+
+impl SessionDriver {
+    async fn run(self, mut inbound: Streaming<AgentMessage>) {
+        let this = Arc::new(self);
+        {
+            let this = this.clone();
+            tokio::spawn(async move {
+                let command = Command::AgentConnected {
+                    certname: this.certname.clone(),
+                    via_node: this.consensus.id,
+                    session: this.session.clone(),
+                };
+                this.commit_with_retry(command).await;
+            });
+        }
+        this.reconcile();
+        let mut heartbeat = tokio::time::interval(this.heartbeat_interval);
+        let mut sequence = 0u64;
+        let silence_max = this.heartbeat_interval * 3;
+        let mut last_heard = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                received = inbound.message() => match received {
+                    Ok(Some(msg)) => {
+                        last_heard = tokio::time::Instant::now();
+                        this.handle(msg);
+                    }
+                    Ok(None) | Err(_) => break,
+                },
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > silence_max {
+                        tracing::warn!("agent {} missed 3 heartbeats; closing its session", this.certname);
+                        break;
+                    }
+                    if !this.registry.is_current(&this.certname, this.session_id) {
+                        break; // superseded by a newer session
+                    }
+                    sequence += 1;
+                    if this.tx.try_send(message(Kind::Heartbeat(Heartbeat { sequence }))).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if this.registry.unregister(&this.certname, this.session_id) {
+            tracing::info!("agent {} disconnected", this.certname);
+        }
+        let command = Command::AgentDisconnected {
+            certname: this.certname.clone(),
+            via_node: this.consensus.id,
+            session: this.session.clone(),
+        };
+        this.commit_with_retry(command).await;
+    }
+
+    /// Asks the agent about every run of its certname still in flight.
+    fn reconcile(&self) {
+        let txns: Vec<String> = {
+            let state = self.consensus.view.read();
+            in_flight_for(&state.cluster, &self.certname)
+                .into_iter()
+                .map(|(_, txn)| txn)
+                .collect()
+        };
+        if !txns.is_empty() {
+            let _ = self.tx.try_send(message(Kind::StatusQuery(StatusQuery {
+                transaction_ids: txns,
+            })));
+        }
+    }
+
+    fn handle(self: &Arc<Self>, msg: AgentMessage) {
+        match msg.kind {
+            Some(agent_message::Kind::Result(result)) => self.clone().commit_result(result),
+            Some(agent_message::Kind::Status(reply)) => self.handle_status(reply),
+            Some(agent_message::Kind::Heartbeat(_))
+            | Some(agent_message::Kind::Hello(_))
+            | None => {}
+        }
+    }
+
+    fn handle_status(self: &Arc<Self>, reply: StatusReply) {
+        for status in reply.statuses {
+            match transaction_status::State::try_from(status.state) {
+                Ok(transaction_status::State::Unknown) => {
+                    self.resend_if_in_flight(&status.transaction_id)
+                }
+                Ok(transaction_status::State::Done) => {
+                    if let Some(result) = status.result {
+                        self.clone().commit_result(result);
+                    }
+                }
+                Ok(transaction_status::State::Running) | Err(_) => {}
+            }
+        }
+    }
+
+    /// Re-sends a run the agent never saw, if it is still this agent's run in flight.
+    fn resend_if_in_flight(&self, transaction_id: &str) {
+        let request = {
+            let state = self.consensus.view.read();
+            in_flight_for(&state.cluster, &self.certname)
+                .into_iter()
+                .find(|(_, txn)| txn == transaction_id)
+                .and_then(|(job, txn)| run_request(&state.cluster, job, &txn))
+        };
+        if let Some(request) = request {
+            let _ = self.tx.try_send(message(Kind::Run(request)));
+        }
+    }
+
+    /// Commits a result and acknowledges it once committed (or known to be stale).
+    fn commit_result(self: Arc<Self>, result: RunResult) {
+        tokio::spawn(async move {
+            let transaction_id = result.transaction_id.clone();
+            let command = Command::ReportRun {
+                transaction_id: transaction_id.clone(),
+                outcome: to_outcome(result),
+            };
+            let request_id = format!("report-{transaction_id}");
+            let deadline = tokio::time::Instant::now() + COMMIT_RETRY_FOR;
+            loop {
+                match self
+                    .consensus
+                    .write(Some(request_id.clone()), command.clone())
+                    .await
+                {
+                    Ok(Outcome::ReportAccepted { .. })
+                    | Ok(Outcome::Rejected(Rejection::UnknownTransaction(_))) => {
+                        let _ = self
+                            .tx
+                            .try_send(message(Kind::Ack(ResultAck { transaction_id })));
+                        return;
+                    }
+                    Ok(other) => {
+                        tracing::warn!("result of {transaction_id} not accepted: {other:?}");
+                        return;
+                    }
+                    Err(e) if tokio::time::Instant::now() < deadline && !self.tx.is_closed() => {
+                        tracing::warn!("cannot commit the result of {transaction_id} yet: {e}");
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "giving up on the result of {transaction_id} for now (the agent re-sends it): {e}"
+                        );
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn commit_with_retry(&self, command: Command) {
+        let deadline = tokio::time::Instant::now() + COMMIT_RETRY_FOR;
+        while let Err(e) = self.consensus.write(None, command.clone()).await {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("giving up committing {command:?}: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// A proto result as the state machine records it.
+pub fn to_outcome(result: RunResult) -> RunOutcome {
+    let mut message = result.message;
+    if message.len() > RESULT_MESSAGE_BYTES_MAX {
+        message = porch_core::node_run::truncate_utf8(message, RESULT_MESSAGE_BYTES_MAX);
+    }
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    let record = porch_core::RunResult {
+        status: result.status,
+        metrics: result.metrics.into_iter().collect(),
+        configuration_version: non_empty(result.configuration_version),
+        transaction_uuid: non_empty(result.puppet_transaction_uuid),
+        environment: non_empty(result.environment),
+        exit_code: Some(result.exit_code),
+        message: non_empty(message.clone()),
+    };
+    match run_result::Outcome::try_from(result.outcome) {
+        Ok(run_result::Outcome::Finished) => RunOutcome::Finished(record),
+        Ok(run_result::Outcome::Failed) => RunOutcome::Failed(record),
+        Ok(run_result::Outcome::Errored) => RunOutcome::Errored {
+            message: if message.is_empty() {
+                "the agent reported an error".into()
+            } else {
+                message
+            },
+        },
+        Err(_) => RunOutcome::Errored {
+            message: format!("the agent sent an unknown outcome {}", result.outcome),
+        },
+    }
+}

@@ -1,0 +1,53 @@
+//! The leader's scheduling loop: whenever the applied state changes (or every tick), compute
+//! decisions with the pure `porch_core::scheduler` and propose them. It only ever proposes:
+//! dispatch happens when the proposal is committed and applied (see `agents::delivery`).
+//! It also expires runs whose agent has been unreachable for longer than the timeout, judged
+//! by the leader's clock against leader-stamped inventory times.
+
+use crate::consensus::Consensus;
+use porch_core::scheduler::{SchedulerLimits, schedule, unreachable_runs};
+use porch_core::{Command, RunOutcome};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest the loop sleeps without an applied change (expiry needs time to pass).
+const TICK: Duration = Duration::from_millis(250);
+
+pub async fn run(
+    consensus: Arc<Consensus>,
+    limits: SchedulerLimits,
+    unreachable_timeout: Duration,
+) {
+    let mut applied = consensus.view.applied_index();
+    loop {
+        let _ = tokio::time::timeout(TICK, applied.changed()).await;
+        if !consensus.is_leader() {
+            continue;
+        }
+        let now = consensus.clock().now_ms();
+        let (starts, expired) = {
+            let state = consensus.view.read();
+            (
+                schedule(&state.cluster, &limits),
+                unreachable_runs(&state.cluster, now, unreachable_timeout.as_millis() as u64),
+            )
+        };
+        if !starts.is_empty() {
+            if let Err(e) = consensus
+                .write(None, Command::StartRuns { runs: starts })
+                .await
+            {
+                tracing::warn!("could not propose run starts: {e}");
+            }
+        }
+        for (transaction_id, message) in expired {
+            let command = Command::ReportRun {
+                transaction_id,
+                outcome: RunOutcome::Errored { message },
+            };
+            if let Err(e) = consensus.write(None, command).await {
+                tracing::warn!("could not expire an unreachable run: {e}");
+            }
+        }
+    }
+}
