@@ -139,6 +139,17 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
 
 /// Runs a production node until Ctrl+C or SIGTERM: sled in `--data-dir`, TCP on `--listen`.
 pub async fn serve(config: NodeConfig) -> Result<(), String> {
+    // openraft's randomness (election timeouts) comes from this seed; see `porch_raft::types`.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ ((std::process::id() as u64) << 32)
+        ^ config.id;
+    porch_raft::types::seeded(seed, serve_seeded(config)).await
+}
+
+async fn serve_seeded(config: NodeConfig) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         format!(
             "--data-dir {}: cannot create: {e}",

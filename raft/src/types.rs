@@ -16,17 +16,19 @@ impl std::fmt::Display for PeerNode {
     }
 }
 
-/// The simulation swaps in a seeded runtime so election timeouts replay exactly; production
-/// uses plain tokio (the seeded one panics outside a seeded scope).
-#[cfg(not(feature = "sim"))]
-pub type Runtime = openraft::TokioRuntime;
-#[cfg(feature = "sim")]
-pub type Runtime = openraft_rt_deterministic::DeterministicRuntime;
+/// openraft's runtime: tokio, with every random draw (election timeouts, tick jitter) taken
+/// from a seed held in a task-local scope. The simulation seeds it from the run's seed, so
+/// elections replay exactly; production seeds it from the OS at start (`seeded`). One type for
+/// both means no cargo feature can leak the simulation's runtime into the real binary.
+/// Raft must be created, and its futures driven, inside [`seeded`].
+pub type Runtime = openraft::rt::deterministic_rng::DeterministicRng<openraft::impls::TokioRuntime>;
 
-#[cfg(feature = "sim")]
-mod openraft_rt_deterministic {
-    pub type DeterministicRuntime =
-        openraft::rt::deterministic_rng::DeterministicRng<openraft::TokioRuntime>;
+/// Runs `future` with openraft's random source seeded by `seed`.
+pub fn seeded<F: std::future::Future>(
+    seed: u64,
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
+    Runtime::scope(seed, future)
 }
 
 openraft::declare_raft_types!(
