@@ -1,6 +1,7 @@
 //! `porch`: the orchestrator node, a local dev cluster, and (through the client modules) the
 //! job, app and cluster commands.
 
+mod bench_cmd;
 mod server_cmd;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run a local three-node cluster on loopback.
     Dev(server_cmd::DevArgs),
+    /// Benchmarks (results for BENCHMARKS.md).
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => server_cmd::run_server(args).await,
             Command::Dev(args) => server_cmd::run_dev(args).await,
+            Command::Bench(args) => bench_cmd::run_bench(args).await,
         }
     })
 }

@@ -51,6 +51,9 @@ pub struct Consensus {
     pub view: Arc<AppliedView>,
     clock: Arc<dyn Clock>,
     dialer: Arc<dyn Dialer>,
+    /// One gRPC channel per peer address, reused: connecting per forwarded request would cost
+    /// a TCP and HTTP/2 handshake each time.
+    channels: std::sync::Mutex<BTreeMap<String, tonic::transport::Channel>>,
     request_timeout: Duration,
 }
 
@@ -74,8 +77,20 @@ impl Consensus {
             view,
             clock,
             dialer,
+            channels: std::sync::Mutex::new(BTreeMap::new()),
             request_timeout,
         }
+    }
+
+    /// The cached channel to `addr` (tonic reconnects a broken channel on its own).
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = self.dialer.channel(addr)?;
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
     }
 
     /// A copy of raft's current metrics.
@@ -278,7 +293,7 @@ impl Consensus {
             .get_node(&leader)
             .map(|n| n.addr.clone())
             .ok_or_else(|| format!("leader {leader} has no known address"))?;
-        let channel = self.dialer.channel(&addr)?;
+        let channel = self.channel(&addr)?;
         let mut client = ClusterClient::new(channel)
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX);

@@ -183,6 +183,11 @@ async fn serve_seeded(config: NodeConfig) -> Result<(), String> {
     let node = build(&config, env).await?;
     tracing::info!("node {} serving on {}", config.id, config.listen);
     let app = node.router.clone();
+    // Nagle's algorithm plus delayed ACKs would add ~40 ms to small request/response pairs.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     let result = serving.await.map_err(|e| format!("server failed: {e}"));
     node.shutdown().await;

@@ -143,14 +143,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(
         &mut self,
     ) -> Result<openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
-        let (meta, data) = {
-            let state = self.view.read();
-            let meta = SnapshotMeta {
-                last_log_id: state.last_applied,
-                last_membership: state.membership.clone(),
-            };
-            (meta, encode(&*state)?)
+        // Copy under the lock, encode outside it: encoding a large state takes long enough
+        // to stall `apply` (which needs the write lock) if done while holding it.
+        let state = self.view.read().clone();
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.membership.clone(),
         };
+        let data = encode(&state)?;
         self.save_snapshot(&meta, &data).await?;
         Ok(openraft::storage::Snapshot {
             meta,
