@@ -21,5 +21,6 @@ pub mod consensus;
 pub mod housekeeping;
 pub mod identity;
 pub mod planner;
+pub mod query;
 pub mod scheduler_loop;
 pub mod server;
