@@ -1,6 +1,23 @@
-//! porch-agent (being written): the agent side of the session protocol in `proto/agent.proto`.
+//! porch-agent: the program on each managed host.
+//!
+//! It keeps one session (a gRPC bidirectional stream, `proto/agent.proto`) with one
+//! orchestrator node and fails over to the next URL when the session is lost
+//! ([`session::Agent`]). Every transaction it accepts goes into the [`spool`] before it runs,
+//! so a transaction runs at most once however often it is requested, and its result is re-sent
+//! on every new session until the cluster acknowledges it. The [`runner`] does the work:
+//! `puppet agent --onetime ...`, a command, or a seeded simulation.
+//!
+//! Entry points: [`args::AgentArgs`] + [`args::run_agent`] (used by `porch-agent` and
+//! `porch agent`).
+
+pub mod args;
+pub mod runner;
+pub mod session;
+pub mod spool;
 
 /// Generated gRPC code for the agent protocol.
 pub mod proto {
     tonic::include_proto!("porch.agent.v1");
 }
+
+pub use args::{AgentArgs, run_agent};

@@ -24,6 +24,8 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run a local three-node cluster on loopback.
     Dev(server_cmd::DevArgs),
+    /// Run an agent: keep a session with the orchestrators and run Puppet when asked.
+    Agent(porch_agent::AgentArgs),
     /// Benchmarks (results for BENCHMARKS.md).
     Bench(bench_cmd::BenchArgs),
 }
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
             Command::Server(args) => server_cmd::run_server(args).await,
             Command::Dev(args) => server_cmd::run_dev(args).await,
             Command::Bench(args) => bench_cmd::run_bench(args).await,
+            Command::Agent(args) => porch_agent::run_agent(args).await,
         }
     })
 }

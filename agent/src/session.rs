@@ -1,0 +1,291 @@
+//! The agent's side of a session: connect to one orchestrator node, say hello, follow its
+//! requests, send results, and fail over to the next URL when the session is lost.
+//!
+//! Guarantees (with the spool): a transaction is run at most once however often it is
+//! requested; a result is re-sent on every new session until the cluster acknowledges it.
+
+use crate::proto::agent_sessions_client::AgentSessionsClient;
+use crate::proto::{
+    AgentMessage, Heartbeat, Hello, RunRequest, RunResult, ServerMessage, StatusReply,
+    TransactionStatus, agent_message, run_result, server_message, transaction_status,
+};
+use crate::runner::Runner;
+use crate::spool::{Entry, Outcome, Spool, StoredResult, valid_transaction_id};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Requests queued behind the one running; the orchestrator never sends a node two runs at
+/// once, so this only guards against a misbehaving server.
+pub const RUN_QUEUE_MAX: usize = 64;
+
+pub struct Agent {
+    pub certname: String,
+    pub urls: Vec<String>,
+    pub spool: Arc<Mutex<Spool>>,
+    pub runner: Arc<Runner>,
+}
+
+fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn agent_message(kind: agent_message::Kind) -> AgentMessage {
+    AgentMessage { kind: Some(kind) }
+}
+
+pub fn to_proto(transaction_id: &str, result: &StoredResult) -> RunResult {
+    RunResult {
+        transaction_id: transaction_id.to_string(),
+        outcome: match result.outcome {
+            Outcome::Finished => run_result::Outcome::Finished as i32,
+            Outcome::Failed => run_result::Outcome::Failed as i32,
+            Outcome::Errored => run_result::Outcome::Errored as i32,
+        },
+        status: result.status.clone(),
+        metrics: result.metrics.clone().into_iter().collect(),
+        configuration_version: result.configuration_version.clone(),
+        puppet_transaction_uuid: result.puppet_transaction_uuid.clone(),
+        environment: result.environment.clone(),
+        exit_code: result.exit_code,
+        message: result.message.clone(),
+    }
+}
+
+fn result_message(entry: &Entry) -> Option<AgentMessage> {
+    entry.result.as_ref().map(|r| {
+        agent_message(agent_message::Kind::Result(to_proto(
+            &entry.transaction_id,
+            r,
+        )))
+    })
+}
+
+impl Agent {
+    /// Runs forever: one session at a time, failing over between URLs.
+    pub async fn run(self: Arc<Self>) {
+        let (work_tx, work_rx) = mpsc::channel::<RunRequest>(RUN_QUEUE_MAX);
+        let (done_tx, mut done_rx) = mpsc::channel::<String>(RUN_QUEUE_MAX + 1);
+        tokio::spawn(self.clone().work(work_rx, done_tx));
+        let mut url_index = 0usize;
+        let mut failures_here = 0u32;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let url = self.urls[url_index % self.urls.len()].clone();
+            match self.session(&url, &work_tx, &mut done_rx).await {
+                Ok(()) => {
+                    tracing::info!("{}: session with {url} ended", self.certname);
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => tracing::warn!("{}: session with {url}: {e}", self.certname),
+            }
+            // Retry the same orchestrator once, then move on to the next (as pxp-agent does).
+            failures_here += 1;
+            if failures_here >= 2 {
+                failures_here = 0;
+                url_index += 1;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Runs accepted requests one at a time; persists each result before announcing it.
+    async fn work(
+        self: Arc<Self>,
+        mut work_rx: mpsc::Receiver<RunRequest>,
+        done_tx: mpsc::Sender<String>,
+    ) {
+        while let Some(request) = work_rx.recv().await {
+            tracing::info!(
+                "{}: running transaction {} of job {}",
+                self.certname,
+                request.transaction_id,
+                request.job_id
+            );
+            let result = self.runner.run(&request, &self.certname).await;
+            if let Err(e) = lock(&self.spool).finish(&request.transaction_id, result) {
+                tracing::error!("{}: {e}", self.certname);
+                continue;
+            }
+            let _ = done_tx.send(request.transaction_id).await;
+        }
+    }
+
+    async fn session(
+        &self,
+        url: &str,
+        work_tx: &mpsc::Sender<RunRequest>,
+        done_rx: &mut mpsc::Receiver<String>,
+    ) -> Result<(), String> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("bad --service-url {url:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(256);
+        out_tx
+            .send(agent_message(agent_message::Kind::Hello(Hello {
+                certname: self.certname.clone(),
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                runner: self.runner.name().to_string(),
+            })))
+            .await
+            .map_err(|_| "session closed")?;
+        let outbound =
+            futures::stream::unfold(
+                out_rx,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            );
+        let mut inbound = AgentSessionsClient::new(channel)
+            .session(outbound)
+            .await
+            .map_err(|s| format!("session refused: {}", s.message()))?
+            .into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .map_err(|_| "no welcome within 10 s")?
+            .map_err(|s| format!("session failed: {}", s.message()))?;
+        let heartbeat = match first.and_then(|m| m.kind) {
+            Some(server_message::Kind::Welcome(w)) => {
+                tracing::info!(
+                    "{}: connected to orchestrator node {} at {url}",
+                    self.certname,
+                    w.orchestrator_node
+                );
+                Duration::from_secs(w.heartbeat_interval_secs.clamp(1, 300) as u64)
+            }
+            Some(server_message::Kind::Refused(r)) => return Err(format!("refused: {}", r.reason)),
+            _ => return Err("the server did not welcome the session".into()),
+        };
+        let unacked = lock(&self.spool).unacked();
+        for entry in unacked {
+            if let Some(message) = result_message(&entry) {
+                out_tx.send(message).await.map_err(|_| "session closed")?;
+            }
+        }
+        let mut ticker = tokio::time::interval(heartbeat);
+        let mut last_heard = tokio::time::Instant::now();
+        let mut sequence = 0u64;
+        loop {
+            tokio::select! {
+                received = inbound.message() => match received {
+                    Ok(Some(message)) => {
+                        last_heard = tokio::time::Instant::now();
+                        self.handle(message, work_tx, &out_tx).await?;
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(status) => return Err(format!("session lost: {}", status.message())),
+                },
+                Some(transaction_id) = done_rx.recv() => {
+                    let entry = lock(&self.spool).get(&transaction_id).cloned();
+                    if let Some(message) = entry.as_ref().and_then(result_message) {
+                        out_tx.send(message).await.map_err(|_| "session closed")?;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() > heartbeat * 3 {
+                        return Err("the orchestrator missed 3 heartbeats".into());
+                    }
+                    sequence += 1;
+                    out_tx
+                        .send(agent_message(agent_message::Kind::Heartbeat(Heartbeat { sequence })))
+                        .await
+                        .map_err(|_| "session closed")?;
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        message: ServerMessage,
+        work_tx: &mpsc::Sender<RunRequest>,
+        out_tx: &mpsc::Sender<AgentMessage>,
+    ) -> Result<(), String> {
+        let reply = match message.kind {
+            Some(server_message::Kind::Run(request)) => self.accept(request, work_tx),
+            Some(server_message::Kind::StatusQuery(query)) => {
+                let spool = lock(&self.spool);
+                let statuses = query
+                    .transaction_ids
+                    .iter()
+                    .map(|txn| match spool.get(txn) {
+                        None => TransactionStatus {
+                            transaction_id: txn.clone(),
+                            state: transaction_status::State::Unknown as i32,
+                            result: None,
+                        },
+                        Some(Entry { result: None, .. }) => TransactionStatus {
+                            transaction_id: txn.clone(),
+                            state: transaction_status::State::Running as i32,
+                            result: None,
+                        },
+                        Some(Entry {
+                            result: Some(r), ..
+                        }) => TransactionStatus {
+                            transaction_id: txn.clone(),
+                            state: transaction_status::State::Done as i32,
+                            result: Some(to_proto(txn, r)),
+                        },
+                    })
+                    .collect();
+                Some(agent_message(agent_message::Kind::Status(StatusReply {
+                    statuses,
+                })))
+            }
+            Some(server_message::Kind::Ack(ack)) => {
+                if let Err(e) = lock(&self.spool).ack(&ack.transaction_id) {
+                    tracing::warn!("{}: {e}", self.certname);
+                }
+                None
+            }
+            Some(server_message::Kind::Refused(r)) => return Err(format!("refused: {}", r.reason)),
+            Some(server_message::Kind::Heartbeat(_))
+            | Some(server_message::Kind::Welcome(_))
+            | None => None,
+        };
+        if let Some(reply) = reply {
+            out_tx.send(reply).await.map_err(|_| "session closed")?;
+        }
+        Ok(())
+    }
+
+    /// A run request: run it if new, otherwise answer with what the spool knows.
+    fn accept(
+        &self,
+        request: RunRequest,
+        work_tx: &mpsc::Sender<RunRequest>,
+    ) -> Option<AgentMessage> {
+        let txn = request.transaction_id.clone();
+        if !valid_transaction_id(&txn) {
+            let result = StoredResult::errored(format!("invalid transaction id {txn:?}"));
+            return Some(agent_message(agent_message::Kind::Result(to_proto(
+                &txn, &result,
+            ))));
+        }
+        let mut spool = lock(&self.spool);
+        if let Some(entry) = spool.get(&txn) {
+            // Known: never run twice. Re-send the result if there is one.
+            return result_message(entry);
+        }
+        if let Err(e) = spool.accept(&txn, request.job_id) {
+            tracing::error!("{}: {e}", self.certname);
+            let result = StoredResult::errored(format!("the agent could not record the run: {e}"));
+            return Some(agent_message(agent_message::Kind::Result(to_proto(
+                &txn, &result,
+            ))));
+        }
+        if work_tx.try_send(request).is_err() {
+            let result = StoredResult::errored("the agent's run queue is full");
+            let _ = spool.finish(&txn, result.clone());
+            return Some(agent_message(agent_message::Kind::Result(to_proto(
+                &txn, &result,
+            ))));
+        }
+        None
+    }
+}

@@ -1,0 +1,298 @@
+//! The agent's spool: one file per transaction it ever accepted, written durably (temp file,
+//! fsync, rename, fsync of the directory) before the agent acts on it. This is what makes a
+//! run happen at most once: a request for a transaction already in the spool is never run
+//! again — the agent answers with what it knows instead. And it is what makes a result
+//! survive an agent crash until the cluster has acknowledged it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest transaction id accepted (it becomes a file name).
+pub const TRANSACTION_ID_BYTES_MAX: usize = 200;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Finished,
+    Failed,
+    Errored,
+}
+
+/// A run's result as the spool keeps it (mirrors the protocol's `RunResult`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResult {
+    pub outcome: Outcome,
+    pub status: String,
+    pub metrics: BTreeMap<String, i64>,
+    pub configuration_version: String,
+    pub puppet_transaction_uuid: String,
+    pub environment: String,
+    pub exit_code: i32,
+    pub message: String,
+}
+
+impl StoredResult {
+    pub fn errored(message: impl Into<String>) -> StoredResult {
+        StoredResult {
+            outcome: Outcome::Errored,
+            status: "errored".into(),
+            metrics: BTreeMap::new(),
+            configuration_version: String::new(),
+            puppet_transaction_uuid: String::new(),
+            environment: String::new(),
+            exit_code: -1,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub transaction_id: String,
+    pub job_id: u64,
+    pub accepted_ms: u64,
+    /// `None` while the run has not finished.
+    pub result: Option<StoredResult>,
+    /// The cluster confirmed it committed the result: stop re-sending it.
+    pub acked: bool,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    entries: BTreeMap<String, Entry>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+/// Whether `id` is safe as a file name: letters, digits, `-`, `_`, `.`; not starting with `.`.
+pub fn valid_transaction_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= TRANSACTION_ID_BYTES_MAX
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+impl Spool {
+    /// Opens the spool in `dir` (created if missing). Runs that were accepted but have no
+    /// result were interrupted by a crash: they are recorded as errored, never re-run.
+    pub fn open(dir: &Path) -> Result<Spool, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("--spool-dir {}: cannot create: {e}", dir.display()))?;
+        let probe = dir.join(".write-test");
+        std::fs::write(&probe, b"ok")
+            .map_err(|e| format!("--spool-dir {}: not writable: {e}", dir.display()))?;
+        let _ = std::fs::remove_file(&probe);
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            entries: BTreeMap::new(),
+        };
+        let listing =
+            std::fs::read_dir(dir).map_err(|e| format!("--spool-dir {}: {e}", dir.display()))?;
+        let mut interrupted = Vec::new();
+        for item in listing.flatten() {
+            let path = item.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let parsed = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    serde_json::from_slice::<Entry>(&bytes).map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(entry) => {
+                    if entry.result.is_none() {
+                        interrupted.push(entry.transaction_id.clone());
+                    }
+                    spool.entries.insert(entry.transaction_id.clone(), entry);
+                }
+                Err(e) => {
+                    let aside = path.with_extension("json.corrupt");
+                    tracing::warn!(
+                        "spool file {} is corrupt ({e}); moved to {}",
+                        path.display(),
+                        aside.display()
+                    );
+                    let _ = std::fs::rename(&path, &aside);
+                }
+            }
+        }
+        for txn in interrupted {
+            spool.finish(
+                &txn,
+                StoredResult::errored(
+                    "the agent restarted during the run; it may or may not have completed",
+                ),
+            )?;
+        }
+        Ok(spool)
+    }
+
+    pub fn get(&self, transaction_id: &str) -> Option<&Entry> {
+        self.entries.get(transaction_id)
+    }
+
+    /// Records `transaction_id` as accepted, durably. Returns false if it was already known
+    /// (then it must not run).
+    pub fn accept(&mut self, transaction_id: &str, job_id: u64) -> Result<bool, String> {
+        if self.entries.contains_key(transaction_id) {
+            return Ok(false);
+        }
+        let entry = Entry {
+            transaction_id: transaction_id.to_string(),
+            job_id,
+            accepted_ms: now_ms(),
+            result: None,
+            acked: false,
+        };
+        self.persist(&entry)?;
+        self.entries.insert(transaction_id.to_string(), entry);
+        Ok(true)
+    }
+
+    pub fn finish(&mut self, transaction_id: &str, result: StoredResult) -> Result<(), String> {
+        let Some(mut entry) = self.entries.get(transaction_id).cloned() else {
+            return Err(format!("transaction {transaction_id} is not in the spool"));
+        };
+        entry.result = Some(result);
+        self.persist(&entry)?;
+        self.entries.insert(transaction_id.to_string(), entry);
+        Ok(())
+    }
+
+    pub fn ack(&mut self, transaction_id: &str) -> Result<(), String> {
+        let Some(mut entry) = self.entries.get(transaction_id).cloned() else {
+            return Ok(());
+        };
+        if entry.acked || entry.result.is_none() {
+            return Ok(());
+        }
+        entry.acked = true;
+        self.persist(&entry)?;
+        self.entries.insert(transaction_id.to_string(), entry);
+        Ok(())
+    }
+
+    /// Finished results the cluster has not acknowledged yet.
+    pub fn unacked(&self) -> Vec<Entry> {
+        self.entries
+            .values()
+            .filter(|e| e.result.is_some() && !e.acked)
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets acknowledged entries older than `ttl`.
+    pub fn purge(&mut self, ttl: Duration) {
+        let cutoff = now_ms().saturating_sub(ttl.as_millis() as u64);
+        let old: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| e.acked && e.accepted_ms < cutoff)
+            .map(|e| e.transaction_id.clone())
+            .collect();
+        for txn in old {
+            let _ = std::fs::remove_file(self.path(&txn));
+            self.entries.remove(&txn);
+        }
+    }
+
+    fn path(&self, transaction_id: &str) -> PathBuf {
+        self.dir.join(format!("{transaction_id}.json"))
+    }
+
+    fn persist(&self, entry: &Entry) -> Result<(), String> {
+        if !valid_transaction_id(&entry.transaction_id) {
+            return Err(format!(
+                "refusing transaction id {:?}: not a safe file name",
+                entry.transaction_id
+            ));
+        }
+        let path = self.path(&entry.transaction_id);
+        let temp = self.dir.join(format!(".{}.tmp", entry.transaction_id));
+        let bytes = serde_json::to_vec_pretty(entry).map_err(|e| e.to_string())?;
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            std::fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| format!("spool {}: cannot write: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_transaction_is_never_accepted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path()).unwrap();
+        assert!(spool.accept("c-1-0-1", 1).unwrap());
+        assert!(!spool.accept("c-1-0-1", 1).unwrap());
+        drop(spool);
+        let mut reopened = Spool::open(dir.path()).unwrap();
+        assert!(
+            !reopened.accept("c-1-0-1", 1).unwrap(),
+            "the spool survives a restart"
+        );
+    }
+
+    #[test]
+    fn run_interrupted_by_a_crash_is_errored_not_rerun() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path()).unwrap();
+        spool.accept("t1", 1).unwrap();
+        drop(spool);
+        let spool = Spool::open(dir.path()).unwrap();
+        let entry = spool.get("t1").unwrap();
+        assert_eq!(entry.result.as_ref().unwrap().outcome, Outcome::Errored);
+        assert_eq!(
+            spool.unacked().len(),
+            1,
+            "the errored result is still to be sent"
+        );
+    }
+
+    #[test]
+    fn results_are_resent_until_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path()).unwrap();
+        spool.accept("t1", 1).unwrap();
+        spool.finish("t1", StoredResult::errored("x")).unwrap();
+        assert_eq!(spool.unacked().len(), 1);
+        spool.ack("t1").unwrap();
+        assert!(spool.unacked().is_empty());
+        let reopened = Spool::open(dir.path()).unwrap();
+        assert!(reopened.unacked().is_empty(), "the ack is durable");
+    }
+
+    #[test]
+    fn corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.json"), b"{not json").unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert!(spool.get("bad").is_none());
+        assert!(dir.path().join("bad.json.corrupt").exists());
+    }
+
+    #[test]
+    fn unsafe_transaction_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path()).unwrap();
+        assert!(spool.accept("../etc/passwd", 1).is_err());
+        assert!(spool.accept(".hidden", 1).is_err());
+    }
+}
