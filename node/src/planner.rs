@@ -16,7 +16,7 @@ pub fn plan_for(
     target: &Target,
     _environment: &str,
     _codedir: &Path,
-    _state: &ClusterState,
+    state: &ClusterState,
 ) -> Result<PlanReport, ApiError> {
     match target {
         Target::Nodes(nodes) => Ok(PlanReport {
@@ -27,9 +27,19 @@ pub fn plan_for(
         Target::Application(_) => Err(ApiError::validation(
             "application targets are not available yet in this build",
         )),
-        Target::Query(_) => Err(ApiError::query_error(
-            "queries are not available yet in this build",
-        )),
+        Target::Query(query) => {
+            let nodes = crate::query::resolve(query, state).map_err(ApiError::query_error)?;
+            if nodes.is_empty() {
+                return Err(ApiError::empty_target(format!(
+                    "the query {query:?} matches no known node"
+                )));
+            }
+            Ok(PlanReport {
+                plan: Plan::independent(nodes).map_err(plan_error)?,
+                applications: Vec::new(),
+                warnings: Vec::new(),
+            })
+        }
     }
 }
 

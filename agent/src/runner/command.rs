@@ -30,7 +30,10 @@ impl CommandRunner {
         let child = match child {
             Ok(child) => child,
             Err(e) => {
-                return StoredResult::errored(format!("cannot run {}: {e}", self.command.display()));
+                return StoredResult::errored(format!(
+                    "cannot run {}: {e}",
+                    self.command.display()
+                ));
             }
         };
         let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
