@@ -1,22 +1,19 @@
-//! `porch`: the orchestrator node, a local dev cluster, and (through the client modules) the
-//! job, app and cluster commands.
-
-mod bench_cmd;
-mod server_cmd;
+//! `porch`: the orchestrator node, a local dev cluster, the agent, the clients, benchmarks.
 
 use clap::{Parser, Subcommand};
+use porch_cli::config::GlobalArgs;
+use porch_cli::{app_cmd, bench_cmd, cluster_cmd, job_cmd, run_main, server_cmd};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "porch",
-    version,
-    about = "A highly available Puppet orchestrator"
-)]
+#[command(name = "porch", version, about = "A highly available Puppet orchestrator", after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+const EXIT_CODES: &str = "Client exit codes: 0 success, 1 node failures, 2 usage or invalid request, \
+3 job stopped, 4 job failed, 5 orchestrator unreachable, 6 other API error, 130 interrupted.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -26,35 +23,48 @@ enum Command {
     Dev(server_cmd::DevArgs),
     /// Run an agent: keep a session with the orchestrators and run Puppet when asked.
     Agent(porch_agent::AgentArgs),
+    /// Jobs: run, plan, show, stop (as puppet-job).
+    Job {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: job_cmd::JobCommand,
+    },
+    /// Applications: show (as puppet-app).
+    App {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: app_cmd::AppCommand,
+    },
+    /// Cluster membership and status.
+    Cluster {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: cluster_cmd::ClusterCommand,
+    },
     /// Benchmarks (results for BENCHMARKS.md).
     Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORCH_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let default_log = match cli.command {
+        Command::Server(_) | Command::Dev(_) | Command::Agent(_) => "info,openraft=warn",
+        _ => "warn",
     };
-    runtime.block_on(async move {
+    run_main(default_log, async move {
         match cli.command {
             Command::Server(args) => server_cmd::run_server(args).await,
             Command::Dev(args) => server_cmd::run_dev(args).await,
-            Command::Bench(args) => bench_cmd::run_bench(args).await,
             Command::Agent(args) => porch_agent::run_agent(args).await,
+            Command::Job { global, command } => job_cmd::run_job(command, &global).await,
+            Command::App { global, command } => app_cmd::run_app(command, &global).await,
+            Command::Cluster { global, command } => {
+                cluster_cmd::run_cluster(command, &global).await
+            }
+            Command::Bench(args) => bench_cmd::run_bench(args).await,
         }
     })
 }

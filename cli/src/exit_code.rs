@@ -1,0 +1,21 @@
+//! Exit statuses of the client commands (PE documents none; these are porch's).
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (a followed job finished with every node finished) |
+//! | 1 | the job finished but some node failed, errored or was skipped |
+//! | 2 | usage error, or the request was rejected as invalid (HTTP 400) |
+//! | 3 | the job was stopped |
+//! | 4 | the job failed (job-level: no node could run) |
+//! | 5 | no orchestrator could be reached |
+//! | 6 | other API error (unknown job, unknown environment, server error) |
+//! | 130 | interrupted before a job id was known |
+
+pub const SUCCESS: u8 = 0;
+pub const NODE_FAILURES: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const STOPPED: u8 = 3;
+pub const JOB_FAILED: u8 = 4;
+pub const UNREACHABLE: u8 = 5;
+pub const API_ERROR: u8 = 6;
+pub const INTERRUPTED: u8 = 130;

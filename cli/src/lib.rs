@@ -1,0 +1,43 @@
+//! porch-cli: the command-line programs.
+//!
+//! - `porch`: `server` (an orchestrator node), `dev` (a local 3-node cluster), `agent`,
+//!   `job`/`app`/`cluster` (clients), `bench`.
+//! - `puppet-job` and `puppet-app`: the PE-compatible clients (same code as `porch job|app`).
+//!
+//! Clients resolve where to go in [`config`] (flags, `PORCH_SERVICE_URL`, PE's
+//! `orchestrator.conf`), talk through [`client::Client`] (failover across URLs, one request id
+//! per command), and exit with the statuses in [`exit_code`].
+
+pub mod app_cmd;
+pub mod bench_cmd;
+pub mod client;
+pub mod cluster_cmd;
+pub mod config;
+pub mod exit_code;
+pub mod job_cmd;
+pub mod server_cmd;
+
+/// Sets up logging to stderr (`PORCH_LOG`, tracing env-filter syntax) and a runtime, and runs
+/// `main` on it.
+pub fn run_main<F>(default_log: &str, main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = std::process::ExitCode>,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PORCH_LOG")
+                .unwrap_or_else(|_| default_log.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(main),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
