@@ -12,3 +12,13 @@ pub mod parser;
 pub mod token;
 
 pub use error::{LangError, Span};
+pub mod environment;
+pub mod eval;
+pub mod graph;
+
+pub use environment::{Environment, list_environments};
+pub mod plan;
+pub mod render;
+pub mod views;
+
+pub use plan::PlanReport;

@@ -558,8 +558,9 @@ impl Parser {
         loop {
             match self.peek() {
                 None => return Ok(()),
-                Some(Tok::Punct("}")) if self.at == start => {
-                    return Err(LangError::syntax(&self.span(), "unbalanced '}'"));
+                Some(Tok::Punct(p @ ("}" | "]" | ")"))) if self.at == start => {
+                    // Always make progress: a stray closer is an error, never a loop.
+                    return Err(LangError::syntax(&self.span(), format!("unbalanced '{p}'")));
                 }
                 Some(Tok::Punct("}" | "]" | ")")) => return Ok(()),
                 Some(Tok::Punct("{" | "[" | "(")) => {

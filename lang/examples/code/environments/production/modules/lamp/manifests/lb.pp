@@ -1,0 +1,4 @@
+# A load balancer: it only needs the app to be up.
+define lamp::lb () {
+  package { 'haproxy': ensure => installed }
+}

@@ -1,0 +1,2 @@
+# Staging has no applications: jobs here target nodes directly.
+node default { }
