@@ -1,34 +1,43 @@
 //! Turns a job's target into its plan, once, on the node that accepts the submission. The
-//! plan then travels in the log entry, so no replica ever recomputes it.
+//! plan then travels in the log entry, so no replica ever recomputes it (their code
+//! directories may differ; the log does not).
 
 use crate::api::error::ApiError;
-use porch_core::{ClusterState, Plan, PlanError, Target};
+use axum::http::StatusCode;
+use porch_core::{Plan, PlanError, Target};
+use porch_lang::{Environment, LangError};
+use porch_raft::AppliedView;
 use std::path::Path;
 
-/// A resolved plan plus what the user should be told about it.
-pub struct PlanReport {
-    pub plan: Plan,
-    pub applications: Vec<String>,
-    pub warnings: Vec<String>,
-}
+pub use porch_lang::PlanReport;
 
+/// Reads code files for application targets, so it never holds the state lock while doing
+/// so (the lock is taken only to resolve a query against the inventory).
 pub fn plan_for(
     target: &Target,
-    _environment: &str,
-    _codedir: &Path,
-    state: &ClusterState,
+    environment: &str,
+    codedir: &Path,
+    view: &AppliedView,
 ) -> Result<PlanReport, ApiError> {
     match target {
-        Target::Nodes(nodes) => Ok(PlanReport {
-            plan: Plan::independent(nodes.iter().cloned()).map_err(plan_error)?,
-            applications: Vec::new(),
-            warnings: Vec::new(),
-        }),
-        Target::Application(_) => Err(ApiError::validation(
-            "application targets are not available yet in this build",
-        )),
+        Target::Nodes(nodes) => match Environment::load(codedir, environment) {
+            // With the environment's code at hand, nodes that take part in applications keep
+            // their order among themselves and partial targets are warned about (as PE does).
+            Ok(env) => env.plan_nodes(nodes).map_err(lang_error),
+            // Without it, a node list is still a valid job: independent nodes.
+            Err(LangError::UnknownEnvironment(_)) => Ok(PlanReport {
+                plan: Plan::independent(nodes.iter().cloned()).map_err(plan_error)?,
+                applications: Vec::new(),
+                warnings: Vec::new(),
+            }),
+            Err(other) => Err(lang_error(other)),
+        },
+        Target::Application(app) => Environment::load(codedir, environment)
+            .and_then(|env| env.plan_application(app))
+            .map_err(lang_error),
         Target::Query(query) => {
-            let nodes = crate::query::resolve(query, state).map_err(ApiError::query_error)?;
+            let nodes = crate::query::resolve(query, &view.read().cluster)
+                .map_err(ApiError::query_error)?;
             if nodes.is_empty() {
                 return Err(ApiError::empty_target(format!(
                     "the query {query:?} matches no known node"
@@ -51,46 +60,21 @@ pub fn plan_error(error: PlanError) -> ApiError {
     }
 }
 
-/// The plan as `puppet job plan` prints it (nodes by level).
+/// A language error as the API reports it, with PE's kind.
+pub fn lang_error(error: LangError) -> ApiError {
+    let status = match error {
+        LangError::UnknownEnvironment(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::kind(status, error.kind(), error.to_string())
+}
+
+/// The plan as `puppet job plan` prints it.
 pub fn render_plan(report: &PlanReport, spec: &porch_core::JobSpec) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let levels = report.plan.levels().unwrap_or_default();
-    let _ = writeln!(out, "+-------------------+------------+");
-    let _ = writeln!(out, "| Environment       | {}", spec.environment);
-    let _ = writeln!(out, "| Target            | {}", spec.target.describe());
-    let _ = writeln!(
-        out,
-        "| Concurrency Limit | {}",
-        spec.concurrency
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "None".into())
-    );
-    let _ = writeln!(out, "| Nodes             | {}", report.plan.len());
-    let _ = writeln!(out, "+-------------------+------------+");
-    let depth = levels.iter().copied().max().unwrap_or(0);
-    for level in 0..=depth {
-        let _ = writeln!(out, "\nLevel {level}");
-        for (node, _) in report
-            .plan
-            .nodes()
-            .iter()
-            .zip(&levels)
-            .filter(|(_, l)| **l == level)
-        {
-            let _ = writeln!(out, "    {}", node.name);
-            for component in &node.components {
-                let _ = writeln!(
-                    out,
-                    "        {} for {}",
-                    component.component, component.application
-                );
-            }
-        }
-    }
-    let _ = writeln!(
-        out,
-        "\nUse 'puppet job run' with the same target to create and run this job."
-    );
-    out
+    porch_lang::render::render_plan(
+        report,
+        &spec.environment,
+        &spec.target.describe(),
+        spec.concurrency,
+    )
 }

@@ -18,15 +18,12 @@ pub async fn deploy(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec = deploy_request::parse(&body, owner(&headers))?;
     let request_id = state.request_id(&headers)?;
-    let report = {
-        let applied = state.consensus.view.read();
-        plan_for(
-            &spec.target,
-            &spec.environment,
-            &state.codedir,
-            &applied.cluster,
-        )?
-    };
+    let report = plan_for(
+        &spec.target,
+        &spec.environment,
+        &state.codedir,
+        &state.consensus.view,
+    )?;
     let command = Command::SubmitJob {
         spec,
         plan: report.plan,
@@ -55,12 +52,11 @@ pub async fn plan(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let spec = deploy_request::parse(&body, owner(&headers))?;
-    let applied = state.consensus.view.read();
     let report = plan_for(
         &spec.target,
         &spec.environment,
         &state.codedir,
-        &applied.cluster,
+        &state.consensus.view,
     )?;
     let levels = report.plan.levels().map_err(crate::planner::plan_error)?;
     let nodes: Vec<Value> = report

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod commands;
 pub mod deploy_request;
+pub mod environments;
 pub mod error;
 pub mod jobs;
 pub mod views;
@@ -99,6 +100,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(jobs::inventory_all).post(jobs::inventory_some),
         )
         .route("/inventory/{node}", get(jobs::inventory_one))
+        .route("/environments", get(environments::list))
+        .route("/environments/{env}", get(environments::show))
+        .route(
+            "/environments/{env}/applications",
+            get(environments::applications),
+        )
+        .route(
+            "/environments/{env}/instances",
+            get(environments::instances),
+        )
+        .route("/environments/{env}/app_show", get(environments::app_show))
         .route("/status", get(cluster::status))
         .route("/cluster", get(cluster::cluster_status))
         .route("/cluster/members", post(cluster::add_member))
