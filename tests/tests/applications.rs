@@ -176,3 +176,31 @@ fn application_errors_have_pe_kinds() {
         "{plan}"
     );
 }
+
+#[test]
+fn dependency_chain_survives_leader_kill_with_one_execution_each_in_order() {
+    let (mut cluster, log) = start(&[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let (status, reply) = cluster.post(
+        leader,
+        "/command/deploy",
+        r#"{"environment":"production","scope":{"application":"Lamp[prod]"}}"#,
+        &[],
+    );
+    assert_eq!(status, 202, "{reply}");
+    porch_tests::wait_until(Duration::from_secs(10), "db1 to start", || {
+        (!executions(&log).is_empty()).then_some(())
+    });
+    cluster.kill9(leader);
+    let survivor = cluster.running()[0];
+    let job = cluster.wait_job_done(survivor, 1, Duration::from_secs(60));
+    assert_eq!(job["node_states"]["finished"], 3, "{job}");
+    let starts: Vec<String> = executions(&log)
+        .into_iter()
+        .filter(|e| e.0 == "start")
+        .map(|e| e.1)
+        .collect();
+    assert_eq!(starts, vec!["db1.example.com", "app1.example.com", "lb1.example.com"], "one execution each, in order");
+    let t = times(&log, 1);
+    assert!(t["db1.example.com"].1 <= t["app1.example.com"].0 && t["app1.example.com"].1 <= t["lb1.example.com"].0, "{t:?}");
+}
