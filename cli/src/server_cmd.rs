@@ -126,7 +126,23 @@ pub struct DevArgs {
     /// Puppet code directory for application targets (default: the shipped examples).
     #[arg(long)]
     pub codedir: Option<PathBuf>,
+    /// Also start simulated agents (seeded run times, 10 % failures) for the example nodes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub agents: bool,
 }
+
+/// The nodes of the shipped example environment.
+const EXAMPLE_NODES: [&str; 9] = [
+    "db1.example.com",
+    "app1.example.com",
+    "lb1.example.com",
+    "dev1.example.com",
+    "cache1.example.com",
+    "web1.example.com",
+    "web2.example.com",
+    "mon1.example.com",
+    "blog1.example.com",
+];
 
 /// Starts three `porch server` processes on loopback and waits for Ctrl+C.
 pub async fn run_dev(args: DevArgs) -> ExitCode {
@@ -173,14 +189,40 @@ pub async fn run_dev(args: DevArgs) -> ExitCode {
         .map(|p| format!("http://127.0.0.1:{p}"))
         .collect::<Vec<_>>()
         .join(",");
+    if args.agents {
+        for (i, node) in EXAMPLE_NODES.iter().enumerate() {
+            let child = tokio::process::Command::new(&exe)
+                .arg("agent")
+                .args(["--certname", node, "--service-url", &urls, "--runner", "simulate"])
+                .args(["--simulate-seed", &(i + 1).to_string(), "--simulate-duration-ms", "500..3000"])
+                .args(["--simulate-failure-rate", "0.05"])
+                .arg("--spool-dir")
+                .arg(args.data_dir.join("agents").join(node))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn();
+            match child {
+                Ok(child) => children.push(child),
+                Err(e) => eprintln!("warning: cannot start the agent of {node}: {e}"),
+            }
+        }
+    }
     println!("porch dev cluster: 3 nodes on {urls}");
+    if args.agents {
+        println!("  agents:   {} simulated ({})", EXAMPLE_NODES.len(), EXAMPLE_NODES.join(", "));
+    }
     println!("  data:     {}", args.data_dir.display());
     println!("  code:     {}", codedir.display());
-    println!("  try:      puppet-job --service-url {urls} run --nodes web1,web2 --no-wait");
-    println!("            puppet-job --service-url {urls} show");
-    println!("            porch cluster status --service-url {urls}");
+    println!("  try:      puppet-job run --application 'Lamp[prod]'");
+    println!("            puppet-job run --nodes web1.example.com,web2.example.com --concurrency 1");
+    println!("            puppet-app show Lamp");
+    println!("            puppet-job plan --application Webstack");
+    println!("            puppet-job show");
+    println!("            porch cluster status");
+    println!("  (clients default to http://127.0.0.1:8143; add --service-url {urls} to fail over)");
     println!("Ctrl+C stops the cluster (data is kept).");
-    let _ = tokio::signal::ctrl_c().await;
+    porch_node::server::shutdown_signal().await;
     for child in &mut children {
         let _ = child.start_kill();
     }

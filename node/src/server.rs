@@ -194,7 +194,8 @@ async fn serve_seeded(config: NodeConfig) -> Result<(), String> {
     result
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl+C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
