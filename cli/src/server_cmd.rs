@@ -193,8 +193,20 @@ pub async fn run_dev(args: DevArgs) -> ExitCode {
         for (i, node) in EXAMPLE_NODES.iter().enumerate() {
             let child = tokio::process::Command::new(&exe)
                 .arg("agent")
-                .args(["--certname", node, "--service-url", &urls, "--runner", "simulate"])
-                .args(["--simulate-seed", &(i + 1).to_string(), "--simulate-duration-ms", "500..3000"])
+                .args([
+                    "--certname",
+                    node,
+                    "--service-url",
+                    &urls,
+                    "--runner",
+                    "simulate",
+                ])
+                .args([
+                    "--simulate-seed",
+                    &(i + 1).to_string(),
+                    "--simulate-duration-ms",
+                    "500..3000",
+                ])
                 .args(["--simulate-failure-rate", "0.05"])
                 .arg("--spool-dir")
                 .arg(args.data_dir.join("agents").join(node))
@@ -210,12 +222,18 @@ pub async fn run_dev(args: DevArgs) -> ExitCode {
     }
     println!("porch dev cluster: 3 nodes on {urls}");
     if args.agents {
-        println!("  agents:   {} simulated ({})", EXAMPLE_NODES.len(), EXAMPLE_NODES.join(", "));
+        println!(
+            "  agents:   {} simulated ({})",
+            EXAMPLE_NODES.len(),
+            EXAMPLE_NODES.join(", ")
+        );
     }
     println!("  data:     {}", args.data_dir.display());
     println!("  code:     {}", codedir.display());
     println!("  try:      puppet-job run --application 'Lamp[prod]'");
-    println!("            puppet-job run --nodes web1.example.com,web2.example.com --concurrency 1");
+    println!(
+        "            puppet-job run --nodes web1.example.com,web2.example.com --concurrency 1"
+    );
     println!("            puppet-app show Lamp");
     println!("            puppet-job plan --application Webstack");
     println!("            puppet-job show");

@@ -200,7 +200,15 @@ fn dependency_chain_survives_leader_kill_with_one_execution_each_in_order() {
         .filter(|e| e.0 == "start")
         .map(|e| e.1)
         .collect();
-    assert_eq!(starts, vec!["db1.example.com", "app1.example.com", "lb1.example.com"], "one execution each, in order");
+    assert_eq!(
+        starts,
+        vec!["db1.example.com", "app1.example.com", "lb1.example.com"],
+        "one execution each, in order"
+    );
     let t = times(&log, 1);
-    assert!(t["db1.example.com"].1 <= t["app1.example.com"].0 && t["app1.example.com"].1 <= t["lb1.example.com"].0, "{t:?}");
+    assert!(
+        t["db1.example.com"].1 <= t["app1.example.com"].0
+            && t["app1.example.com"].1 <= t["lb1.example.com"].0,
+        "{t:?}"
+    );
 }

@@ -22,13 +22,19 @@ fn sources() -> Vec<(PathBuf, String)> {
     for i in 0..INSTANCES {
         site.push_str(&format!("  bench {{ 'i{i}':\n    nodes => {{\n"));
         for (c, name) in ["Db", "Cache", "App", "Lb", "Mon"].iter().enumerate() {
-            site.push_str(&format!("      Node['n{}.example.com'] => Bench::{name}['i{i}'],\n", i * COMPONENTS + c));
+            site.push_str(&format!(
+                "      Node['n{}.example.com'] => Bench::{name}['i{i}'],\n",
+                i * COMPONENTS + c
+            ));
         }
         site.push_str("    },\n  }\n");
     }
     site.push_str("}\n");
     vec![
-        (PathBuf::from("modules/bench/lib/puppet/type/sql.rb"), ":is_capability => true".into()),
+        (
+            PathBuf::from("modules/bench/lib/puppet/type/sql.rb"),
+            ":is_capability => true".into(),
+        ),
         (PathBuf::from("modules/bench/manifests/init.pp"), app.into()),
         (PathBuf::from("manifests/site.pp"), site),
     ]
@@ -38,9 +44,11 @@ fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
