@@ -177,6 +177,11 @@ impl Cluster {
             .map(|(i, p)| format!("{i}=127.0.0.1:{p}"))
             .unwrap_or_default();
         self.add_process(id, &format!("{first},{initial}"), extra);
+        wait_until(
+            Duration::from_secs(20),
+            &format!("node {id} to answer"),
+            || self.status(id),
+        );
         format!("127.0.0.1:{port}")
     }
 
@@ -247,7 +252,7 @@ impl Cluster {
             .http
             .get(format!("{}/orchestrator/v1{path}", self.url(id)))
             .send()
-            .unwrap_or_else(|e| panic!("GET {path} on node {id}: {e}"));
+            .unwrap_or_else(|e| panic!("GET {path} on node {id}: {e:?}"));
         let status = r.status().as_u16();
         (status, r.json().unwrap_or(Value::Null))
     }
