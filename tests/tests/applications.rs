@@ -38,12 +38,17 @@ fn times(log: &std::path::Path, job: u64) -> BTreeMap<String, (u128, u128)> {
 }
 
 fn start(failing: &[&str]) -> (Cluster, std::path::PathBuf) {
+    start_with(failing, 0.3, &[])
+}
+
+fn start_with(failing: &[&str], run_seconds: f64, extra: &[&str]) -> (Cluster, std::path::PathBuf) {
     let code = codedir();
     let mut flags = FAST.to_vec();
     flags.extend(["--codedir", code.as_str()]);
+    flags.extend(extra);
     let mut cluster = Cluster::start(3, &flags);
     let log = cluster.dir.path().join("exec.log");
-    let script = execution_logger(cluster.dir.path(), &log, 0.3, failing);
+    let script = execution_logger(cluster.dir.path(), &log, run_seconds, failing);
     for node in LAMP_NODES {
         cluster.start_agent(node, &script);
     }
@@ -211,4 +216,24 @@ fn dependency_chain_survives_leader_kill_with_one_execution_each_in_order() {
             && t["app1.example.com"].1 <= t["lb1.example.com"].0,
         "{t:?}"
     );
+}
+
+#[test]
+fn unreachable_producer_is_errored_and_its_dependents_skipped() {
+    let (mut cluster, log) = start_with(&[], 20.0, &["--agent-timeout-secs", "2"]);
+    let (status, reply) = cluster.post(
+        1,
+        "/command/deploy",
+        r#"{"environment":"production","scope":{"application":"Lamp[prod]"}}"#,
+        &[],
+    );
+    assert_eq!(status, 202, "{reply}");
+    porch_tests::wait_until(Duration::from_secs(10), "db1 to start", || {
+        (!executions(&log).is_empty()).then_some(())
+    });
+    cluster.kill_agent("db1.example.com");
+    let job = cluster.wait_job_done(1, 1, Duration::from_secs(30));
+    assert_eq!(job["node_states"]["errored"], 1, "{job}");
+    assert_eq!(job["node_states"]["skipped"], 2, "{job}");
+    assert_eq!(job["state"], "failed", "no node could run: {job}");
 }
