@@ -19,6 +19,21 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Job submissions/s and p50/p99 latency (and etcd puts side by side with --etcd).
     Submit(SubmitArgs),
+    /// A job over many simulated agents with instant runs: node runs/s, dispatch times, memory
+    /// per connected agent, and the dispatch gap when the leader is killed mid-job.
+    Fanout(FanoutArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FanoutArgs {
+    /// Agent counts to measure, comma-separated.
+    #[arg(long, default_value = "1000,10000")]
+    pub agents: String,
+    #[arg(long, default_value_t = 18200)]
+    pub base_port: u16,
+    /// Spools of the simulated agents (tmpfs keeps their fsyncs out of the measurement).
+    #[arg(long, default_value = "/dev/shm")]
+    pub spool_root: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -172,11 +187,12 @@ async fn load(target: Target, urls: &[String], clients: usize, seconds: u64) -> 
     }
 }
 
-struct PorchCluster {
-    exe: PathBuf,
-    dir: PathBuf,
-    ports: Vec<u16>,
-    children: Vec<Option<Child>>,
+pub(crate) struct PorchCluster {
+    pub(crate) exe: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) ports: Vec<u16>,
+    pub(crate) children: Vec<Option<Child>>,
+    pub(crate) extra_args: Vec<String>,
 }
 
 impl PorchCluster {
@@ -202,9 +218,16 @@ impl PorchCluster {
             "--initial-cluster".into(),
             cluster,
         ]
+        .into_iter()
+        .chain(self.extra_args.iter().cloned())
+        .collect()
     }
 
-    fn spawn(&mut self, index: usize) -> Result<(), String> {
+    pub(crate) fn pid(&self, index: usize) -> Option<u32> {
+        self.children[index].as_ref().and_then(|c| c.id())
+    }
+
+    pub(crate) fn spawn(&mut self, index: usize) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.join(format!("porch{}.log", index + 1)))
             .map_err(|e| e.to_string())?;
         let child = Command::new(&self.exe)
@@ -218,14 +241,14 @@ impl PorchCluster {
         Ok(())
     }
 
-    fn urls(&self) -> Vec<String> {
+    pub(crate) fn urls(&self) -> Vec<String> {
         self.ports
             .iter()
             .map(|p| format!("http://127.0.0.1:{p}"))
             .collect()
     }
 
-    async fn leader(&self, http: &reqwest::Client) -> Option<usize> {
+    pub(crate) async fn leader(&self, http: &reqwest::Client) -> Option<usize> {
         for (i, url) in self.urls().iter().enumerate() {
             if self.children[i].is_none() {
                 continue;
@@ -246,7 +269,12 @@ impl PorchCluster {
     }
 }
 
-async fn wait_ready(http: &reqwest::Client, url: &str, path: &str, timeout: Duration) -> bool {
+pub(crate) async fn wait_ready(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    timeout: Duration,
+) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(r) = http.get(format!("{url}{path}")).send().await {
@@ -385,8 +413,11 @@ fn print_table(name: &str, rows: &[Stats]) {
 }
 
 pub async fn run_bench(args: BenchArgs) -> ExitCode {
-    let BenchWhat::Submit(args) = args.what;
-    match submit(args).await {
+    let result = match args.what {
+        BenchWhat::Submit(args) => submit(args).await,
+        BenchWhat::Fanout(args) => crate::fanout_bench::fanout(args).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -417,6 +448,7 @@ async fn submit(args: SubmitArgs) -> Result<(), String> {
         dir: dir.clone(),
         ports: (0..3).map(|i| args.base_port + i).collect(),
         children: vec![None, None, None],
+        extra_args: Vec::new(),
     };
     for i in 0..3 {
         cluster.spawn(i)?;
@@ -489,7 +521,7 @@ async fn submit(args: SubmitArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn tempfile_dir() -> Result<PathBuf, String> {
+pub(crate) fn tempfile_dir() -> Result<PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("porch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir)

@@ -14,6 +14,7 @@ pub mod client;
 pub mod cluster_cmd;
 pub mod config;
 pub mod exit_code;
+pub mod fanout_bench;
 pub mod job_cmd;
 pub mod server_cmd;
 

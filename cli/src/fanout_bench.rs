@@ -1,0 +1,291 @@
+//! `porch bench fanout`: one job over N simulated agents (one agent process hosting N
+//! sessions, instant runs) on a local 3-node cluster. Reports node runs per second from the
+//! first dispatch committed to the last result committed, time to first and last dispatch,
+//! the resident memory the session-holding node gains per connected agent, and — with the
+//! leader killed mid-job — the time until the next dispatch is committed.
+
+use crate::bench_cmd::{FanoutArgs, PorchCluster, tempfile_dir, wait_ready};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::process::Command;
+
+fn rss_mb(pid: Option<u32>) -> f64 {
+    pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn ms(timestamp: &Value) -> Option<u64> {
+    let text = timestamp.as_str()?;
+    let time = humantime::parse_rfc3339(text).ok()?;
+    Some(time.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn all_events(http: &reqwest::Client, url: &str, job: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut start = 0u64;
+    loop {
+        let page: Value = match http
+            .get(format!(
+                "{url}/orchestrator/v1/jobs/{job}/events?start={start}"
+            ))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => break,
+        };
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            break;
+        }
+        start = items
+            .last()
+            .and_then(|e| e["id"].as_str())
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(|i| i + 1)
+            .unwrap_or(start + 1);
+        events.extend(items);
+    }
+    events
+}
+
+async fn wait_job(
+    http: &reqwest::Client,
+    urls: &[String],
+    job: &str,
+    timeout: Duration,
+) -> Result<Value, String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        for url in urls {
+            if let Ok(r) = http
+                .get(format!("{url}/orchestrator/v1/jobs/{job}"))
+                .send()
+                .await
+            {
+                if let Ok(v) = r.json::<Value>().await {
+                    if matches!(v["state"].as_str(), Some("finished" | "stopped" | "failed")) {
+                        return Ok(v);
+                    }
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("job {job} did not finish within {timeout:?}"))
+}
+
+async fn submit(
+    http: &reqwest::Client,
+    urls: &[String],
+    nodes: &[String],
+    concurrency: Option<u32>,
+) -> Result<String, String> {
+    let mut body = json!({"environment": "production", "scope": {"nodes": nodes}});
+    if let Some(c) = concurrency {
+        body["concurrency"] = json!(c);
+    }
+    for url in urls {
+        if let Ok(r) = http
+            .post(format!("{url}/orchestrator/v1/command/deploy"))
+            .json(&body)
+            .send()
+            .await
+        {
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            if let Some(name) = v["job"]["name"].as_str() {
+                return Ok(name.to_string());
+            }
+        }
+    }
+    Err("could not submit the job".into())
+}
+
+pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
+    let counts: Vec<usize> = args
+        .agents
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("--agents: '{c}' is not a number"))
+        })
+        .collect::<Result<_, _>>()?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    println!(
+        "| agents | node runs/s | first dispatch ms | last dispatch ms | last result ms | RSS per agent KB | leader kill → next dispatch ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (round, &n) in counts.iter().enumerate() {
+        let dir = tempfile_dir()?.join(format!("fanout-{n}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let base = args.base_port + (round as u16) * 10;
+        let mut cluster = PorchCluster {
+            exe: exe.clone(),
+            dir: dir.clone(),
+            ports: (0..3).map(|i| base + i).collect(),
+            children: vec![None, None, None],
+            extra_args: vec![
+                "--runs-in-flight-max".into(),
+                n.max(1).to_string(),
+                "--agent-timeout-secs".into(),
+                "600".into(),
+            ],
+        };
+        for i in 0..3 {
+            cluster.spawn(i)?;
+        }
+        let urls = cluster.urls();
+        for url in &urls {
+            if !wait_ready(&http, url, "/orchestrator/v1/jobs", Duration::from_secs(30)).await {
+                return Err(format!("porch at {url} did not become ready"));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_before = rss_mb(cluster.pid(0));
+        let spool = args
+            .spool_root
+            .join(format!("porch-fanout-{}-{n}", std::process::id()));
+        let mut agents = Command::new(&exe)
+            .arg("agent")
+            .args([
+                "--certname",
+                "fan",
+                "--sessions",
+                &n.to_string(),
+                "--runner",
+                "simulate",
+            ])
+            .args([
+                "--simulate-duration-ms",
+                "0..0",
+                "--simulate-failure-rate",
+                "0",
+            ])
+            .arg("--spool-dir")
+            .arg(&spool)
+            .args(["--service-url", &urls.join(",")])
+            .env("PORCH_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agents.log")).map_err(|e| e.to_string())?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the agents: {e}"))?;
+        let connect_deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let connected = match http
+                .get(format!("{}/orchestrator/v1/inventory", urls[0]))
+                .send()
+                .await
+            {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["items"].as_array().map(|a| a.len()))
+                    .unwrap_or(0),
+                Err(_) => 0,
+            };
+            if connected >= n {
+                break;
+            }
+            if Instant::now() > connect_deadline {
+                return Err(format!("only {connected} of {n} agents connected"));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_after = rss_mb(cluster.pid(0));
+        let nodes: Vec<String> = (1..=n).map(|i| format!("fan{i}")).collect();
+        let job = submit(&http, &urls, &nodes, None).await?;
+        let done = wait_job(&http, &urls, &job, Duration::from_secs(900)).await?;
+        let events = all_events(&http, &urls[0], &job).await;
+        let times = |kind: &str| -> Vec<u64> {
+            events
+                .iter()
+                .filter(|e| e["type"] == kind)
+                .filter_map(|e| ms(&e["timestamp"]))
+                .collect()
+        };
+        let running = times("node_running");
+        let finished = times("node_finished");
+        let created = done["status"][0]["enter_time"].clone();
+        let created = ms(&created).unwrap_or(0);
+        let first_dispatch = running.iter().min().copied().unwrap_or(0);
+        let last_dispatch = running.iter().max().copied().unwrap_or(0);
+        let last_result = finished.iter().max().copied().unwrap_or(0);
+        let span_s = (last_result.saturating_sub(first_dispatch)).max(1) as f64 / 1000.0;
+        // Failover: a second job of the same nodes, 10 at a time; kill the leader mid-job.
+        let failover_ms = {
+            let job = submit(&http, &urls, &nodes, Some(10)).await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match cluster.leader(&http).await {
+                Some(leader) => {
+                    if let Some(mut child) = cluster.children[leader].take() {
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                    }
+                    let killed = now_ms();
+                    let survivors: Vec<String> = urls
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != leader)
+                        .map(|(_, u)| u.clone())
+                        .collect();
+                    let _ = wait_job(&http, &survivors, &job, Duration::from_secs(900)).await;
+                    let events = all_events(&http, &survivors[0], &job).await;
+                    events
+                        .iter()
+                        .filter(|e| e["type"] == "node_running")
+                        .filter_map(|e| ms(&e["timestamp"]))
+                        .filter(|&t| t > killed)
+                        .min()
+                        .map(|t| (t - killed).to_string())
+                        .unwrap_or_else(|| "n/a".into())
+                }
+                None => "n/a".into(),
+            }
+        };
+        println!(
+            "| {n} | {:.0} | {} | {} | {} | {:.1} | {failover_ms} |",
+            finished.len() as f64 / span_s,
+            first_dispatch.saturating_sub(created),
+            last_dispatch.saturating_sub(created),
+            last_result.saturating_sub(created),
+            (rss_after - rss_before) * 1024.0 / n as f64,
+        );
+        eprintln!(
+            "  ({n} agents: job {} {}, {} finished; node 1 RSS {rss_before:.0} MB → {rss_after:.0} MB with agents connected)",
+            job,
+            done["state"].as_str().unwrap_or("?"),
+            finished.len()
+        );
+        let _ = agents.start_kill();
+        let _ = agents.wait().await;
+        for child in cluster.children.iter_mut().flatten() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&spool);
+    }
+    Ok(())
+}
