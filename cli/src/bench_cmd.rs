@@ -58,6 +58,9 @@ pub struct SubmitArgs {
     /// Working directory for data (default: a fresh temporary directory).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Extra `porch server` flags, e.g. `--server-arg=--snapshot-every=20000`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
 }
 
 struct Stats {
@@ -448,7 +451,7 @@ async fn submit(args: SubmitArgs) -> Result<(), String> {
         dir: dir.clone(),
         ports: (0..3).map(|i| args.base_port + i).collect(),
         children: vec![None, None, None],
-        extra_args: Vec::new(),
+        extra_args: args.server_arg.clone(),
     };
     for i in 0..3 {
         cluster.spawn(i)?;

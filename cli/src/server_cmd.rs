@@ -31,7 +31,7 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 500)]
     pub election_timeout_ms: u64,
     /// Take a snapshot (and allow purging the log) every this many applied entries.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
     /// Log entries kept behind the latest snapshot for slow followers.
     #[arg(long, default_value_t = 1000)]

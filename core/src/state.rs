@@ -16,6 +16,7 @@ use crate::plan::Plan;
 use crate::request_log::RequestLog;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Where a running transaction belongs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +32,9 @@ pub struct ClusterState {
     clock_ms: u64,
     next_job_id: u64,
     next_event_id: u64,
-    jobs: BTreeMap<JobId, Job>,
+    /// Jobs behind `Arc`, so copying the whole state for a snapshot is cheap (pointer copies)
+    /// and a job is only deep-copied if it changes while a snapshot still holds it.
+    jobs: BTreeMap<JobId, Arc<Job>>,
     /// Runs in flight by transaction id (index over `jobs`, kept for O(log n) reports).
     in_flight: BTreeMap<String, TransactionRef>,
     /// Certname -> transaction id of its run in flight: a node never runs two at once.
@@ -57,12 +60,12 @@ impl ClusterState {
         self.clock_ms
     }
 
-    pub fn jobs(&self) -> &BTreeMap<JobId, Job> {
+    pub fn jobs(&self) -> &BTreeMap<JobId, Arc<Job>> {
         &self.jobs
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {
-        self.jobs.get(&id)
+        self.jobs.get(&id).map(|job| &**job)
     }
 
     pub fn in_flight(&self) -> &BTreeMap<String, TransactionRef> {
@@ -157,7 +160,7 @@ impl ClusterState {
         // The plan was computed and validated before proposing, so the job is ready at once.
         job.enter(JobState::New, now);
         job.enter(JobState::Ready, now);
-        self.jobs.insert(id, job);
+        self.jobs.insert(id, Arc::new(job));
         Outcome::JobSubmitted { job_id: id }
     }
 
@@ -177,7 +180,7 @@ impl ClusterState {
                     "the job was stopped before this node's run started".into(),
                 );
             }
-            let job = self.jobs.get_mut(&job_id).expect("job checked above");
+            let job = self.job_mut(job_id);
             if job.runs_in_flight() > 0 {
                 job.enter(JobState::Stopping, now);
             } else {
@@ -254,10 +257,7 @@ impl ClusterState {
             }
             let transaction_id = self.transaction_id(start.job_id, start.node_index, start.attempt);
             let event_id = self.take_event_id();
-            let job = self
-                .jobs
-                .get_mut(&start.job_id)
-                .expect("checked by start_refusal");
+            let job = self.job_mut(start.job_id);
             let index = start.node_index as usize;
             let name = job.plan.nodes()[index].name.clone();
             let run = &mut job.runs[index];
@@ -299,13 +299,10 @@ impl ClusterState {
         };
         let now = self.clock_ms;
         let event_id = self.take_event_id();
-        let job = self
-            .jobs
-            .get_mut(&txn.job_id)
-            .expect("in_flight only names live jobs");
         let index = txn.node_index as usize;
-        let name = job.plan.nodes()[index].name.clone();
+        let name = self.jobs[&txn.job_id].plan.nodes()[index].name.clone();
         self.busy_nodes.remove(&name);
+        let job = self.job_mut(txn.job_id);
         let run = &mut job.runs[index];
         debug_assert_eq!(run.state, NodeState::Running);
         run.finish_ms = Some(now);
@@ -362,7 +359,7 @@ impl ClusterState {
     fn skip_node(&mut self, job_id: JobId, index: usize, reason: String) {
         let now = self.clock_ms;
         let event_id = self.take_event_id();
-        let job = self.jobs.get_mut(&job_id).expect("caller checked the job");
+        let job = self.job_mut(job_id);
         let name = job.plan.nodes()[index].name.clone();
         let run = &mut job.runs[index];
         debug_assert_eq!(run.state, NodeState::New);
@@ -397,7 +394,7 @@ impl ClusterState {
         debug_assert!(end.is_terminal());
         let now = self.clock_ms;
         let event_id = self.take_event_id();
-        let job = self.jobs.get_mut(&job_id).expect("caller checked the job");
+        let job = self.job_mut(job_id);
         job.enter(end, now);
         let (kind, message) = match end {
             JobState::Stopped => (EventKind::JobAborted, format!("Job {job_id} was stopped")),
@@ -424,6 +421,15 @@ impl ClusterState {
         Outcome::Pruned {
             jobs: (before - self.jobs.len()) as u64,
         }
+    }
+
+    /// A job to change; the caller has checked it exists (an invariant of the indices).
+    fn job_mut(&mut self, id: JobId) -> &mut Job {
+        Arc::make_mut(
+            self.jobs
+                .get_mut(&id)
+                .expect("caller checked the job exists"),
+        )
     }
 
     fn take_event_id(&mut self) -> EventId {

@@ -16,18 +16,15 @@ pub enum Tree {
     Log,
     /// Vote, committed log id, last purged log id, node identity.
     Meta,
-    /// The current snapshot: its metadata and its data.
-    Snapshot,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 3] = [Tree::Log, Tree::Meta, Tree::Snapshot];
+    pub const ALL: [Tree; 2] = [Tree::Log, Tree::Meta];
 
     pub fn name(self) -> &'static str {
         match self {
             Tree::Log => "log",
             Tree::Meta => "meta",
-            Tree::Snapshot => "snapshot",
         }
     }
 }
@@ -68,6 +65,12 @@ pub trait Disk: Send + Sync + 'static {
 
     /// Makes every earlier write durable. Returns only once it is.
     fn flush(&self) -> BoxFuture<'static, io::Result<()>>;
+
+    /// Stores a large value whole (a snapshot), outside the trees, so writing it never delays
+    /// the log's flushes. Durable, and atomic (old or new value after a crash), on return.
+    fn write_blob(&self, name: &str, data: Vec<u8>) -> BoxFuture<'static, io::Result<()>>;
+
+    fn read_blob(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
 
     /// Bytes the store occupies on disk (0 if unknown), for `cluster status` and benchmarks.
     fn size_on_disk(&self) -> u64 {

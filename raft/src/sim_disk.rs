@@ -19,6 +19,8 @@ struct Inner {
     durable: Trees,
     /// Writes made since the last flush, in order.
     unflushed: Vec<(Tree, Vec<Write>)>,
+    /// Blobs are durable as soon as written (as with write + fsync + rename).
+    blobs: BTreeMap<String, Vec<u8>>,
     /// Added to every flush, to model a slow disk.
     flush_delay: Duration,
     /// When set, flushes fail (a failing disk).
@@ -117,6 +119,27 @@ impl Disk for SimDisk {
         apply(&mut inner.current, tree, &writes);
         inner.unflushed.push((tree, writes));
         Ok(())
+    }
+
+    fn write_blob(&self, name: &str, data: Vec<u8>) -> BoxFuture<'static, io::Result<()>> {
+        let disk = self.clone();
+        let name = name.to_string();
+        Box::pin(async move {
+            let delay = disk.lock().flush_delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let mut inner = disk.lock();
+            if inner.fail_flushes {
+                return Err(io::Error::other("simulated disk failure"));
+            }
+            inner.blobs.insert(name, data);
+            Ok(())
+        })
+    }
+
+    fn read_blob(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.lock().blobs.get(name).cloned())
     }
 
     fn flush(&self) -> BoxFuture<'static, io::Result<()>> {

@@ -11,10 +11,11 @@ use std::io;
 use std::path::Path;
 
 pub struct SledDisk {
+    /// Where blobs (snapshots) live, beside the sled files.
+    blob_dir: std::path::PathBuf,
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    snapshot: sled::Tree,
 }
 
 impl SledDisk {
@@ -27,10 +28,13 @@ impl SledDisk {
             .open()
             .map_err(|e| sled_error(dir, e))?;
         let open_tree = |tree: Tree| db.open_tree(tree.name()).map_err(|e| sled_error(dir, e));
+        let blob_dir = dir.join("blobs");
+        std::fs::create_dir_all(&blob_dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", blob_dir.display())))?;
         Ok(SledDisk {
+            blob_dir,
             log: open_tree(Tree::Log)?,
             meta: open_tree(Tree::Meta)?,
-            snapshot: open_tree(Tree::Snapshot)?,
             db,
         })
     }
@@ -39,7 +43,6 @@ impl SledDisk {
         match tree {
             Tree::Log => &self.log,
             Tree::Meta => &self.meta,
-            Tree::Snapshot => &self.snapshot,
         }
     }
 }
@@ -117,6 +120,33 @@ impl Disk for SledDisk {
             db.flush_async().await.map_err(io_error)?;
             Ok(())
         })
+    }
+
+    fn write_blob(&self, name: &str, data: Vec<u8>) -> BoxFuture<'static, io::Result<()>> {
+        let path = self.blob_dir.join(name);
+        let temp = self.blob_dir.join(format!(".{name}.tmp"));
+        let dir = self.blob_dir.clone();
+        Box::pin(async move {
+            let write = move || -> io::Result<()> {
+                use std::io::Write as _;
+                let mut file = std::fs::File::create(&temp)?;
+                file.write_all(&data)?;
+                file.sync_all()?;
+                std::fs::rename(&temp, &path)?;
+                std::fs::File::open(&dir)?.sync_all()
+            };
+            tokio::task::spawn_blocking(write)
+                .await
+                .map_err(|e| io::Error::other(format!("blob writer: {e}")))?
+        })
+    }
+
+    fn read_blob(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.blob_dir.join(name)) {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn size_on_disk(&self) -> u64 {

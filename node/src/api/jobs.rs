@@ -69,7 +69,7 @@ pub async fn list(
     state.consensus.read_barrier().await?;
     let base = base_url(&headers);
     let applied = state.consensus.view.read();
-    let mut jobs: Vec<&Job> = applied.cluster.jobs().values().collect();
+    let mut jobs: Vec<&Job> = applied.cluster.jobs().values().map(|j| &**j).collect();
     jobs.sort_by_key(|j| key(j));
     if descending {
         jobs.reverse();
