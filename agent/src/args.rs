@@ -154,6 +154,8 @@ impl AgentArgs {
                 urls: self.service_url.clone(),
                 spool: Arc::new(Mutex::new(spool)),
                 runner: runner.clone(),
+                connector: None,
+                observer: None,
             }));
         }
         Ok(agents)

@@ -46,6 +46,8 @@ enum Command {
     },
     /// Benchmarks (results for BENCHMARKS.md).
     Bench(bench_cmd::BenchArgs),
+    /// Deterministic simulation: the real cluster in one process under seeded faults.
+    Sim(porch_simulation::cli::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,11 @@ fn main() -> ExitCode {
                 cluster_cmd::run_cluster(command, &global).await
             }
             Command::Bench(args) => bench_cmd::run_bench(args).await,
+            // The simulation builds its own seeded single-threaded runtime per seed, which
+            // must not start inside this one: a plain thread has no runtime context.
+            Command::Sim(args) => std::thread::spawn(move || porch_simulation::cli::run_sim(args))
+                .join()
+                .unwrap_or(ExitCode::FAILURE),
         }
     })
 }

@@ -24,6 +24,9 @@ pub struct NodeConfig {
     pub codedir: PathBuf,
     /// Per-request deadline for writes and reads that must reach the leader.
     pub request_timeout: Duration,
+    /// Randomness for ids that must differ between clusters (the cluster id). Production
+    /// draws it from the OS; the simulation from its seed.
+    pub entropy: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +70,11 @@ impl NodeConfig {
             agent_unreachable_timeout: Duration::from_secs(30),
             codedir: PathBuf::from("/etc/puppetlabs/code"),
             request_timeout: Duration::from_secs(10),
+            entropy: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() as u64)
+                .unwrap_or(0)
+                ^ std::process::id() as u64,
         }
     }
 

@@ -247,7 +247,17 @@ impl Consensus {
             let target = hint.or_else(|| self.metrics().current_leader);
             let reply = match target {
                 None => LeaderReply::NotLeader(None),
-                Some(leader) if leader == self.id => local(request.clone()).await,
+                // Bounded: a proposal made just before this node lost leadership may never
+                // be answered here; the request id makes the retry safe.
+                Some(leader) if leader == self.id => {
+                    match tokio::time::timeout_at(deadline, local(request.clone())).await {
+                        Ok(reply) => reply,
+                        Err(_) => {
+                            last_error = "the proposal was not answered in time".into();
+                            LeaderReply::NotLeader(None)
+                        }
+                    }
+                }
                 Some(leader) => match self.forward(leader, method, request, deadline).await {
                     Ok(reply) => reply,
                     Err(error) => {

@@ -9,7 +9,9 @@ use std::time::Duration;
 /// How often the leader checks for housekeeping work.
 const PERIOD: Duration = Duration::from_millis(200);
 
-pub async fn run(consensus: Arc<Consensus>) {
+/// `entropy` makes cluster ids of clusters founded in the same millisecond differ (production:
+/// from the OS; the simulation: from its seed, so runs replay exactly).
+pub async fn run(consensus: Arc<Consensus>, entropy: u64) {
     loop {
         tokio::time::sleep(PERIOD).await;
         if !consensus.is_leader() {
@@ -18,12 +20,12 @@ pub async fn run(consensus: Arc<Consensus>) {
         let missing_id = consensus.view.read().cluster.cluster_id().is_none();
         if missing_id {
             let now = consensus.clock().now_ms();
-            // Unique enough across clusters: the founding leader's clock, id and process.
+            // Unique enough across clusters: the founding leader's clock, id and entropy.
             let cluster_id = format!(
                 "{:x}{:02x}{:04x}",
                 now,
                 consensus.id & 0xff,
-                std::process::id() & 0xffff
+                entropy & 0xffff
             );
             if let Err(e) = consensus
                 .write(

@@ -119,7 +119,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         ..SchedulerLimits::default()
     };
     let tasks = vec![
-        tokio::spawn(crate::housekeeping::run(consensus.clone())),
+        tokio::spawn(crate::housekeeping::run(consensus.clone(), config.entropy)),
         tokio::spawn(crate::scheduler_loop::run(
             consensus.clone(),
             limits,

@@ -37,11 +37,15 @@ pub struct AppliedState {
     pub membership: StoredMembership,
 }
 
-/// One applied normal entry and what applying it produced.
+/// What changed the applied state, in order.
 #[derive(Clone, Debug)]
-pub struct Applied {
-    pub log_index: u64,
-    pub outcome: Outcome,
+pub enum Applied {
+    /// One log entry was applied and produced `outcome`.
+    Entry { log_index: u64, outcome: Outcome },
+    /// The state was replaced by a snapshot from the leader: the entries it covers were never
+    /// applied here one by one, so their outcomes were never announced. Listeners must
+    /// re-read the state (delivery reconciles every local session).
+    Snapshot { last_index: u64 },
 }
 
 /// Read access to the applied state, shared between openraft's state machine and the node.
@@ -223,7 +227,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             };
             // No listener is fine (nobody subscribed yet).
-            let _ = self.view.applied_tx.send(Applied {
+            let _ = self.view.applied_tx.send(Applied::Entry {
                 log_index: index,
                 outcome: outcome.clone(),
             });
@@ -257,6 +261,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.save_snapshot(meta, &snapshot).await?;
         let index = installed.last_applied.map(|id| id.index).unwrap_or(0);
         *self.write_state() = installed;
+        let _ = self
+            .view
+            .applied_tx
+            .send(Applied::Snapshot { last_index: index });
         self.view.applied_index_tx.send_replace(index);
         Ok(())
     }

@@ -51,3 +51,5 @@ pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+
+pub use openraft::ServerState;

@@ -1,1 +1,24 @@
-//! porch-simulation (being written).
+//! porch-simulation: the real porch cluster — openraft, the state machine, the scheduler,
+//! delivery, agent sessions and agents — in one process, on one thread, under simulated
+//! time, with a seeded random source and an in-memory network that can cut links and crash
+//! nodes. One seed is one run; the same seed replays the same run (its `trace hash`).
+//!
+//! - [`net`]: the network: node routers served over in-memory pipes; cuts and crashes.
+//! - [`world`]: nodes (real `porch_node::server::build` on `SimDisk`) and agents (real
+//!   `porch_agent` sessions with the seeded runner).
+//! - [`run`]: the workload, the fault schedule, the safety and liveness phases.
+//! - [`invariants`]: one checker per property.
+//! - [`cli`]: `porch sim --seed N | --seeds A..B`.
+
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "the simulation needs --cfg tokio_unstable (set in .cargo/config.toml) to seed tokio's scheduler"
+);
+
+pub mod cli;
+pub mod config;
+pub mod invariants;
+pub mod net;
+pub mod run;
+pub mod trace;
+pub mod world;

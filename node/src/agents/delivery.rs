@@ -1,15 +1,16 @@
 //! Sends each committed run start to its agent, if the agent's session is on this node.
 //!
 //! Driven by the applied-outcome broadcast, so nothing is ever sent for a decision that is
-//! not committed. If this task falls behind the broadcast, it re-syncs from the applied state
-//! by asking every local agent for the status of its in-flight runs (the agent dedups by
-//! transaction id, so a re-send never runs twice).
+//! not committed. If this task falls behind the broadcast, or the state jumps ahead by a
+//! snapshot from the leader (whose entries announce nothing), it re-syncs from the applied
+//! state by asking every local agent for the status of its in-flight runs (the agent dedups
+//! by transaction id, so a re-send never runs twice).
 
 use super::registry::Registry;
 use super::{in_flight_for, run_request};
 use porch_agent::proto::{ServerMessage, StatusQuery, server_message::Kind};
 use porch_core::Outcome;
-use porch_raft::AppliedView;
+use porch_raft::{Applied, AppliedView};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -17,8 +18,14 @@ pub async fn run(view: Arc<AppliedView>, registry: Arc<Registry>) {
     let mut applied = view.subscribe();
     loop {
         match applied.recv().await {
-            Ok(applied) => {
-                if let Outcome::RunsStarted { started, .. } = applied.outcome {
+            Ok(Applied::Snapshot { last_index }) => {
+                tracing::info!(
+                    "installed a snapshot up to index {last_index}; reconciling every local session"
+                );
+                reconcile_all(&view, &registry);
+            }
+            Ok(Applied::Entry { outcome, .. }) => {
+                if let Outcome::RunsStarted { started, .. } = outcome {
                     for run in started {
                         let Some(session) = registry.get(&run.node) else {
                             continue;

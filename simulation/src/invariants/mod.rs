@@ -1,0 +1,105 @@
+//! The properties the simulation checks as the run goes, one file each. Every checker sees an
+//! [`Observation`] (each live node's raft metrics and applied state, every agent-side execution,
+//! every acknowledged submission) and keeps whatever history its property needs.
+
+pub mod acknowledged_survive;
+pub mod dependencies_finished;
+pub mod leader_per_term;
+pub mod limits;
+pub mod once_per_transaction;
+pub mod replicas_agree;
+pub mod stopped_starts_nothing;
+pub mod terminal_states;
+
+use porch_core::{ClusterState, JobId, Plan};
+use std::fmt;
+
+pub struct NodeView {
+    pub id: u64,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub is_leader: bool,
+    pub applied_index: u64,
+    pub state: ClusterState,
+}
+
+/// One run as the agent saw it.
+#[derive(Clone, Debug)]
+pub struct Execution {
+    pub certname: String,
+    pub transaction_id: String,
+    pub job_id: u64,
+    pub start_ms: u64,
+    pub end_ms: Option<u64>,
+}
+
+pub struct Observation<'a> {
+    pub now_ms: u64,
+    pub nodes: &'a [NodeView],
+    pub executions: &'a [Execution],
+    /// Submissions acknowledged to the client, in acknowledgement order.
+    pub acknowledged: &'a [(JobId, Plan)],
+    pub runs_in_flight_max: usize,
+}
+
+impl Observation<'_> {
+    /// The most advanced applied state (highest applied index).
+    pub fn latest(&self) -> Option<&ClusterState> {
+        self.nodes
+            .iter()
+            .max_by_key(|n| n.applied_index)
+            .map(|n| &n.state)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.invariant, self.detail)
+    }
+}
+
+/// `<cluster>-<job>-<node index>-<attempt>` → (job, node index, attempt).
+pub fn parse_transaction(id: &str) -> Option<(u64, usize, u32)> {
+    let mut parts = id.rsplitn(4, '-');
+    let attempt = parts.next()?.parse().ok()?;
+    let node = parts.next()?.parse().ok()?;
+    let job = parts.next()?.parse().ok()?;
+    Some((job, node, attempt))
+}
+
+/// Every checker, with the history it keeps.
+#[derive(Default)]
+pub struct Checkers {
+    leaders: leader_per_term::LeaderPerTerm,
+    terminal: terminal_states::TerminalStates,
+}
+
+impl Checkers {
+    /// Checked every simulated 100 ms: properties of each replica on its own, of pairs of
+    /// replicas, and of what agents did.
+    pub fn check(&mut self, observation: &Observation) -> Vec<Violation> {
+        let mut violations = Vec::new();
+        self.leaders.check(observation, &mut violations);
+        replicas_agree::check(observation, &mut violations);
+        once_per_transaction::check(observation, &mut violations);
+        limits::check(observation, &mut violations);
+        self.terminal.check(observation, &mut violations);
+        violations
+    }
+
+    /// Checked once every replica has caught up after healing: properties that compare what
+    /// agents did with the complete committed log (a lagging replica would miss entries).
+    pub fn check_final(&mut self, observation: &Observation) -> Vec<Violation> {
+        let mut violations = self.check(observation);
+        dependencies_finished::check(observation, &mut violations);
+        stopped_starts_nothing::check(observation, &mut violations);
+        acknowledged_survive::check(observation, &mut violations);
+        violations
+    }
+}
