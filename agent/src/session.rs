@@ -36,6 +36,14 @@ pub struct Agent {
     pub observer: Option<RunObserver>,
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
     spool.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -76,7 +84,10 @@ impl Agent {
     pub async fn run(self: Arc<Self>) {
         let (work_tx, work_rx) = mpsc::channel::<RunRequest>(RUN_QUEUE_MAX);
         let (done_tx, mut done_rx) = mpsc::channel::<String>(RUN_QUEUE_MAX + 1);
-        tokio::spawn(self.clone().work(work_rx, done_tx));
+        // The worker lives exactly as long as this future: dropping the agent (a crash in the
+        // simulation, shutdown in production) must not leave a run going on without it.
+        let worker = tokio::spawn(self.clone().work(work_rx, done_tx));
+        let _worker = AbortOnDrop(worker);
         let mut url_index = 0usize;
         let mut failures_here = 0u32;
         let mut backoff = Duration::from_millis(100);

@@ -24,3 +24,4 @@ pub mod planner;
 pub mod query;
 pub mod scheduler_loop;
 pub mod server;
+pub mod tasks;

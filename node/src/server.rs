@@ -9,6 +9,7 @@ use crate::cluster_service::ClusterService;
 use crate::config::NodeConfig;
 use crate::consensus::Consensus;
 use crate::identity::{self, DataDirState};
+use crate::tasks::TaskGroup;
 use porch_agent::proto::agent_sessions_server::AgentSessionsServer;
 use porch_core::scheduler::SchedulerLimits;
 use porch_raft::network::{ClusterIdSource, Dialer, MESSAGE_BYTES_MAX, Network, TcpDialer};
@@ -33,14 +34,13 @@ pub struct NodeEnv {
 pub struct Node {
     pub consensus: Arc<Consensus>,
     pub router: axum::Router,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Every task of this node (loops, agent sessions, pending commits).
+    tasks: Arc<TaskGroup>,
 }
 
 impl Node {
     pub async fn shutdown(self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.tasks.abort_all();
         let _ = self.consensus.raft.shutdown().await;
     }
 }
@@ -98,10 +98,12 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
     )
     .into_axum_router();
     let registry = Arc::new(Registry::default());
+    let tasks = Arc::new(TaskGroup::default());
     let sessions = tonic::service::Routes::new(AgentSessionsServer::new(SessionService::new(
         consensus.clone(),
         registry.clone(),
         AGENT_HEARTBEAT_INTERVAL,
+        tasks.clone(),
     )))
     .into_axum_router();
     let router = api::router(api_state)
@@ -118,18 +120,16 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         runs_in_flight_max: config.runs_in_flight_max,
         ..SchedulerLimits::default()
     };
-    let tasks = vec![
-        tokio::spawn(crate::housekeeping::run(consensus.clone(), config.entropy)),
-        tokio::spawn(crate::scheduler_loop::run(
-            consensus.clone(),
-            limits,
-            config.agent_unreachable_timeout,
-        )),
-        tokio::spawn(crate::agents::delivery::run(
-            consensus.view.clone(),
-            registry,
-        )),
-    ];
+    tasks.spawn(crate::housekeeping::run(consensus.clone(), config.entropy));
+    tasks.spawn(crate::scheduler_loop::run(
+        consensus.clone(),
+        limits,
+        config.agent_unreachable_timeout,
+    ));
+    tasks.spawn(crate::agents::delivery::run(
+        consensus.view.clone(),
+        registry,
+    ));
     Ok(Node {
         consensus,
         router,

@@ -1,8 +1,111 @@
-//! One simulation run's parameters, derived from its seed unless given (swarm testing: each
-//! seed draws its own fault rates, so faults combine in ways no fixed mix would reach).
+//! One simulation run's parameters, derived from its seed unless given. Swarm testing: each
+//! seed switches every fault kind on or off and draws its rate, so faults combine in ways no
+//! fixed mix would reach (and a seed with few faults reaches deep into long jobs).
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The faults the simulation injects. Event faults are a probability per simulated second;
+/// message faults a probability per message; `LoseUnflushed` a probability per crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// A node crashes (and restarts later).
+    Crash,
+    /// A crash also loses the disk's writes not yet flushed (power loss).
+    LoseUnflushed,
+    /// The nodes split into two groups that cannot talk, for a while.
+    Partition,
+    /// One direction of a link, or all of one node's outgoing links, is cut for a while.
+    Asymmetric,
+    /// A request or reply between nodes is lost.
+    Loss,
+    /// A request between nodes is handled twice.
+    Duplication,
+    /// A request or reply between nodes is delayed by up to 200 ms (reordering them).
+    Delay,
+    /// A node's messages are held both ways for a while, then delivered.
+    Pause,
+    /// A node's disk takes 5–200 ms per flush for a while.
+    SlowDisk,
+    /// An agent process crashes (and restarts later).
+    AgentCrash,
+    /// An agent loses its link to one node (it fails over) or to all (it is unreachable).
+    AgentDisconnect,
+    /// The leader hands leadership to another node.
+    LeaderTransfer,
+    /// A voter is removed from the cluster, or a removed one added back.
+    Membership,
+    /// A client stops a random job.
+    Stop,
+}
+
+pub const ALL_FAULTS: [Fault; 14] = [
+    Fault::Crash,
+    Fault::LoseUnflushed,
+    Fault::Partition,
+    Fault::Asymmetric,
+    Fault::Loss,
+    Fault::Duplication,
+    Fault::Delay,
+    Fault::Pause,
+    Fault::SlowDisk,
+    Fault::AgentCrash,
+    Fault::AgentDisconnect,
+    Fault::LeaderTransfer,
+    Fault::Membership,
+    Fault::Stop,
+];
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::LoseUnflushed => "lose-unflushed",
+            Fault::Partition => "partition",
+            Fault::Asymmetric => "asymmetric",
+            Fault::Loss => "loss",
+            Fault::Duplication => "duplication",
+            Fault::Delay => "delay",
+            Fault::Pause => "pause",
+            Fault::SlowDisk => "slow-disk",
+            Fault::AgentCrash => "agent-crash",
+            Fault::AgentDisconnect => "agent-disconnect",
+            Fault::LeaderTransfer => "leader-transfer",
+            Fault::Membership => "membership",
+            Fault::Stop => "stop",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Fault, String> {
+        ALL_FAULTS
+            .iter()
+            .copied()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = ALL_FAULTS.iter().map(|f| f.name()).collect();
+                format!("unknown fault '{name}' (known: {})", known.join(", "))
+            })
+    }
+
+    /// The highest rate a seed draws for this fault.
+    fn swarm_max(self) -> f64 {
+        match self {
+            Fault::LoseUnflushed => 1.0,
+            Fault::Loss | Fault::Duplication => 0.05,
+            Fault::Delay => 0.3,
+            Fault::Stop => 0.05,
+            _ => 0.15,
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -10,60 +113,153 @@ pub struct SimConfig {
     pub nodes: usize,
     pub agents: usize,
     pub jobs: usize,
-    /// Per second of simulated fault phase: probability of crashing a node.
-    pub crash_rate: f64,
-    /// Whether a crash also loses writes not yet flushed.
-    pub lose_unflushed: bool,
-    /// Per second: probability of cutting a random link (healed later).
-    pub partition_rate: f64,
-    /// Per second: probability of killing a random agent (restarted later).
-    pub agent_crash_rate: f64,
-    /// Per second: probability of stopping a random job.
-    pub stop_rate: f64,
+    /// Nodes and agents are spread over this many datacenters.
+    pub datacenters: usize,
+    /// One-way latency between datacenters, ms.
+    pub latency_ms: Vec<Vec<u64>>,
+    /// Rate of each fault (absent = off).
+    pub faults: BTreeMap<Fault, f64>,
+    /// Simulated time with workload and faults.
     pub fault_phase_ms: u64,
     /// After healing, every job must end within this much simulated time.
     pub liveness_ms: u64,
     /// Wall-clock budget; a run over it is reported as such, not as a pass.
     pub wall_budget_s: u64,
+    /// Simulated agents' run durations, ms, and their failure probability.
+    pub run_ms_min: u64,
+    pub run_ms_max: u64,
+    pub run_failure_rate: f64,
 }
 
 impl SimConfig {
-    /// The standard scenario with the rates this seed draws.
+    /// The standard scenario with what this seed draws.
     pub fn for_seed(seed: u64) -> SimConfig {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_5eed);
+        let nodes = [3, 5, 5, 7][rng.random_range(0..4)];
+        let datacenters = rng.random_range(1..=3usize);
+        let latency_ms = (0..datacenters)
+            .map(|a| {
+                (0..datacenters)
+                    .map(|b| {
+                        if a == b {
+                            rng.random_range(0..=2)
+                        } else {
+                            rng.random_range(10..=80)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut faults = BTreeMap::new();
+        for fault in ALL_FAULTS {
+            if rng.random_bool(0.6) {
+                faults.insert(fault, rng.random_range(0.0..fault.swarm_max()));
+            }
+        }
         SimConfig {
             seed,
-            nodes: 3 + 2 * rng.random_range(0..=1usize),
-            agents: 8,
-            jobs: 6,
-            crash_rate: rng.random_range(0.0..0.15),
-            lose_unflushed: rng.random_bool(0.5),
-            partition_rate: rng.random_range(0.0..0.2),
-            agent_crash_rate: rng.random_range(0.0..0.1),
-            stop_rate: rng.random_range(0.0..0.05),
-            fault_phase_ms: 20_000,
+            nodes,
+            agents: 10,
+            jobs: 8,
+            datacenters,
+            latency_ms,
+            faults,
+            fault_phase_ms: 30_000,
             liveness_ms: 120_000,
-            wall_budget_s: 120,
+            wall_budget_s: 300,
+            run_ms_min: 200,
+            run_ms_max: 3000,
+            run_failure_rate: 0.1,
         }
+    }
+
+    pub fn rate(&self, fault: Fault) -> f64 {
+        self.faults.get(&fault).copied().unwrap_or(0.0)
     }
 
     pub fn validate(&self) -> Result<(), String> {
         if !(3..=7).contains(&self.nodes) {
-            return Err(format!("--nodes: {} is outside 3..7", self.nodes));
+            return Err(format!("--nodes: {} is outside 3..=7", self.nodes));
         }
-        if self.agents == 0 || self.agents > 1000 {
-            return Err(format!("--agents: {} is outside 1..1000", self.agents));
+        if !(1..=1000).contains(&self.agents) {
+            return Err(format!("--agents: {} is outside 1..=1000", self.agents));
         }
-        for (name, rate) in [
-            ("--crash-rate", self.crash_rate),
-            ("--partition-rate", self.partition_rate),
-            ("--agent-crash-rate", self.agent_crash_rate),
-            ("--stop-rate", self.stop_rate),
-        ] {
-            if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("{name}: {rate} is outside 0..1"));
+        if !(1..=10_000).contains(&self.jobs) {
+            return Err(format!("--jobs: {} is outside 1..=10000", self.jobs));
+        }
+        if !(1..=5).contains(&self.datacenters) {
+            return Err(format!(
+                "--datacenters: {} is outside 1..=5",
+                self.datacenters
+            ));
+        }
+        for (fault, rate) in &self.faults {
+            if !(0.0..=1.0).contains(rate) || rate.is_nan() {
+                return Err(format!("--fault {fault}={rate}: the rate is outside 0..=1"));
             }
         }
+        if self.fault_phase_ms == 0 {
+            return Err("--fault-seconds must be positive".into());
+        }
         Ok(())
+    }
+
+    /// One line naming the scenario, for reports.
+    pub fn describe(&self) -> String {
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(f, r)| format!("{f}={r:.3}"))
+            .collect();
+        format!(
+            "{} nodes, {} agents, {} jobs, {} datacenter(s), faults: {}",
+            self.nodes,
+            self.agents,
+            self.jobs,
+            self.datacenters,
+            if faults.is_empty() {
+                "none".into()
+            } else {
+                faults.join(" ")
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fault_name_parses_back() {
+        for fault in ALL_FAULTS {
+            assert_eq!(Fault::parse(fault.name()), Ok(fault));
+        }
+        assert!(
+            Fault::parse("meteor")
+                .unwrap_err()
+                .contains("unknown fault 'meteor'")
+        );
+    }
+
+    #[test]
+    fn seeds_draw_valid_and_different_scenarios() {
+        let configs: Vec<SimConfig> = (0..50).map(SimConfig::for_seed).collect();
+        for config in &configs {
+            config.validate().unwrap();
+        }
+        let distinct: std::collections::BTreeSet<String> =
+            configs.iter().map(|c| c.describe()).collect();
+        assert!(distinct.len() > 40, "seeds should draw different scenarios");
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused() {
+        let mut config = SimConfig::for_seed(1);
+        config.nodes = 0;
+        assert!(config.validate().unwrap_err().contains("--nodes"));
+        let mut config = SimConfig::for_seed(1);
+        config.faults.insert(Fault::Loss, 1.5);
+        assert!(config.validate().unwrap_err().contains("loss=1.5"));
     }
 }

@@ -17,8 +17,11 @@ compile_error!(
 
 pub mod cli;
 pub mod config;
+pub mod faults;
 pub mod invariants;
+pub mod models;
 pub mod net;
 pub mod run;
 pub mod trace;
+pub mod workload;
 pub mod world;

@@ -1,19 +1,52 @@
 //! The simulated network: every node's real router (raft RPC, cluster RPC, agent sessions)
-//! served over in-memory pipes, with links that can be cut. A cut link fails the next read or
-//! write on every connection across it (as a TCP reset would), and a crashed node's
-//! connections fail the same way; new connections across a cut are refused.
+//! served by hyper over in-memory pipes, with the faults a real network has.
+//!
+//! Two layers, because porch has two kinds of traffic:
+//! - **Connections** (every byte stream): a connection dies (as with a TCP reset) when its
+//!   server node crashes or restarts, when its client node crashed, or when a link between
+//!   an agent and a node is cut. New connections to a dead node or across such a cut are
+//!   refused.
+//! - **Requests** between nodes (raft and cluster RPC, one HTTP/2 request each): per request,
+//!   seeded loss (the request or its reply vanishes; the caller times out), duplication
+//!   (the server handles it twice), delay with jitter (which reorders concurrent requests),
+//!   datacenter latency both ways, one-way link cuts (asymmetric partitions: a request across
+//!   a cut never arrives; a reply across it never returns), and pauses (everything to or
+//!   from a paused node is held until it resumes).
+//!
+//! Agent sessions are long-lived streams; they see connection faults and the latency of
+//! their link when they open, not per message.
 
+use axum::body::Body;
 use porch_raft::network::Dialer;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tonic::transport::{Channel, Endpoint};
 
 /// Bytes buffered in one direction of a simulated connection.
 const PIPE_BYTES: usize = 256 * 1024;
+/// Largest request body the duplication fault buffers (raft snapshots can be larger: those
+/// are never duplicated).
+const DUPLICATE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Per-request fault rates between nodes, drawn per seed.
+#[derive(Clone, Debug, Default)]
+pub struct MessageFaults {
+    /// Probability that a request, or its reply, is lost.
+    pub loss: f64,
+    /// Probability that a request is handled twice.
+    pub duplication: f64,
+    /// Probability that a request or reply is delayed, by up to `delay_ms_max`.
+    pub delay: f64,
+    pub delay_ms_max: u64,
+}
 
 #[derive(Default)]
 struct State {
@@ -21,6 +54,51 @@ struct State {
     nodes: BTreeMap<String, (u64, axum::Router)>,
     /// Cut links, one direction each: (from, to).
     cut: BTreeSet<(String, String)>,
+    /// Paused nodes.
+    paused: BTreeSet<String>,
+    /// Datacenter of each endpoint (node address or agent certname); absent = 0.
+    datacenter: BTreeMap<String, usize>,
+    /// One-way latency between datacenters, ms: `latency_ms[a][b]`.
+    latency_ms: Vec<Vec<u64>>,
+    faults: MessageFaults,
+    rng: Option<SmallRng>,
+    /// Wakes requests held by a pause or waiting for one to end.
+    resumed: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl State {
+    fn draw(&mut self, probability: f64) -> bool {
+        probability > 0.0
+            && self
+                .rng
+                .as_mut()
+                .is_some_and(|r| r.random_bool(probability.min(1.0)))
+    }
+
+    fn jitter(&mut self) -> u64 {
+        let (delay, max) = (self.faults.delay, self.faults.delay_ms_max);
+        if !self.draw(delay) {
+            return 0;
+        }
+        match self.rng.as_mut() {
+            Some(r) if max > 0 => r.random_range(0..=max),
+            _ => 0,
+        }
+    }
+
+    fn latency(&self, from: &str, to: &str) -> u64 {
+        let a = self.datacenter.get(from).copied().unwrap_or(0);
+        let b = self.datacenter.get(to).copied().unwrap_or(0);
+        self.latency_ms
+            .get(a)
+            .and_then(|row| row.get(b))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn is_cut(&self, from: &str, to: &str) -> bool {
+        self.cut.contains(&(from.to_string(), to.to_string()))
+    }
 }
 
 #[derive(Clone, Default)]
@@ -28,9 +106,47 @@ pub struct SimNet {
     state: Arc<Mutex<State>>,
 }
 
+/// Who opens a connection: a node (of one incarnation: a crashed node's leftovers cannot
+/// talk) or an agent.
+#[derive(Clone, Debug)]
+pub enum Endpointed {
+    Node { addr: String, incarnation: u64 },
+    Agent { certname: String },
+}
+
+impl Endpointed {
+    fn name(&self) -> &str {
+        match self {
+            Endpointed::Node { addr, .. } => addr,
+            Endpointed::Agent { certname } => certname,
+        }
+    }
+}
+
 impl SimNet {
+    pub fn new(seed: u64) -> SimNet {
+        let net = SimNet::default();
+        {
+            let mut state = net.lock();
+            state.rng = Some(SmallRng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b));
+            state.resumed = Some(Arc::new(tokio::sync::Notify::new()));
+        }
+        net
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_faults(&self, faults: MessageFaults) {
+        self.lock().faults = faults;
+    }
+
+    /// Places endpoints in datacenters and sets the one-way latency matrix.
+    pub fn set_topology(&self, datacenter: BTreeMap<String, usize>, latency_ms: Vec<Vec<u64>>) {
+        let mut state = self.lock();
+        state.datacenter = datacenter;
+        state.latency_ms = latency_ms;
     }
 
     pub fn up(&self, addr: &str, incarnation: u64, router: axum::Router) {
@@ -43,27 +159,86 @@ impl SimNet {
         self.lock().nodes.remove(addr);
     }
 
+    /// Cuts one direction: requests from `from` to `to` (and replies that way) are lost.
     pub fn cut(&self, from: &str, to: &str) {
         self.lock().cut.insert((from.to_string(), to.to_string()));
+    }
+
+    /// Cuts both directions.
+    pub fn partition(&self, a: &str, b: &str) {
+        self.cut(a, b);
+        self.cut(b, a);
+    }
+
+    /// Heals both directions between `a` and `b`.
+    pub fn uncut(&self, a: &str, b: &str) {
+        let mut state = self.lock();
+        state.cut.remove(&(a.to_string(), b.to_string()));
+        state.cut.remove(&(b.to_string(), a.to_string()));
     }
 
     pub fn heal(&self) {
         self.lock().cut.clear();
     }
 
-    fn alive(&self, from: &str, to: &str, incarnation: u64) -> bool {
-        let state = self.lock();
-        let linked = !state.cut.contains(&(from.to_string(), to.to_string()))
-            && !state.cut.contains(&(to.to_string(), from.to_string()));
-        linked && state.nodes.get(to).map(|(i, _)| *i) == Some(incarnation)
+    pub fn pause(&self, addr: &str) {
+        self.lock().paused.insert(addr.to_string());
     }
 
-    /// Opens a connection from `from` to the node at `to`.
-    fn connect(&self, from: &str, to: &str) -> io::Result<SimStream> {
+    pub fn resume(&self, addr: &str) {
+        let notify = {
+            let mut state = self.lock();
+            state.paused.remove(addr);
+            state.resumed.clone()
+        };
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    pub fn resume_all(&self) {
+        let paused: Vec<String> = self.lock().paused.iter().cloned().collect();
+        for addr in paused {
+            self.resume(&addr);
+        }
+    }
+
+    pub fn paused(&self) -> Vec<String> {
+        self.lock().paused.iter().cloned().collect()
+    }
+
+    /// Whether a connection from `client` to node `to` (of `incarnation`) still works.
+    fn connection_alive(&self, client: &Endpointed, to: &str, incarnation: u64) -> bool {
+        let state = self.lock();
+        if state.nodes.get(to).map(|(i, _)| *i) != Some(incarnation) {
+            return false;
+        }
+        match client {
+            Endpointed::Node { addr, incarnation } => {
+                state.nodes.get(addr).map(|(i, _)| *i) == Some(*incarnation)
+            }
+            Endpointed::Agent { certname } => {
+                !state.is_cut(certname, to) && !state.is_cut(to, certname)
+            }
+        }
+    }
+
+    /// Opens a connection from `client` to the node at `to`.
+    fn connect(&self, client: &Endpointed, to: &str) -> io::Result<SimStream> {
         let (incarnation, router) = {
             let state = self.lock();
-            if state.cut.contains(&(from.to_string(), to.to_string())) {
-                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "link cut"));
+            if let Endpointed::Node { addr, incarnation } = client {
+                if state.nodes.get(addr).map(|(i, _)| *i) != Some(*incarnation) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        "this node is down",
+                    ));
+                }
+            }
+            if let Endpointed::Agent { certname } = client {
+                if state.is_cut(certname, to) || state.is_cut(to, certname) {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "link cut"));
+                }
             }
             match state.nodes.get(to) {
                 Some((incarnation, router)) => (*incarnation, router.clone()),
@@ -75,49 +250,206 @@ impl SimNet {
                 }
             }
         };
-        let (client, server) = tokio::io::duplex(PIPE_BYTES);
+        let (client_end, server_end) = tokio::io::duplex(PIPE_BYTES);
         let server_stream = SimStream {
-            inner: server,
+            inner: server_end,
             net: self.clone(),
-            from: from.to_string(),
+            client: client.clone(),
             to: to.to_string(),
             incarnation,
         };
+        let faulty = FaultyRouter {
+            net: self.clone(),
+            router,
+            from: client.name().to_string(),
+            to: to.to_string(),
+            between_nodes: matches!(client, Endpointed::Node { .. }),
+        };
         tokio::spawn(async move {
-            let service = hyper_util::service::TowerToHyperService::new(router);
+            let service = hyper::service::service_fn(move |request| {
+                let faulty = faulty.clone();
+                async move { Ok::<_, Infallible>(faulty.handle(request).await) }
+            });
             let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .serve_connection(hyper_util::rt::TokioIo::new(server_stream), service)
                 .await;
         });
         Ok(SimStream {
-            inner: client,
+            inner: client_end,
             net: self.clone(),
-            from: from.to_string(),
+            client: client.clone(),
             to: to.to_string(),
             incarnation,
         })
     }
 
-    pub fn dialer(&self, from: &str) -> Arc<dyn Dialer> {
+    pub fn node_dialer(&self, addr: &str, incarnation: u64) -> Arc<dyn Dialer> {
         Arc::new(SimDialer {
             net: self.clone(),
-            from: from.to_string(),
+            client: Endpointed::Node {
+                addr: addr.to_string(),
+                incarnation,
+            },
         })
+    }
+
+    pub fn agent_dialer(&self, certname: &str) -> Arc<dyn Dialer> {
+        Arc::new(SimDialer {
+            net: self.clone(),
+            client: Endpointed::Agent {
+                certname: certname.to_string(),
+            },
+        })
+    }
+
+    /// Waits while `a` or `b` is paused.
+    async fn wait_unpaused(&self, a: &str, b: &str) {
+        loop {
+            let notify = {
+                let state = self.lock();
+                if !state.paused.contains(a) && !state.paused.contains(b) {
+                    return;
+                }
+                state.resumed.clone()
+            };
+            match notify {
+                Some(notify) => notify.notified().await,
+                None => return,
+            }
+        }
     }
 }
 
-/// One end of a simulated connection; fails once its link is cut or its peer restarted.
+/// One node's router behind the request-level faults of one connection.
+#[derive(Clone)]
+struct FaultyRouter {
+    net: SimNet,
+    router: axum::Router,
+    from: String,
+    to: String,
+    between_nodes: bool,
+}
+
+enum Fate {
+    Lost,
+    Deliver { delay_ms: u64, duplicate: bool },
+}
+
+impl FaultyRouter {
+    async fn handle(
+        &self,
+        request: axum::http::Request<hyper::body::Incoming>,
+    ) -> axum::http::Response<Body> {
+        use tower::ServiceExt;
+        let request = request.map(Body::new);
+        if !self.between_nodes {
+            // Agent sessions: latency once, when the stream opens.
+            let delay = self.net.lock().latency(&self.from, &self.to);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            return self
+                .router
+                .clone()
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|e| match e {});
+        }
+        self.net.wait_unpaused(&self.from, &self.to).await;
+        match self.fate(&self.from, &self.to) {
+            Fate::Lost => return std::future::pending().await,
+            Fate::Deliver {
+                delay_ms,
+                duplicate,
+            } => {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                let response = if duplicate {
+                    self.handle_twice(request).await
+                } else {
+                    self.router
+                        .clone()
+                        .oneshot(request)
+                        .await
+                        .unwrap_or_else(|e| match e {})
+                };
+                // The reply travels back.
+                self.net.wait_unpaused(&self.from, &self.to).await;
+                match self.fate(&self.to, &self.from) {
+                    Fate::Lost => std::future::pending().await,
+                    Fate::Deliver { delay_ms, .. } => {
+                        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                        response
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a request twice (as a retransmitted duplicate would be); answers with the first.
+    async fn handle_twice(&self, request: axum::http::Request<Body>) -> axum::http::Response<Body> {
+        use tower::ServiceExt;
+        let (parts, body) = request.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, DUPLICATE_BYTES_MAX).await else {
+            return axum::http::Response::builder()
+                .status(axum::http::StatusCode::BAD_GATEWAY)
+                .body(Body::empty())
+                .unwrap_or_default();
+        };
+        let rebuild = |bytes: axum::body::Bytes| {
+            let mut request = axum::http::Request::new(Body::from(bytes));
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = parts.uri.clone();
+            *request.version_mut() = parts.version;
+            *request.headers_mut() = parts.headers.clone();
+            request
+        };
+        let first = self
+            .router
+            .clone()
+            .oneshot(rebuild(bytes.clone()))
+            .await
+            .unwrap_or_else(|e| match e {});
+        let second = self.router.clone().oneshot(rebuild(bytes));
+        tokio::spawn(async move {
+            // The duplicate's answer goes nowhere; its body is drained so the handler finishes.
+            let Ok(response) = second.await;
+            let _ = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+        });
+        first
+    }
+
+    fn fate(&self, from: &str, to: &str) -> Fate {
+        let mut state = self.net.lock();
+        if state.is_cut(from, to) {
+            return Fate::Lost;
+        }
+        let loss = state.faults.loss;
+        if state.draw(loss) {
+            return Fate::Lost;
+        }
+        let duplication = state.faults.duplication;
+        let duplicate = state.draw(duplication);
+        let delay_ms = state.latency(from, to) + state.jitter();
+        Fate::Deliver {
+            delay_ms,
+            duplicate,
+        }
+    }
+}
+
+/// One end of a simulated connection; fails once the connection is dead (see the module doc).
 pub struct SimStream {
     inner: DuplexStream,
     net: SimNet,
-    from: String,
+    client: Endpointed,
     to: String,
     incarnation: u64,
 }
 
 impl SimStream {
     fn check(&self) -> io::Result<()> {
-        if self.net.alive(&self.from, &self.to, self.incarnation) {
+        if self
+            .net
+            .connection_alive(&self.client, &self.to, self.incarnation)
+        {
             Ok(())
         } else {
             Err(io::Error::new(
@@ -134,9 +466,7 @@ impl AsyncRead for SimStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Err(e) = self.check() {
-            return Poll::Ready(Err(e));
-        }
+        self.check()?;
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -147,9 +477,7 @@ impl AsyncWrite for SimStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Err(e) = self.check() {
-            return Poll::Ready(Err(e));
-        }
+        self.check()?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -164,19 +492,19 @@ impl AsyncWrite for SimStream {
 
 struct SimDialer {
     net: SimNet,
-    from: String,
+    client: Endpointed,
 }
 
 impl Dialer for SimDialer {
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         let net = self.net.clone();
-        let from = self.from.clone();
+        let client = self.client.clone();
         let to = addr.to_string();
         let endpoint =
             Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
         Ok(
             endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri| {
-                let result = net.connect(&from, &to).map(hyper_util::rt::TokioIo::new);
+                let result = net.connect(&client, &to).map(hyper_util::rt::TokioIo::new);
                 async move { result }
             })),
         )

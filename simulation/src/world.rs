@@ -2,8 +2,9 @@
 //! [`SimDisk`] that outlives crashes, and real `porch_agent` agents whose runner is the seeded
 //! simulation runner. Everything runs on one thread under tokio's paused clock.
 
-use crate::invariants::{Execution, NodeView};
-use crate::net::SimNet;
+use crate::config::{Fault, SimConfig};
+use crate::invariants::{Execution, NodeView, StartEvidence};
+use crate::net::{MessageFaults, SimNet};
 use crate::trace::Trace;
 use porch_agent::runner::Runner;
 use porch_agent::runner::simulate::SimulateRunner;
@@ -12,7 +13,7 @@ use porch_agent::spool::Spool;
 use porch_node::clock::Clock;
 use porch_node::config::{NodeConfig, RaftTimings};
 use porch_node::server::{Node, NodeEnv, build};
-use porch_raft::SimDisk;
+use porch_raft::{AppliedView, SimDisk};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,11 @@ impl Clock for SimClock {
 }
 
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// Simulated milliseconds since the run began.
+pub fn elapsed_ms(clock: &SimClock) -> u64 {
+    clock.now_ms() - EPOCH_MS
+}
 pub const RUNS_IN_FLIGHT_MAX: usize = 6;
 
 pub struct SimNode {
@@ -49,12 +55,20 @@ pub struct SimAgent {
 
 pub struct World {
     pub seed: u64,
+    /// The highest one-way latency between two datacenters, ms.
+    worst_latency_ms: u64,
+    runner: SimulateRunner,
     pub net: SimNet,
     pub clock: Arc<SimClock>,
     pub nodes: Vec<SimNode>,
     pub agents: Vec<SimAgent>,
     pub trace: Arc<Mutex<Trace>>,
     pub executions: Arc<Mutex<Vec<Execution>>>,
+    membership_busy: Arc<std::sync::atomic::AtomicBool>,
+    rng: rand::rngs::SmallRng,
+    /// The applied state of every node incarnation ever started (a crashed one's stays as it
+    /// was): what was committed, for checking that agents only run committed decisions.
+    pub all_views: Arc<Mutex<Vec<Arc<AppliedView>>>>,
     initial: BTreeMap<u64, String>,
 }
 
@@ -63,13 +77,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl World {
-    pub fn new(seed: u64, nodes: usize, agents: usize, spool_root: &std::path::Path) -> World {
+    pub fn new(config: &SimConfig, spool_root: &std::path::Path) -> World {
+        let (seed, nodes, agents) = (config.seed, config.nodes, config.agents);
         let initial: BTreeMap<u64, String> = (1..=nodes as u64)
             .map(|id| (id, format!("node{id}:8143")))
             .collect();
+        let net = SimNet::new(seed);
+        net.set_faults(MessageFaults {
+            loss: config.rate(Fault::Loss),
+            duplication: config.rate(Fault::Duplication),
+            delay: config.rate(Fault::Delay),
+            delay_ms_max: 200,
+        });
+        // Datacenters round-robin: node i and agent i in datacenter i mod n.
+        let mut datacenter = BTreeMap::new();
+        for (i, addr) in initial.values().enumerate() {
+            datacenter.insert(addr.clone(), i % config.datacenters);
+        }
+        for i in 0..agents {
+            datacenter.insert(format!("agent{}", i + 1), i % config.datacenters);
+        }
+        net.set_topology(datacenter, config.latency_ms.clone());
         World {
             seed,
-            net: SimNet::default(),
+            worst_latency_ms: config
+                .latency_ms
+                .iter()
+                .flatten()
+                .copied()
+                .max()
+                .unwrap_or(0),
+            runner: SimulateRunner {
+                seed,
+                duration_ms_min: config.run_ms_min,
+                duration_ms_max: config.run_ms_max,
+                failure_rate: config.run_failure_rate,
+            },
+            net,
             clock: Arc::new(SimClock {
                 start: tokio::time::Instant::now(),
                 epoch_ms: EPOCH_MS,
@@ -93,6 +137,9 @@ impl World {
                 .collect(),
             trace: Arc::new(Mutex::new(Trace::default())),
             executions: Arc::new(Mutex::new(Vec::new())),
+            membership_busy: Arc::default(),
+            rng: rand::SeedableRng::seed_from_u64(seed ^ 0xc11e_47),
+            all_views: Arc::default(),
             initial,
         }
     }
@@ -113,10 +160,13 @@ impl World {
             addr.clone(),
             self.initial.clone(),
         );
+        // As an operator of a multi-datacenter cluster must: raft RPCs time out after 3/4 of
+        // the heartbeat interval, so it must exceed twice the worst round trip.
+        let heartbeat_interval_ms = (4 * self.worst_latency_ms).max(100);
         config.raft = RaftTimings {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            heartbeat_interval_ms,
+            election_timeout_min_ms: 5 * heartbeat_interval_ms,
+            election_timeout_max_ms: 10 * heartbeat_interval_ms,
             snapshot_every_logs: 50,
             logs_kept_after_snapshot: 10,
         };
@@ -124,21 +174,22 @@ impl World {
         config.agent_unreachable_timeout = Duration::from_secs(10);
         config.request_timeout = Duration::from_secs(5);
         config.entropy = self.seed;
+        let incarnation = self.nodes[index].incarnation + 1;
         let env = NodeEnv {
             clock: self.clock.clone(),
-            dialer: self.net.dialer(&addr),
+            dialer: self.net.node_dialer(&addr, incarnation),
             disk: Arc::new(self.nodes[index].disk.clone()),
         };
         let node_seed = self
             .seed
             .wrapping_mul(0x9e37_79b9)
-            .wrapping_add(id * 1000 + self.nodes[index].incarnation);
+            .wrapping_add(id * 1000 + incarnation);
         let node = porch_raft::types::seeded(node_seed, build(&config, env))
             .await
             .map_err(|e| format!("node {id} did not start: {e}"))?;
-        self.nodes[index].incarnation += 1;
-        self.net
-            .up(&addr, self.nodes[index].incarnation, node.router.clone());
+        self.nodes[index].incarnation = incarnation;
+        lock(&self.all_views).push(node.consensus.view.clone());
+        self.net.up(&addr, incarnation, node.router.clone());
         self.nodes[index].node = Some(node);
         self.log(format!(
             "node {id} up (incarnation {})",
@@ -177,24 +228,26 @@ impl World {
             .map(|n| format!("http://{}", n.addr))
             .collect();
         urls.rotate_left(index % self.nodes.len());
-        let dialer = self.net.dialer(&certname);
+        let dialer = self.net.agent_dialer(&certname);
         let executions = self.executions.clone();
         let trace = self.trace.clone();
         let clock = self.clock.clone();
         let name = certname.clone();
+        let all_views = self.all_views.clone();
         let observer: porch_agent::session::RunObserver =
             Arc::new(move |txn: &str, job: u64, started: bool| {
                 let now = clock.now_ms() - EPOCH_MS;
-                let mut list = lock(&executions);
                 if started {
-                    list.push(Execution {
+                    let evidence = StartEvidence::gather(&lock(&all_views), txn);
+                    lock(&executions).push(Execution {
                         certname: name.clone(),
                         transaction_id: txn.to_string(),
                         job_id: job,
                         start_ms: now,
                         end_ms: None,
+                        evidence,
                     });
-                } else if let Some(e) = list
+                } else if let Some(e) = lock(&executions)
                     .iter_mut()
                     .rev()
                     .find(|e| e.transaction_id == txn && e.end_ms.is_none())
@@ -207,10 +260,10 @@ impl World {
                 );
             });
         let runner = Runner::Simulate(SimulateRunner {
-            seed: self.seed,
-            duration_ms_min: 200,
-            duration_ms_max: 3000,
-            failure_rate: 0.15,
+            seed: self.runner.seed,
+            duration_ms_min: self.runner.duration_ms_min,
+            duration_ms_max: self.runner.duration_ms_max,
+            failure_rate: self.runner.failure_rate,
         });
         let agent = Arc::new(Agent {
             certname: certname.clone(),
@@ -233,6 +286,97 @@ impl World {
             task.abort();
             self.log(format!("{} crashed", self.agents[index].certname));
         }
+    }
+
+    /// The index of the node that is leader in its own eyes (the highest term wins).
+    pub fn leader(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.node.as_ref().map(|node| (i, node.consensus.metrics())))
+            .filter(|(_, m)| m.state == porch_raft::types::ServerState::Leader)
+            .max_by_key(|(_, m)| m.current_term)
+            .map(|(i, _)| i)
+    }
+
+    /// The voters as the leader (or any live node) sees them.
+    pub fn voters(&self) -> Vec<u64> {
+        let index = self
+            .leader()
+            .or_else(|| self.nodes.iter().position(|n| n.node.is_some()));
+        index
+            .and_then(|i| self.nodes[i].node.as_ref())
+            .map(|node| {
+                node.consensus
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Asks the leader to hand leadership to node `to`.
+    pub async fn transfer_leader(&mut self, to: u64) {
+        let Some(leader) = self.leader() else { return };
+        if let Some(node) = &self.nodes[leader].node {
+            if node.consensus.id != to {
+                let _ = node.consensus.raft.trigger().transfer_leader(to).await;
+                let from = node.consensus.id;
+                self.log(format!("leadership transfer {from} -> {to} asked"));
+            }
+        }
+    }
+
+    /// Removes (`add` false) or adds back a voter through any live node, in the background:
+    /// the change waits for catch-up and joint consensus while the run goes on.
+    pub fn change_membership(&self, id: u64, add: bool) {
+        let Some(via) = self.live_consensus().first().cloned() else {
+            return;
+        };
+        self.membership_busy
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let busy = self.membership_busy.clone();
+        let addr = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        let trace = self.trace.clone();
+        let clock = self.clock.clone();
+        tokio::spawn(async move {
+            let result = if add {
+                via.add_member(id, addr).await
+            } else {
+                via.remove_member(id).await
+            };
+            let now = clock.now_ms() - EPOCH_MS;
+            let what = if add { "added back" } else { "removed" };
+            let line = match result {
+                Ok(()) => format!("node {id} {what}"),
+                Err(e) => format!("node {id} not {what}: {e}"),
+            };
+            lock(&trace).push(now, line);
+            busy.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        self.log(format!(
+            "membership: {} node {id} asked",
+            if add { "add" } else { "remove" }
+        ));
+    }
+
+    /// Draws from the world's own random source (client decisions).
+    pub fn draw(&mut self, probability: f64) -> bool {
+        use rand::Rng;
+        self.rng.random_bool(probability.clamp(0.0, 1.0))
+    }
+
+    /// Whether a membership change asked for is still under way.
+    pub fn membership_busy(&self) -> bool {
+        self.membership_busy
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Each live node's metrics and applied state.

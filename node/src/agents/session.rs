@@ -15,6 +15,7 @@ use super::in_flight_for;
 use super::registry::{Registry, SESSION_QUEUE_MAX};
 use super::run_request;
 use crate::consensus::Consensus;
+use crate::tasks::TaskGroup;
 use futures::Stream;
 use porch_agent::proto::agent_sessions_server::AgentSessions;
 use porch_agent::proto::{
@@ -38,6 +39,7 @@ const COMMIT_RETRY_FOR: Duration = Duration::from_secs(300);
 
 pub struct SessionService {
     consensus: Arc<Consensus>,
+    tasks: Arc<TaskGroup>,
     registry: Arc<Registry>,
     heartbeat_interval: Duration,
     boot_ms: u64,
@@ -49,10 +51,12 @@ impl SessionService {
         consensus: Arc<Consensus>,
         registry: Arc<Registry>,
         heartbeat_interval: Duration,
+        tasks: Arc<TaskGroup>,
     ) -> SessionService {
         let boot_ms = consensus.clock().now_ms();
         SessionService {
             consensus,
+            tasks,
             registry,
             heartbeat_interval,
             boot_ms,
@@ -115,6 +119,7 @@ impl AgentSessions for SessionService {
         tracing::info!("agent {} connected (session {session})", hello.certname);
         let driver = SessionDriver {
             consensus: self.consensus.clone(),
+            tasks: self.tasks.clone(),
             registry: self.registry.clone(),
             certname: hello.certname,
             session,
@@ -122,13 +127,14 @@ impl AgentSessions for SessionService {
             tx,
             heartbeat_interval: self.heartbeat_interval,
         };
-        tokio::spawn(driver.run(inbound));
+        self.tasks.spawn(driver.run(inbound));
         Ok(Response::new(outbound))
     }
 }
 
 struct SessionDriver {
     consensus: Arc<Consensus>,
+    tasks: Arc<TaskGroup>,
     registry: Arc<Registry>,
     certname: String,
     /// Cluster-unique session name, recorded in the inventory.
@@ -144,7 +150,7 @@ impl SessionDriver {
         let this = Arc::new(self);
         {
             let this = this.clone();
-            tokio::spawn(async move {
+            this.tasks.clone().spawn(async move {
                 let command = Command::AgentConnected {
                     certname: this.certname.clone(),
                     via_node: this.consensus.id,
@@ -252,7 +258,7 @@ impl SessionDriver {
 
     /// Commits a result and acknowledges it once committed (or known to be stale).
     fn commit_result(self: Arc<Self>, result: RunResult) {
-        tokio::spawn(async move {
+        self.tasks.clone().spawn(async move {
             let transaction_id = result.transaction_id.clone();
             let command = Command::ReportRun {
                 transaction_id: transaction_id.clone(),

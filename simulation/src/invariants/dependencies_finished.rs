@@ -5,6 +5,26 @@
 use super::{Observation, Violation, parse_transaction};
 use porch_core::{JobId, NodeState};
 
+/// Checked as the run goes: at the instant an agent started a run, every predecessor was
+/// `finished` in the committed state that holds the start.
+pub fn check_at_start(observation: &Observation, violations: &mut Vec<Violation>) {
+    for execution in observation.executions {
+        if !execution.evidence.unfinished_predecessors.is_empty() {
+            violations.push(Violation {
+                invariant: "dependencies finished",
+                detail: format!(
+                    "{} started {} at {} ms while its predecessors {:?} had not finished",
+                    execution.certname,
+                    execution.transaction_id,
+                    execution.start_ms,
+                    execution.evidence.unfinished_predecessors
+                ),
+            });
+        }
+    }
+}
+
+/// Checked once every replica caught up: against the complete log and every agent's record.
 pub fn check(observation: &Observation, violations: &mut Vec<Violation>) {
     let Some(state) = observation.latest() else {
         return;

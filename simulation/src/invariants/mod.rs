@@ -3,6 +3,7 @@
 //! every acknowledged submission) and keeps whatever history its property needs.
 
 pub mod acknowledged_survive;
+pub mod committed_before_dispatch;
 pub mod dependencies_finished;
 pub mod leader_per_term;
 pub mod limits;
@@ -11,7 +12,7 @@ pub mod replicas_agree;
 pub mod stopped_starts_nothing;
 pub mod terminal_states;
 
-use porch_core::{ClusterState, JobId, Plan};
+use porch_core::{ClusterState, JobId};
 use std::fmt;
 
 pub struct NodeView {
@@ -31,14 +32,62 @@ pub struct Execution {
     pub job_id: u64,
     pub start_ms: u64,
     pub end_ms: Option<u64>,
+    /// What the cluster had committed at the instant the agent started it.
+    pub evidence: StartEvidence,
+}
+
+/// The committed log as of the instant an agent starts a run, gathered from every node
+/// incarnation's applied state (apply follows commit, so anything applied anywhere is
+/// committed; a crashed incarnation's state still counts).
+#[derive(Clone, Debug, Default)]
+pub struct StartEvidence {
+    /// Some node had applied the decision that started this very transaction.
+    pub committed: bool,
+    /// Predecessors in the plan that were not `finished` in the state that holds the start.
+    pub unfinished_predecessors: Vec<String>,
+}
+
+impl StartEvidence {
+    pub fn gather(
+        views: &[std::sync::Arc<porch_raft::AppliedView>],
+        transaction_id: &str,
+    ) -> StartEvidence {
+        let Some((job_id, index, _)) = parse_transaction(transaction_id) else {
+            return StartEvidence::default();
+        };
+        for view in views {
+            let state = view.read();
+            let Some(job) = state.cluster.job(JobId(job_id)) else {
+                continue;
+            };
+            let Some(run) = job.runs.get(index) else {
+                continue;
+            };
+            if run.transaction_id.as_deref() != Some(transaction_id) {
+                continue;
+            }
+            let unfinished_predecessors = job.plan.nodes()[index]
+                .depends_on
+                .iter()
+                .map(|&dep| dep as usize)
+                .filter(|&dep| job.runs[dep].state != porch_core::NodeState::Finished)
+                .map(|dep| job.plan.nodes()[dep].name.clone())
+                .collect();
+            return StartEvidence {
+                committed: true,
+                unfinished_predecessors,
+            };
+        }
+        StartEvidence::default()
+    }
 }
 
 pub struct Observation<'a> {
     pub now_ms: u64,
     pub nodes: &'a [NodeView],
     pub executions: &'a [Execution],
-    /// Submissions acknowledged to the client, in acknowledgement order.
-    pub acknowledged: &'a [(JobId, Plan)],
+    /// Every submission the clients made, with what was acknowledged.
+    pub submissions: &'a [crate::workload::Submission],
     pub runs_in_flight_max: usize,
 }
 
@@ -88,6 +137,8 @@ impl Checkers {
         self.leaders.check(observation, &mut violations);
         replicas_agree::check(observation, &mut violations);
         once_per_transaction::check(observation, &mut violations);
+        committed_before_dispatch::check(observation, &mut violations);
+        dependencies_finished::check_at_start(observation, &mut violations);
         limits::check(observation, &mut violations);
         self.terminal.check(observation, &mut violations);
         violations

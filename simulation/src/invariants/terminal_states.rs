@@ -1,5 +1,6 @@
 //! Terminal states never change: a job that finished, failed or stopped, and a node run that
-//! finished, failed, errored or was skipped, stay so in every state applied at the same or a
+//! finished, failed, errored or was skipped — with its result, message and times — stay so
+//! in every state applied at the same or a
 //! later log index (committed entries are immutable). A replica that restarted and is still
 //! replaying is compared only once it has applied as far as where the state was first seen.
 
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 pub struct TerminalStates {
     /// job -> (terminal state, applied index at which it was seen)
     jobs: BTreeMap<u64, (porch_core::JobState, u64)>,
-    runs: BTreeMap<(u64, usize), (porch_core::NodeState, u64)>,
+    runs: BTreeMap<(u64, usize), (porch_core::NodeRun, u64)>,
 }
 
 impl TerminalStates {
@@ -33,16 +34,16 @@ impl TerminalStates {
                 for (i, run) in job.runs.iter().enumerate() {
                     let key = (job.id.0, i);
                     match self.runs.get(&key) {
-                        Some(&(seen, at)) if index >= at && seen != run.state => violations.push(Violation {
+                        Some((seen, at)) if index >= *at && seen != run => violations.push(Violation {
                             invariant: "terminal states never change",
                             detail: format!(
-                                "run {key:?} was {seen:?} at index {at}, node {} shows {:?} at index {index}",
-                                node.id, run.state
+                                "run {key:?} was {:?} ({:?}) at index {at}, node {} shows {:?} ({:?}) at index {index}",
+                                seen.state, seen.message, node.id, run.state, run.message
                             ),
                         }),
                         Some(_) => {}
                         None if run.state.is_terminal() => {
-                            self.runs.insert(key, (run.state, index));
+                            self.runs.insert(key, (run.clone(), index));
                         }
                         None => {}
                     }

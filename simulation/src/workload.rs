@@ -1,0 +1,199 @@
+//! The clients: submit jobs over random plans (random DAGs and plans of generated
+//! application models), with random concurrency limits, through random nodes, retrying a
+//! timed-out submission through another node under the same request id; and stop jobs.
+//! Every submission and every acknowledgement is recorded for the checkers.
+
+use crate::models;
+use crate::world::World;
+use porch_core::{Command, JobId, JobSpec, Outcome, Plan, PlannedNode, Target};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a client waits for one attempt of a submission.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One submission as the client saw it.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    pub request_id: String,
+    pub plan: Plan,
+    pub sent_ms: u64,
+    /// Every acknowledgement received: (at ms, job id). Retries may be acknowledged too;
+    /// they must all name the same job.
+    pub acks: Vec<(u64, JobId)>,
+}
+
+pub struct Workload {
+    rng: SmallRng,
+    jobs: usize,
+    agents: usize,
+    submitted: usize,
+    /// Generated models that porch-lang failed to plan (a bug: they are valid by construction).
+    pub model_errors: Vec<String>,
+    pub submissions: Arc<Mutex<Vec<Submission>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Workload {
+    pub fn new(seed: u64, jobs: usize, agents: usize) -> Workload {
+        Workload {
+            rng: SmallRng::seed_from_u64(seed ^ 0x0b5e_55ed),
+            jobs,
+            agents,
+            submitted: 0,
+            model_errors: Vec::new(),
+            submissions: Arc::default(),
+        }
+    }
+
+    pub fn all_submitted(&self) -> bool {
+        self.submitted >= self.jobs
+    }
+
+    /// Acknowledged submissions: (first job id acknowledged, plan), in acknowledgement order.
+    pub fn acknowledged(&self) -> Vec<(JobId, Plan)> {
+        let submissions = lock(&self.submissions);
+        let mut acked: Vec<(u64, JobId, Plan)> = submissions
+            .iter()
+            .filter_map(|s| s.acks.first().map(|&(at, id)| (at, id, s.plan.clone())))
+            .collect();
+        acked.sort_by_key(|(at, id, _)| (*at, *id));
+        acked.into_iter().map(|(_, id, plan)| (id, plan)).collect()
+    }
+
+    /// Submits the next job if one is due: jobs are spread evenly over `phase_ms`.
+    pub fn step(&mut self, world: &World, phase_ms: u64) {
+        if self.all_submitted() {
+            return;
+        }
+        let due = self.submitted as u64 * phase_ms / self.jobs as u64;
+        if world.now_ms() < due {
+            return;
+        }
+        let live = world.live_consensus();
+        if live.is_empty() {
+            return;
+        }
+        self.submitted += 1;
+        let plan = if self.rng.random_bool(0.5) {
+            random_plan(&mut self.rng, self.agents)
+        } else {
+            match models::random_application_plan(&mut self.rng, self.agents) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    self.model_errors.push(e);
+                    return;
+                }
+            }
+        };
+        let spec = random_spec(&mut self.rng, &plan);
+        let first = live[self.rng.random_range(0..live.len())].clone();
+        let second = live[self.rng.random_range(0..live.len())].clone();
+        let request_id = format!("sim-submit-{}", self.submitted);
+        let sent_ms = world.now_ms();
+        let index = {
+            let mut submissions = lock(&self.submissions);
+            submissions.push(Submission {
+                request_id: request_id.clone(),
+                plan: plan.clone(),
+                sent_ms,
+                acks: Vec::new(),
+            });
+            submissions.len() - 1
+        };
+        let submissions = self.submissions.clone();
+        let trace = world.trace.clone();
+        let clock = world.clock.clone();
+        let command = Command::SubmitJob { spec, plan };
+        world.log(format!("client submits {request_id}"));
+        tokio::spawn(async move {
+            // The first attempt, then one retry through another node under the same request id.
+            for via in [first, second] {
+                let reply = tokio::time::timeout(
+                    SUBMIT_TIMEOUT,
+                    via.write(Some(request_id.clone()), command.clone()),
+                )
+                .await;
+                if let Ok(Ok(Outcome::JobSubmitted { job_id })) = reply {
+                    let now = crate::world::elapsed_ms(clock.as_ref());
+                    lock(&submissions)[index].acks.push((now, job_id));
+                    lock(&trace).push(
+                        now,
+                        format!(
+                            "{request_id} acknowledged as job {job_id} (via node {})",
+                            via.id
+                        ),
+                    );
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Stops a random acknowledged job, in the background.
+    pub fn stop_random(&mut self, world: &World) {
+        let acknowledged = self.acknowledged();
+        let live = world.live_consensus();
+        if acknowledged.is_empty() || live.is_empty() {
+            return;
+        }
+        let job_id = acknowledged[self.rng.random_range(0..acknowledged.len())].0;
+        let via = live[self.rng.random_range(0..live.len())].clone();
+        world.log(format!("client stops job {job_id}"));
+        tokio::spawn(async move {
+            let _ =
+                tokio::time::timeout(SUBMIT_TIMEOUT, via.write(None, Command::StopJob { job_id }))
+                    .await;
+        });
+    }
+}
+
+/// A random DAG over a random subset of the agents.
+pub fn random_plan(rng: &mut SmallRng, agents: usize) -> Plan {
+    let size = rng.random_range(1..=agents.min(8));
+    let names = shuffled_agents(rng, agents);
+    let nodes = names[..size]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| PlannedNode {
+            name: name.clone(),
+            depends_on: (0..i as u32).filter(|_| rng.random_bool(0.35)).collect(),
+            components: Vec::new(),
+        })
+        .collect();
+    Plan::new(nodes).expect("edges only point backwards, so the plan is acyclic")
+}
+
+/// The agents' certnames in random order.
+pub fn shuffled_agents(rng: &mut SmallRng, agents: usize) -> Vec<String> {
+    let mut names: Vec<String> = (1..=agents).map(|i| format!("agent{i}")).collect();
+    for i in (1..names.len()).rev() {
+        let j = rng.random_range(0..=i);
+        names.swap(i, j);
+    }
+    names
+}
+
+fn random_spec(rng: &mut SmallRng, plan: &Plan) -> JobSpec {
+    JobSpec {
+        environment: "production".into(),
+        target: Target::Nodes(plan.nodes().iter().map(|n| n.name.clone()).collect()),
+        noop: rng.random_bool(0.2),
+        no_noop: false,
+        concurrency: match rng.random_range(0..4) {
+            0 => None,
+            n => Some(n),
+        },
+        enforce_environment: true,
+        debug: false,
+        trace: false,
+        evaltrace: false,
+        description: Some("simulated".into()),
+        owner: "sim".into(),
+    }
+}
