@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod job;
 pub mod node_run;
 pub mod plan;
+pub mod planted;
 pub mod request_log;
 pub mod scheduler;
 pub mod state;

@@ -12,6 +12,7 @@
 use crate::command::RunStart;
 use crate::job::JobState;
 use crate::node_run::NodeState;
+use crate::planted::{self, Bug};
 use crate::state::ClusterState;
 use std::collections::BTreeSet;
 
@@ -30,6 +31,22 @@ impl Default for SchedulerLimits {
             starts_per_command_max: 1000,
         }
     }
+}
+
+/// A job's concurrency limit as enforced (one more with a planted bug).
+pub(crate) fn concurrency_limit(concurrency: u32) -> usize {
+    if planted::active(Bug::ExceedConcurrencyByOne) {
+        return concurrency as usize + 1;
+    }
+    concurrency as usize
+}
+
+/// The dependencies that must have finished (all but the first with a planted bug).
+pub(crate) fn dependencies_checked(depends_on: &[u32]) -> &[u32] {
+    if planted::active(Bug::IgnoreDependencyEdge) && !depends_on.is_empty() {
+        return &depends_on[1..];
+    }
+    depends_on
 }
 
 /// The runs that may start now.
@@ -51,7 +68,7 @@ pub fn schedule(state: &ClusterState, limits: &SchedulerLimits) -> Vec<RunStart>
             if job
                 .spec
                 .concurrency
-                .is_some_and(|c| in_flight_job >= c as usize)
+                .is_some_and(|c| in_flight_job >= concurrency_limit(c))
             {
                 break;
             }
@@ -59,8 +76,7 @@ pub fn schedule(state: &ClusterState, limits: &SchedulerLimits) -> Vec<RunStart>
                 continue;
             }
             let node = &job.plan.nodes()[index];
-            let ready = node
-                .depends_on
+            let ready = dependencies_checked(&node.depends_on)
                 .iter()
                 .all(|&dep| job.runs[dep as usize].state == NodeState::Finished);
             if !ready

@@ -243,6 +243,7 @@ impl Consensus {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let mut last_error = String::from("no leader known");
         let mut hint: Option<u64> = None;
+        let mut redirects = 0u32;
         for attempt in 0u32.. {
             let target = hint.or_else(|| self.metrics().current_leader);
             let reply = match target {
@@ -279,8 +280,14 @@ impl Consensus {
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
-            if hint.is_none() {
+            // Follow the first redirect at once; back off after that. Two nodes that each
+            // name the other as leader (one of them stale) would otherwise bounce a request
+            // between them as fast as the network allows until the stale one catches up.
+            if hint.is_none() || redirects > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
+            }
+            if hint.is_some() {
+                redirects += 1;
             }
         }
         Err(ConsensusError::Unavailable {

@@ -4,6 +4,7 @@
 //! It also expires runs whose agent has been unreachable for longer than the timeout, judged
 //! by the leader's clock against leader-stamped inventory times.
 
+use crate::agents::registry::Registry;
 use crate::consensus::Consensus;
 use porch_core::scheduler::{SchedulerLimits, schedule, unreachable_runs};
 use porch_core::{Command, RunOutcome};
@@ -15,6 +16,7 @@ const TICK: Duration = Duration::from_millis(250);
 
 pub async fn run(
     consensus: Arc<Consensus>,
+    registry: Arc<Registry>,
     limits: SchedulerLimits,
     unreachable_timeout: Duration,
 ) {
@@ -33,6 +35,9 @@ pub async fn run(
             )
         };
         if !starts.is_empty() {
+            if porch_core::planted::active(porch_core::planted::Bug::DispatchBeforeCommit) {
+                planted_dispatch_before_commit(&consensus, &registry, &starts);
+            }
             if let Err(e) = consensus
                 .write(None, Command::StartRuns { runs: starts })
                 .await
@@ -48,6 +53,33 @@ pub async fn run(
             if let Err(e) = consensus.write(None, command).await {
                 tracing::warn!("could not expire an unreachable run: {e}");
             }
+        }
+    }
+}
+
+/// Planted bug: sends each proposed start to its agent (if connected here) right away.
+fn planted_dispatch_before_commit(
+    consensus: &Consensus,
+    registry: &Registry,
+    starts: &[porch_core::RunStart],
+) {
+    let state = consensus.view.read();
+    for start in starts {
+        let Some(job) = state.cluster.job(start.job_id) else {
+            continue;
+        };
+        let name = &job.plan.nodes()[start.node_index as usize].name;
+        let transaction_id =
+            state
+                .cluster
+                .transaction_id(start.job_id, start.node_index, start.attempt);
+        if let (Some(session), Some(request)) = (
+            registry.get(name),
+            crate::agents::run_request(&state.cluster, start.job_id, &transaction_id),
+        ) {
+            let _ = session.sender.try_send(porch_agent::proto::ServerMessage {
+                kind: Some(porch_agent::proto::server_message::Kind::Run(request)),
+            });
         }
     }
 }

@@ -123,6 +123,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
     tasks.spawn(crate::housekeeping::run(consensus.clone(), config.entropy));
     tasks.spawn(crate::scheduler_loop::run(
         consensus.clone(),
+        registry.clone(),
         limits,
         config.agent_unreachable_timeout,
     ));

@@ -199,6 +199,23 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::AppendEntries, ttl))
     }
 
+    async fn transfer_leader(
+        &mut self,
+        rpc: openraft::raft::TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<openraft::raft::TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.soft_ttl();
+        let reply = self
+            .call(
+                &rpc,
+                ttl,
+                |mut c, r| async move { c.transfer_leader(r).await },
+            )
+            .await
+            .and_then(flatten);
+        reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::TransferLeader, ttl))
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,

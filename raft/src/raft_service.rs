@@ -61,6 +61,14 @@ impl RaftRpc for RaftService {
         reply(self.raft.append_entries(rpc).await)
     }
 
+    async fn transfer_leader(
+        &self,
+        request: Request<Payload>,
+    ) -> Result<Response<Payload>, Status> {
+        let rpc = self.decode(request)?;
+        reply(self.raft.handle_transfer_leader(rpc).await)
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<Payload>,

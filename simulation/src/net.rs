@@ -104,6 +104,33 @@ impl State {
 #[derive(Clone, Default)]
 pub struct SimNet {
     state: Arc<Mutex<State>>,
+    budget: Arc<WallBudget>,
+}
+
+/// The run's wall-clock budget, checked on every simulated read and write. A livelock that
+/// keeps tasks busy at one simulated instant never lets simulated time advance, so a check
+/// in the driver's loop would never run; network traffic is where such loops spin.
+#[derive(Default)]
+struct WallBudget {
+    deadline: Mutex<Option<std::time::Instant>>,
+    exceeded: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl WallBudget {
+    fn check(&self) -> bool {
+        if self.exceeded.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let deadline = *self.deadline.lock().unwrap_or_else(|p| p.into_inner());
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            self.exceeded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.notify.notify_one();
+            return false;
+        }
+        true
+    }
 }
 
 /// Who opens a connection: a node (of one incarnation: a crashed node's leftovers cannot
@@ -136,6 +163,27 @@ impl SimNet {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the wall-clock time after which every connection fails and
+    /// [`SimNet::budget_exceeded`] completes.
+    pub fn set_wall_deadline(&self, deadline: std::time::Instant) {
+        *self
+            .budget
+            .deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(deadline);
+    }
+
+    /// Completes once the wall-clock budget is exceeded (noticed on network traffic).
+    pub async fn budget_exceeded(&self) {
+        if !self
+            .budget
+            .exceeded
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.budget.notify.notified().await;
+        }
     }
 
     pub fn set_faults(&self, faults: MessageFaults) {
@@ -446,9 +494,10 @@ pub struct SimStream {
 
 impl SimStream {
     fn check(&self) -> io::Result<()> {
-        if self
-            .net
-            .connection_alive(&self.client, &self.to, self.incarnation)
+        if self.net.budget.check()
+            && self
+                .net
+                .connection_alive(&self.client, &self.to, self.incarnation)
         {
             Ok(())
         } else {

@@ -84,6 +84,20 @@ fn violation(world: &World, violation: Violation) -> Failure {
     }
 }
 
+/// Lets simulated time advance by one step, unless the wall-clock budget runs out first.
+async fn step(
+    world: &World,
+    config: &SimConfig,
+    wall_start: std::time::Instant,
+    phase: &str,
+) -> Result<(), Failure> {
+    tokio::select! {
+        biased;
+        _ = world.net.budget_exceeded() => over_budget(config, wall_start, phase),
+        _ = tokio::time::sleep(STEP) => Ok(()),
+    }
+}
+
 fn over_budget(
     config: &SimConfig,
     wall_start: std::time::Instant,
@@ -103,6 +117,9 @@ fn over_budget(
 pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Report, Failure> {
     let wall_start = std::time::Instant::now();
     let mut world = World::new(config, spool_root);
+    world
+        .net
+        .set_wall_deadline(wall_start + Duration::from_secs(config.wall_budget_s));
     world.log(format!("scenario: {}", config.describe()));
     for i in 0..config.nodes {
         world.start_node(i).await.map_err(Failure::Setup)?;
@@ -120,7 +137,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
 
     // Safety phase: workload and faults.
     while world.now_ms() < config.fault_phase_ms {
-        tokio::time::sleep(STEP).await;
+        step(&world, config, wall_start, "fault").await?;
         over_budget(config, wall_start, "fault")?;
         workload.step(&world, submit_over_ms);
         if let Some(error) = workload.model_errors.first() {
@@ -143,7 +160,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
     faults.heal_all(&mut world).await.map_err(Failure::Setup)?;
     let liveness_deadline = world.now_ms() + config.liveness_ms;
     loop {
-        tokio::time::sleep(STEP).await;
+        step(&world, config, wall_start, "liveness").await?;
         workload.step(&world, submit_over_ms);
         if let Some(found) = check(&world, &mut checkers, &workload, false) {
             return Err(violation(&world, found));

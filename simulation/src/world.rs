@@ -332,9 +332,12 @@ impl World {
     /// Removes (`add` false) or adds back a voter through any live node, in the background:
     /// the change waits for catch-up and joint consensus while the run goes on.
     pub fn change_membership(&self, id: u64, add: bool) {
-        let Some(via) = self.live_consensus().first().cloned() else {
-            return;
-        };
+        // Through the leader: a removed node may still believe it leads a term nobody follows.
+        let via = self
+            .leader()
+            .and_then(|i| self.nodes[i].node.as_ref().map(|n| n.consensus.clone()))
+            .or_else(|| self.live_consensus().first().cloned());
+        let Some(via) = via else { return };
         self.membership_busy
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let busy = self.membership_busy.clone();

@@ -202,6 +202,9 @@ impl SessionDriver {
 
     /// Asks the agent about every run of its certname still in flight.
     fn reconcile(&self) {
+        if porch_core::planted::active(porch_core::planted::Bug::RedispatchWithoutStatusQuery) {
+            return self.planted_redispatch();
+        }
         let txns: Vec<String> = {
             let state = self.consensus.view.read();
             in_flight_for(&state.cluster, &self.certname)
@@ -238,6 +241,31 @@ impl SessionDriver {
                     }
                 }
                 Ok(transaction_status::State::Running) | Err(_) => {}
+            }
+        }
+    }
+
+    /// Planted bug: re-sends every in-flight run of this agent as a new attempt, without
+    /// asking the agent whether it already ran it.
+    fn planted_redispatch(&self) {
+        let state = self.consensus.view.read();
+        for (job_id, transaction_id) in in_flight_for(&state.cluster, &self.certname) {
+            let Some(job) = state.cluster.job(job_id) else {
+                continue;
+            };
+            let Some(index) = job
+                .runs
+                .iter()
+                .position(|r| r.transaction_id.as_deref() == Some(transaction_id.as_str()))
+            else {
+                continue;
+            };
+            let next =
+                state
+                    .cluster
+                    .transaction_id(job_id, index as u32, job.runs[index].attempt + 1);
+            if let Some(request) = run_request(&state.cluster, job_id, &next) {
+                let _ = self.tx.try_send(message(Kind::Run(request)));
             }
         }
     }
