@@ -1,8 +1,9 @@
 //! `porch sim` / `porch-sim`: run seeds, report failures with a replay command.
 
-use crate::config::SimConfig;
+use crate::config::{Fault, SimConfig};
 use crate::run::{Failure, run_seed};
 use clap::Args;
+use porch_core::planted::Bug;
 use std::process::ExitCode;
 
 #[derive(Args, Debug, Clone)]
@@ -10,21 +11,45 @@ pub struct SimArgs {
     /// One seed to run.
     #[arg(long, conflicts_with = "seeds")]
     pub seed: Option<u64>,
-    /// A range of seeds, `A..B` (B excluded).
+    /// A range of seeds, `A..B` (B excluded). Default 1..11.
     #[arg(long)]
     pub seeds: Option<String>,
     /// Worker threads, each running seeds one after another.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Orchestrator nodes (3-7; default: drawn from the seed).
+    /// Orchestrator nodes, 3-7 (default: drawn from the seed).
     #[arg(long)]
     pub nodes: Option<usize>,
-    /// Agents (default 8).
+    /// Agents (default 10).
     #[arg(long)]
     pub agents: Option<usize>,
-    /// Jobs submitted per run (default 6).
+    /// Jobs submitted per run (default 8).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Datacenters the nodes and agents spread over, 1-5 (default: drawn).
+    #[arg(long)]
+    pub datacenters: Option<usize>,
+    /// Simulated seconds of the fault phase (default 30).
+    #[arg(long)]
+    pub fault_seconds: Option<u64>,
+    /// Only these fault kinds, comma-separated (`none` for no faults); rates still drawn
+    /// from the seed unless given with --fault. Kinds: crash, lose-unflushed, partition,
+    /// asymmetric, loss, duplication, delay, pause, slow-disk, agent-crash,
+    /// agent-disconnect, leader-transfer, membership, stop.
+    #[arg(long)]
+    pub faults: Option<String>,
+    /// Set one fault's rate, `NAME=RATE` (0-1; repeatable): per simulated second for events,
+    /// per message for loss/duplication/delay, per crash for lose-unflushed.
+    #[arg(long = "fault", value_name = "NAME=RATE")]
+    pub fault_rates: Vec<String>,
+    /// Plant a known bug (needs a build with feature porch-simulation/planted-bugs):
+    /// dispatch-before-commit, ignore-dependency-edge, redispatch-without-status-query,
+    /// accept-stale-report, exceed-concurrency-by-one.
+    #[arg(long)]
+    pub plant_bug: Option<String>,
+    /// Wall-clock seconds one seed may take before it is reported as over budget.
+    #[arg(long)]
+    pub budget_seconds: Option<u64>,
 }
 
 fn parse_seeds(args: &SimArgs) -> Result<Vec<u64>, String> {
@@ -49,7 +74,8 @@ fn parse_seeds(args: &SimArgs) -> Result<Vec<u64>, String> {
     Ok((a..b).collect())
 }
 
-fn config_for(args: &SimArgs, seed: u64) -> SimConfig {
+/// The scenario of `seed` with the command line's overrides.
+pub fn config_for(args: &SimArgs, seed: u64) -> Result<SimConfig, String> {
     let mut config = SimConfig::for_seed(seed);
     if let Some(n) = args.nodes {
         config.nodes = n;
@@ -60,7 +86,66 @@ fn config_for(args: &SimArgs, seed: u64) -> SimConfig {
     if let Some(n) = args.jobs {
         config.jobs = n;
     }
-    config
+    if let Some(n) = args.datacenters {
+        if !(1..=5).contains(&n) {
+            return Err(format!("--datacenters: {n} is outside 1..=5"));
+        }
+        let drawn = SimConfig::for_seed(seed ^ 0xdc);
+        config.datacenters = n;
+        config.latency_ms = (0..n)
+            .map(|a| {
+                (0..n)
+                    .map(|b| {
+                        if a == b {
+                            1
+                        } else {
+                            20 + 10 * ((a + b) as u64 % 5) + drawn.nodes as u64
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+    }
+    if let Some(s) = args.fault_seconds {
+        config.fault_phase_ms = s.saturating_mul(1000);
+    }
+    if let Some(s) = args.budget_seconds {
+        config.wall_budget_s = s;
+    }
+    if let Some(list) = &args.faults {
+        let mut kept = std::collections::BTreeMap::new();
+        if list.trim() != "none" {
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let fault = Fault::parse(name).map_err(|e| format!("--faults: {e}"))?;
+                // Rate drawn for this seed, or a middling one if the seed had it off.
+                let rate = config.faults.get(&fault).copied().unwrap_or(0.05);
+                kept.insert(fault, rate);
+            }
+        }
+        config.faults = kept;
+    }
+    for pair in &args.fault_rates {
+        let (name, rate) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--fault: '{pair}' is not NAME=RATE"))?;
+        let fault = Fault::parse(name.trim()).map_err(|e| format!("--fault: {e}"))?;
+        let rate: f64 = rate
+            .trim()
+            .parse()
+            .map_err(|_| format!("--fault {name}: '{rate}' is not a number"))?;
+        config.faults.insert(fault, rate);
+    }
+    if let Some(name) = &args.plant_bug {
+        let bug = Bug::parse(name).map_err(|e| format!("--plant-bug: {e}"))?;
+        if !porch_core::planted::AVAILABLE {
+            return Err(format!(
+                "--plant-bug {bug}: this build has no planted bugs; build with --features porch-simulation/planted-bugs"
+            ));
+        }
+        config.planted = Some(bug);
+    }
+    config.validate()?;
+    Ok(config)
 }
 
 pub fn run_sim(args: SimArgs) -> ExitCode {
@@ -71,7 +156,7 @@ pub fn run_sim(args: SimArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = config_for(&args, seeds[0]).validate() {
+    if let Err(e) = config_for(&args, seeds[0]) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -102,11 +187,39 @@ pub fn run_sim(args: SimArgs) -> ExitCode {
     }
 }
 
+/// The one-line command that replays `seed` with the same options.
+pub fn replay_command(args: &SimArgs, seed: u64) -> String {
+    let mut command = format!("porch sim --seed {seed}");
+    let mut add = |flag: &str, value: Option<String>| {
+        if let Some(value) = value {
+            command.push_str(&format!(" --{flag} {value}"));
+        }
+    };
+    add("nodes", args.nodes.map(|v| v.to_string()));
+    add("agents", args.agents.map(|v| v.to_string()));
+    add("jobs", args.jobs.map(|v| v.to_string()));
+    add("datacenters", args.datacenters.map(|v| v.to_string()));
+    add("fault-seconds", args.fault_seconds.map(|v| v.to_string()));
+    add("faults", args.faults.clone());
+    for pair in &args.fault_rates {
+        add("fault", Some(pair.clone()));
+    }
+    add("plant-bug", args.plant_bug.clone());
+    add("budget-seconds", args.budget_seconds.map(|v| v.to_string()));
+    command
+}
+
 /// Runs one seed and prints its result; true if it passed.
 fn report(seed: u64, args: &SimArgs) -> bool {
-    let config = config_for(args, seed);
+    let config = match config_for(args, seed) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("seed {seed}: SETUP FAILED: {e}");
+            return false;
+        }
+    };
     let started = std::time::Instant::now();
-    let replay = format!("porch sim --seed {seed}");
+    let replay = replay_command(args, seed);
     match run_seed(&config) {
         Ok(report) => {
             println!(
@@ -126,12 +239,16 @@ fn report(seed: u64, args: &SimArgs) -> bool {
             at_ms,
         }) => {
             println!(
-                "seed {seed}: VIOLATION at {at_ms} ms: {violation}\n{trace_tail}replay: {replay}"
+                "seed {seed}: VIOLATION at {at_ms} ms: {violation}\n  scenario: {}\n{trace_tail}replay: {replay}",
+                config.describe()
             );
             false
         }
         Err(Failure::Liveness { detail, trace_tail }) => {
-            println!("seed {seed}: LIVENESS: {detail}\n{trace_tail}replay: {replay}");
+            println!(
+                "seed {seed}: LIVENESS: {detail}\n  scenario: {}\n{trace_tail}replay: {replay}",
+                config.describe()
+            );
             false
         }
         Err(Failure::Budget { detail }) => {

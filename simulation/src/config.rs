@@ -129,6 +129,8 @@ pub struct SimConfig {
     pub run_ms_min: u64,
     pub run_ms_max: u64,
     pub run_failure_rate: f64,
+    /// A known bug to plant (the checkers must catch it).
+    pub planted: Option<porch_core::planted::Bug>,
 }
 
 impl SimConfig {
@@ -170,6 +172,7 @@ impl SimConfig {
             run_ms_min: 200,
             run_ms_max: 3000,
             run_failure_rate: 0.1,
+            planted: None,
         }
     }
 
@@ -212,7 +215,7 @@ impl SimConfig {
             .map(|(f, r)| format!("{f}={r:.3}"))
             .collect();
         format!(
-            "{} nodes, {} agents, {} jobs, {} datacenter(s), faults: {}",
+            "{} nodes, {} agents, {} jobs, {} datacenter(s), faults: {}{}",
             self.nodes,
             self.agents,
             self.jobs,
@@ -221,6 +224,10 @@ impl SimConfig {
                 "none".into()
             } else {
                 faults.join(" ")
+            },
+            match self.planted {
+                Some(bug) => format!(", planted bug: {bug}"),
+                None => String::new(),
             }
         )
     }

@@ -267,8 +267,21 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
 /// Runs one seed on its own single-threaded runtime with paused (simulated) time and
 /// tokio's scheduler randomness seeded from the seed.
 pub fn run_seed(config: &SimConfig) -> Result<Report, Failure> {
-    let spool =
-        std::env::temp_dir().join(format!("porch-sim-{}-{}", std::process::id(), config.seed));
+    // One directory per run, even for two runs of one seed at once (tests do that). Under
+    // /dev/shm where there is one: the agents' spools fsync, which tmpfs makes free.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run_number = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let shm = std::path::Path::new("/dev/shm");
+    let root = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let spool = root.join(format!(
+        "porch-sim-{}-{run_number}-seed{}",
+        std::process::id(),
+        config.seed
+    ));
     let _ = std::fs::remove_dir_all(&spool);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -278,12 +291,14 @@ pub fn run_seed(config: &SimConfig) -> Result<Report, Failure> {
         ))
         .build()
         .map_err(|e| Failure::Setup(format!("cannot build the runtime: {e}")))?;
+    porch_core::planted::plant(config.planted).map_err(Failure::Setup)?;
     let result = runtime.block_on(async {
         // Logs of this run, stamped with simulated time (`PORCH_LOG=info porch sim ...`).
         let _logs = tracing::subscriber::set_default(crate::trace::log_subscriber());
         run(config, &spool).await
     });
     drop(runtime);
+    let _ = porch_core::planted::plant(None);
     let _ = std::fs::remove_dir_all(&spool);
     result
 }
