@@ -164,8 +164,11 @@ pub fn run_sim(args: SimArgs) -> ExitCode {
         eprintln!("error: --workers must be at least 1");
         return ExitCode::from(2);
     }
+    let total = seeds.len();
     let queue = std::sync::Mutex::new(seeds.into_iter());
-    let failed = std::sync::atomic::AtomicBool::new(false);
+    // (passed, failed, simulated ms of passed seeds, wall seconds of each passed seed)
+    let tally = std::sync::Mutex::new((0usize, 0usize, 0u64, Vec::<f64>::new()));
+    let wall = std::time::Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..args.workers {
             scope.spawn(|| {
@@ -173,14 +176,36 @@ pub fn run_sim(args: SimArgs) -> ExitCode {
                     let Some(seed) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
                         return;
                     };
-                    if !report(seed, &args) {
-                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let started = std::time::Instant::now();
+                    let outcome = report(seed, &args);
+                    let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+                    match outcome {
+                        Some(simulated_ms) => {
+                            tally.0 += 1;
+                            tally.2 += simulated_ms;
+                            tally.3.push(started.elapsed().as_secs_f64());
+                        }
+                        None => tally.1 += 1,
                     }
                 }
             });
         }
     });
-    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+    let (passed, failed, simulated_ms, mut seconds) =
+        tally.into_inner().unwrap_or_else(|p| p.into_inner());
+    let wall_s = wall.elapsed().as_secs_f64();
+    seconds.sort_by(|a, b| a.total_cmp(b));
+    let median_s = seconds.get(seconds.len() / 2).copied().unwrap_or(0.0);
+    if total > 1 {
+        println!(
+            "{passed} of {total} seeds passed, {failed} failed; {:.0} simulated s in {wall_s:.1} s wall with {} worker(s): {:.0}x real time per worker, median {median_s:.2} s per seed, {:.0} seeds per hour",
+            simulated_ms as f64 / 1000.0,
+            args.workers,
+            simulated_ms as f64 / 1000.0 / (seconds.iter().sum::<f64>().max(1e-9)),
+            total as f64 / wall_s.max(1e-9) * 3600.0,
+        );
+    }
+    if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -209,13 +234,13 @@ pub fn replay_command(args: &SimArgs, seed: u64) -> String {
     command
 }
 
-/// Runs one seed and prints its result; true if it passed.
-fn report(seed: u64, args: &SimArgs) -> bool {
+/// Runs one seed and prints its result; the simulated milliseconds if it passed.
+fn report(seed: u64, args: &SimArgs) -> Option<u64> {
     let config = match config_for(args, seed) {
         Ok(config) => config,
         Err(e) => {
             println!("seed {seed}: SETUP FAILED: {e}");
-            return false;
+            return None;
         }
     };
     let started = std::time::Instant::now();
@@ -231,7 +256,7 @@ fn report(seed: u64, args: &SimArgs) -> bool {
                 started.elapsed().as_secs_f64(),
                 report.trace_hash
             );
-            true
+            Some(report.simulated_ms)
         }
         Err(Failure::Violation {
             violation,
@@ -242,22 +267,22 @@ fn report(seed: u64, args: &SimArgs) -> bool {
                 "seed {seed}: VIOLATION at {at_ms} ms: {violation}\n  scenario: {}\n{trace_tail}replay: {replay}",
                 config.describe()
             );
-            false
+            None
         }
         Err(Failure::Liveness { detail, trace_tail }) => {
             println!(
                 "seed {seed}: LIVENESS: {detail}\n  scenario: {}\n{trace_tail}replay: {replay}",
                 config.describe()
             );
-            false
+            None
         }
         Err(Failure::Budget { detail }) => {
             println!("seed {seed}: BUDGET EXCEEDED (not a pass): {detail}; replay: {replay}");
-            false
+            None
         }
         Err(Failure::Setup(detail)) => {
             println!("seed {seed}: SETUP FAILED: {detail}; replay: {replay}");
-            false
+            None
         }
     }
 }
