@@ -98,7 +98,13 @@ impl Agent {
                     tracing::info!("{}: session with {url} ended", self.certname);
                     backoff = Duration::from_millis(100);
                 }
-                Err(e) => tracing::warn!("{}: session with {url}: {e}", self.certname),
+                Err(e) => {
+                    tracing::warn!("{}: session with {url}: {e}", self.certname);
+                    // A node that refuses us (cut off from its cluster) is not worth a retry.
+                    if e.starts_with("refused") {
+                        failures_here += 1;
+                    }
+                }
             }
             // Retry the same orchestrator once, then move on to the next (as pxp-agent does).
             failures_here += 1;

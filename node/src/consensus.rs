@@ -119,6 +119,23 @@ impl Consensus {
         self.metrics().current_leader == Some(self.id)
     }
 
+    /// Whether this node can currently get anything committed: it knows a leader, and if it
+    /// is the leader, a quorum acknowledged it recently. A node cut off from the majority, or
+    /// removed from the cluster while it still believes it leads, answers `false`.
+    // `millis_since_quorum_ack` is deprecated for `last_quorum_acked`, an instant of the
+    // runtime's clock; the millisecond figure says the same thing without that type.
+    #[allow(deprecated)]
+    pub fn in_touch_with_quorum(&self, within: Duration) -> bool {
+        let metrics = self.metrics();
+        match metrics.current_leader {
+            None => false,
+            Some(leader) if leader == self.id => metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms <= within.as_millis() as u64),
+            Some(_) => true,
+        }
+    }
+
     /// Commits `command` and returns its outcome, wherever the leader is.
     pub async fn write(
         &self,

@@ -286,3 +286,80 @@ fn report(seed: u64, args: &SimArgs) -> Option<u64> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+
+    fn args(line: &[&str]) -> SimArgs {
+        Cli::try_parse_from(std::iter::once("porch-sim").chain(line.iter().copied()))
+            .expect("clap accepts the flags")
+            .args
+    }
+
+    #[test]
+    fn bad_options_are_refused_with_the_option_named() {
+        let cases: [(&[&str], &str); 7] = [
+            (&["--nodes", "0"], "--nodes: 0 is outside 3..=7"),
+            (&["--nodes", "9"], "--nodes: 9 is outside 3..=7"),
+            (&["--fault", "loss=1.5"], "rate is outside 0..=1"),
+            (&["--fault", "loss"], "is not NAME=RATE"),
+            (&["--faults", "crash,meteor"], "unknown fault 'meteor'"),
+            (&["--datacenters", "9"], "--datacenters: 9"),
+            (&["--agents", "0"], "--agents: 0"),
+        ];
+        for (line, expected) in cases {
+            let error =
+                config_for(&args(line), 1).expect_err(&format!("{line:?} should be refused"));
+            assert!(
+                error.contains(expected),
+                "{line:?}: got {error:?}, expected it to contain {expected:?}"
+            );
+        }
+        for (range, expected) in [
+            ("5..5", "is empty"),
+            ("a..b", "not a number"),
+            ("7", "not A..B"),
+        ] {
+            let error = parse_seeds(&args(&["--seeds", range])).unwrap_err();
+            assert!(error.contains(expected), "{range}: {error}");
+        }
+    }
+
+    #[test]
+    fn fault_selection_keeps_only_the_named_kinds() {
+        let config = config_for(
+            &args(&["--faults", "crash,loss", "--fault", "loss=0.02"]),
+            3,
+        )
+        .unwrap();
+        let kinds: Vec<Fault> = config.faults.keys().copied().collect();
+        assert_eq!(kinds, vec![Fault::Crash, Fault::Loss]);
+        assert_eq!(config.rate(Fault::Loss), 0.02);
+        assert!(
+            config_for(&args(&["--faults", "none"]), 3)
+                .unwrap()
+                .faults
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_replay_command_carries_the_options() {
+        let replay = replay_command(
+            &args(&["--nodes", "5", "--faults", "crash", "--fault", "loss=0.1"]),
+            9,
+        );
+        assert_eq!(
+            replay,
+            "porch sim --seed 9 --nodes 5 --faults crash --fault loss=0.1"
+        );
+    }
+}

@@ -34,6 +34,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// How long an agent has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node may be out of touch with the quorum before it sends its agents elsewhere:
+/// far above an election (a second or two), so failovers never churn sessions.
+const CUT_OFF_AFTER: Duration = Duration::from_secs(10);
 /// How long the node keeps trying to commit a result or an inventory change.
 const COMMIT_RETRY_FOR: Duration = Duration::from_secs(300);
 
@@ -164,6 +167,7 @@ impl SessionDriver {
         let mut sequence = 0u64;
         let silence_max = this.heartbeat_interval * 3;
         let mut last_heard = tokio::time::Instant::now();
+        let mut cut_off_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -175,6 +179,15 @@ impl SessionDriver {
                     Ok(None) | Err(_) => break,
                 },
                 _ = heartbeat.tick() => {
+                    if this.consensus.in_touch_with_quorum(CUT_OFF_AFTER) {
+                        cut_off_since = None;
+                    } else if cut_off_since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= CUT_OFF_AFTER {
+                        tracing::warn!("cut off from the cluster's quorum; sending agent {} elsewhere", this.certname);
+                        let _ = this.tx.try_send(message(Kind::Refused(Refused {
+                            reason: "this orchestrator node is cut off from the cluster; try another".into(),
+                        })));
+                        break;
+                    }
                     if last_heard.elapsed() > silence_max {
                         tracing::warn!("agent {} missed 3 heartbeats; closing its session", this.certname);
                         break;
