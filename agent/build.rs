@@ -3,6 +3,9 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/agent.proto");
     let descriptors = protox::compile(["proto/agent.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Small per-stream buffers: a node holds one session stream per managed host.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::SmallBufferCodec")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! `porch agent`).
 
 pub mod args;
+pub mod codec;
 pub mod runner;
 pub mod session;
 pub mod spool;
