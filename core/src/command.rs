@@ -52,20 +52,29 @@ pub enum RunOutcome {
 pub enum Command {
     /// Sets the cluster's id once; it prefixes every transaction id so ids never collide with
     /// another cluster's (PE's job ids did, in agents' spools).
-    SetClusterId {
-        cluster_id: String,
-    },
+    SetClusterId { cluster_id: String },
     SubmitJob {
         spec: JobSpec,
         plan: Plan,
+        /// Stamped by the leader (its `--runs-in-flight-max`): the runs of this job that may
+        /// start at once start in this same entry, under this cluster-wide cap — one raft
+        /// write per job instead of two, and the first dispatch a round trip sooner. `None`
+        /// (older entries, or a node without a scheduler) leaves them to the scheduler loop.
+        /// (Never `skip_serializing_if` here: snapshots encode the state with bincode, which
+        /// is not self-describing.)
+        #[serde(default)]
+        start_under_cap: Option<u32>,
     },
     /// Idempotent: stopping a terminal job changes nothing and reports its node counts.
-    StopJob {
-        job_id: JobId,
-    },
+    StopJob { job_id: JobId },
     /// The leader's scheduler decisions. Each is re-checked against the state it applies to.
     StartRuns {
         runs: Vec<RunStart>,
+        /// The cluster-wide cap the deciding leader applies; apply refuses starts beyond it
+        /// (decisions made on an older state, and starts made by job submissions in between,
+        /// must not add up past it). `None`: no cap (older entries).
+        #[serde(default)]
+        runs_in_flight_max: Option<u32>,
     },
     ReportRun {
         transaction_id: String,
@@ -85,9 +94,7 @@ pub enum Command {
         session: String,
     },
     /// Drops job records that ended before `finished_before_ms` (history retention).
-    PruneJobs {
-        finished_before_ms: u64,
-    },
+    PruneJobs { finished_before_ms: u64 },
     /// Carries only time: lets the leader advance the replicated clock.
     Tick,
 }
@@ -123,6 +130,10 @@ pub enum Outcome {
     Done,
     JobSubmitted {
         job_id: JobId,
+        /// Runs started in the same entry (see `Command::SubmitJob::start_under_cap`).
+        /// Outcomes live in the request log inside snapshots (bincode): no skipped fields.
+        #[serde(default)]
+        started: Vec<StartedRun>,
     },
     JobStopped {
         job_id: JobId,

@@ -10,7 +10,8 @@
 //! - older jobs first (FIFO by job id), and within a job, plan order.
 
 use crate::command::RunStart;
-use crate::job::JobState;
+use crate::ids::JobId;
+use crate::job::{Job, JobState};
 use crate::node_run::NodeState;
 use crate::planted::{self, Bug};
 use crate::state::ClusterState;
@@ -51,51 +52,92 @@ pub(crate) fn dependencies_checked(depends_on: &[u32]) -> &[u32] {
 
 /// The runs that may start now.
 pub fn schedule(state: &ClusterState, limits: &SchedulerLimits) -> Vec<RunStart> {
-    let mut starts = Vec::new();
-    let mut in_flight_total = state.in_flight().len();
-    let mut claimed_nodes: BTreeSet<&str> = BTreeSet::new();
+    let mut budget = Budget {
+        in_flight_total: state.in_flight().len(),
+        claimed_nodes: BTreeSet::new(),
+        starts: Vec::new(),
+    };
     for job in state.jobs().values() {
-        if !matches!(job.state(), JobState::Ready | JobState::Running) {
-            continue;
-        }
-        let mut in_flight_job = job.runs_in_flight();
-        for (index, run) in job.runs.iter().enumerate() {
-            if in_flight_total >= limits.runs_in_flight_max
-                || starts.len() >= limits.starts_per_command_max
-            {
-                return starts;
-            }
-            if job
-                .spec
-                .concurrency
-                .is_some_and(|c| in_flight_job >= concurrency_limit(c))
-            {
-                break;
-            }
-            if run.state != NodeState::New {
-                continue;
-            }
-            let node = &job.plan.nodes()[index];
-            let ready = dependencies_checked(&node.depends_on)
-                .iter()
-                .all(|&dep| job.runs[dep as usize].state == NodeState::Finished);
-            if !ready
-                || state.busy_nodes().contains_key(&node.name)
-                || claimed_nodes.contains(node.name.as_str())
-            {
-                continue;
-            }
-            claimed_nodes.insert(&node.name);
-            starts.push(RunStart {
-                job_id: job.id,
-                node_index: index as u32,
-                attempt: run.attempt + 1,
-            });
-            in_flight_job += 1;
-            in_flight_total += 1;
+        if !job_starts(state, job, limits, &mut budget) {
+            break;
         }
     }
-    starts
+    budget.starts
+}
+
+/// The runs of `job_id` alone that may start now (a new job's first starts, decided in the
+/// entry that submits it). Other jobs' waiting runs are left to [`schedule`]; a node another
+/// job is running stays busy either way.
+pub fn starts_for_job(
+    state: &ClusterState,
+    job_id: JobId,
+    limits: &SchedulerLimits,
+) -> Vec<RunStart> {
+    let mut budget = Budget {
+        in_flight_total: state.in_flight().len(),
+        claimed_nodes: BTreeSet::new(),
+        starts: Vec::new(),
+    };
+    if let Some(job) = state.jobs().get(&job_id) {
+        job_starts(state, job, limits, &mut budget);
+    }
+    budget.starts
+}
+
+/// What one scheduling pass has used up so far.
+struct Budget<'a> {
+    in_flight_total: usize,
+    claimed_nodes: BTreeSet<&'a str>,
+    starts: Vec<RunStart>,
+}
+
+/// Adds `job`'s startable runs to `budget`; false once a cluster-wide limit is reached.
+fn job_starts<'a>(
+    state: &ClusterState,
+    job: &'a Job,
+    limits: &SchedulerLimits,
+    budget: &mut Budget<'a>,
+) -> bool {
+    if !matches!(job.state(), JobState::Ready | JobState::Running) {
+        return true;
+    }
+    let mut in_flight_job = job.runs_in_flight();
+    for (index, run) in job.runs.iter().enumerate() {
+        if budget.in_flight_total >= limits.runs_in_flight_max
+            || budget.starts.len() >= limits.starts_per_command_max
+        {
+            return false;
+        }
+        if job
+            .spec
+            .concurrency
+            .is_some_and(|c| in_flight_job >= concurrency_limit(c))
+        {
+            break;
+        }
+        if run.state != NodeState::New {
+            continue;
+        }
+        let node = &job.plan.nodes()[index];
+        let ready = dependencies_checked(&node.depends_on)
+            .iter()
+            .all(|&dep| job.runs[dep as usize].state == NodeState::Finished);
+        if !ready
+            || state.busy_nodes().contains_key(&node.name)
+            || budget.claimed_nodes.contains(node.name.as_str())
+        {
+            continue;
+        }
+        budget.claimed_nodes.insert(&node.name);
+        budget.starts.push(RunStart {
+            job_id: job.id,
+            node_index: index as u32,
+            attempt: run.attempt + 1,
+        });
+        in_flight_job += 1;
+        budget.in_flight_total += 1;
+    }
+    true
 }
 
 /// Runs whose agent has been out of reach for `timeout_ms` of leader time: disconnected for
@@ -172,6 +214,21 @@ mod tests {
         .unwrap()
     }
 
+    /// A plan from `(name, dependencies)` pairs.
+    fn plan(nodes: &[(&str, &[u32])]) -> Plan {
+        Plan::new(
+            nodes
+                .iter()
+                .map(|(name, deps)| PlannedNode {
+                    name: name.to_string(),
+                    depends_on: deps.to_vec(),
+                    components: vec![],
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
     struct World {
         state: ClusterState,
         now: u64,
@@ -200,15 +257,40 @@ mod tests {
             match self.apply(Command::SubmitJob {
                 spec: spec(concurrency),
                 plan,
+                start_under_cap: None,
             }) {
-                Outcome::JobSubmitted { job_id } => job_id,
+                Outcome::JobSubmitted { job_id, started } => {
+                    assert!(started.is_empty(), "nothing starts without a cap stamped");
+                    job_id
+                }
+                other => panic!("submit failed: {other:?}"),
+            }
+        }
+        /// Submits with the leader's cap stamped: returns the job and the names started at once.
+        fn submit_starting(
+            &mut self,
+            plan: Plan,
+            concurrency: Option<u32>,
+            cap: u32,
+        ) -> (JobId, Vec<String>) {
+            match self.apply(Command::SubmitJob {
+                spec: spec(concurrency),
+                plan,
+                start_under_cap: Some(cap),
+            }) {
+                Outcome::JobSubmitted { job_id, started } => {
+                    (job_id, started.into_iter().map(|s| s.node).collect())
+                }
                 other => panic!("submit failed: {other:?}"),
             }
         }
         /// Schedules and applies the decisions; returns the names started.
         fn step(&mut self, limits: &SchedulerLimits) -> Vec<String> {
             let runs = schedule(&self.state, limits);
-            match self.apply(Command::StartRuns { runs }) {
+            match self.apply(Command::StartRuns {
+                runs,
+                runs_in_flight_max: Some(limits.runs_in_flight_max as u32),
+            }) {
                 Outcome::RunsStarted { started, refused } => {
                     assert_eq!(refused, 0, "the scheduler proposed something apply refused");
                     started.into_iter().map(|s| s.node).collect()
@@ -360,8 +442,12 @@ mod tests {
         let decisions = schedule(&w.state, &SchedulerLimits::default());
         w.apply(Command::StartRuns {
             runs: decisions.clone(),
+            runs_in_flight_max: None,
         });
-        match w.apply(Command::StartRuns { runs: decisions }) {
+        match w.apply(Command::StartRuns {
+            runs: decisions,
+            runs_in_flight_max: None,
+        }) {
             Outcome::RunsStarted { started, refused } => {
                 assert!(started.is_empty());
                 assert_eq!(refused, 1);
@@ -399,5 +485,48 @@ mod tests {
         let since = w.now;
         assert!(unreachable_runs(&w.state, since + 29_999, 30_000).is_empty());
         assert_eq!(unreachable_runs(&w.state, since + 30_000, 30_000).len(), 1);
+    }
+
+    #[test]
+    fn a_submission_starts_its_ready_runs_in_the_same_entry_under_every_rule() {
+        let mut w = World::new();
+        // b depends on a; c is independent; concurrency 1 lets only a start.
+        let (job, started) =
+            w.submit_starting(plan(&[("a", &[]), ("b", &[0]), ("c", &[])]), Some(1), 250);
+        assert_eq!(started, vec!["a"]);
+        assert_eq!(w.state.job(job).unwrap().runs_in_flight(), 1);
+        // A second job sharing node c, no concurrency limit, cap of 2 runs cluster-wide:
+        // one is already in flight, so only one more starts.
+        let (_, started) = w.submit_starting(plan(&[("c", &[]), ("d", &[])]), None, 2);
+        assert_eq!(started, vec!["c"]);
+        // Node a is busy with the first job: a third job's a waits.
+        let (_, started) = w.submit_starting(plan(&[("a", &[])]), None, 250);
+        assert!(started.is_empty(), "a node never runs two jobs at once");
+    }
+
+    #[test]
+    fn apply_refuses_starts_beyond_the_stamped_cluster_cap() {
+        let mut w = World::new();
+        let job = w.submit(
+            Plan::independent(["a".to_string(), "b".to_string()]).unwrap(),
+            None,
+        );
+        // A decision made when nothing ran, applied after another start took the only slot.
+        let decisions = schedule(&w.state, &SchedulerLimits::default());
+        assert_eq!(decisions.len(), 2);
+        let (_, started) =
+            w.submit_starting(Plan::independent(["c".to_string()]).unwrap(), None, 1);
+        assert_eq!(started, vec!["c"]);
+        match w.apply(Command::StartRuns {
+            runs: decisions,
+            runs_in_flight_max: Some(1),
+        }) {
+            Outcome::RunsStarted { started, refused } => {
+                assert!(started.is_empty(), "the cap of 1 is taken: {started:?}");
+                assert_eq!(refused, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.state.job(job).unwrap().runs_in_flight(), 0);
     }
 }

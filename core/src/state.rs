@@ -105,9 +105,16 @@ impl ClusterState {
     fn apply_command(&mut self, command: Command) -> Outcome {
         match command {
             Command::SetClusterId { cluster_id } => self.set_cluster_id(cluster_id),
-            Command::SubmitJob { spec, plan } => self.submit_job(spec, plan),
+            Command::SubmitJob {
+                spec,
+                plan,
+                start_under_cap,
+            } => self.submit_job(spec, plan, start_under_cap),
             Command::StopJob { job_id } => self.stop_job(job_id),
-            Command::StartRuns { runs } => self.start_runs(runs),
+            Command::StartRuns {
+                runs,
+                runs_in_flight_max,
+            } => self.start_runs(runs, runs_in_flight_max),
             Command::ReportRun {
                 transaction_id,
                 outcome,
@@ -144,7 +151,7 @@ impl ClusterState {
         Outcome::Done
     }
 
-    fn submit_job(&mut self, spec: JobSpec, plan: Plan) -> Outcome {
+    fn submit_job(&mut self, spec: JobSpec, plan: Plan, start_under_cap: Option<u32>) -> Outcome {
         let id = JobId(self.next_job_id);
         self.next_job_id += 1;
         let now = self.clock_ms;
@@ -161,7 +168,22 @@ impl ClusterState {
         job.enter(JobState::New, now);
         job.enter(JobState::Ready, now);
         self.jobs.insert(id, Arc::new(job));
-        Outcome::JobSubmitted { job_id: id }
+        let started = match start_under_cap {
+            // The pure scheduler, for this job only: apply stays deterministic, and cheap.
+            Some(cap) if self.cluster_id.is_some() => {
+                let limits = crate::scheduler::SchedulerLimits {
+                    runs_in_flight_max: cap as usize,
+                    ..crate::scheduler::SchedulerLimits::default()
+                };
+                let starts = crate::scheduler::starts_for_job(self, id, &limits);
+                self.start_checked(starts, Some(cap)).0
+            }
+            _ => Vec::new(),
+        };
+        Outcome::JobSubmitted {
+            job_id: id,
+            started,
+        }
     }
 
     fn stop_job(&mut self, job_id: JobId) -> Outcome {
@@ -242,15 +264,27 @@ impl ClusterState {
         None
     }
 
-    fn start_runs(&mut self, runs: Vec<RunStart>) -> Outcome {
+    fn start_runs(&mut self, runs: Vec<RunStart>, runs_in_flight_max: Option<u32>) -> Outcome {
         if self.cluster_id.is_none() {
             return Outcome::Rejected(Rejection::ClusterIdNotSet);
         }
+        let (started, refused) = self.start_checked(runs, runs_in_flight_max);
+        Outcome::RunsStarted { started, refused }
+    }
+
+    /// Starts every decision that passes `start_refusal` while fewer than `runs_in_flight_max`
+    /// runs are in flight; returns the started and the count refused. The cluster id must be set.
+    fn start_checked(
+        &mut self,
+        runs: Vec<RunStart>,
+        runs_in_flight_max: Option<u32>,
+    ) -> (Vec<StartedRun>, u32) {
         let now = self.clock_ms;
         let mut started = Vec::new();
         let mut refused = 0u32;
         for start in runs {
-            if self.start_refusal(&start).is_some() {
+            let capped = runs_in_flight_max.is_some_and(|cap| self.in_flight.len() >= cap as usize);
+            if capped || self.start_refusal(&start).is_some() {
                 refused += 1;
                 continue;
             }
@@ -287,7 +321,7 @@ impl ClusterState {
                 transaction_id,
             });
         }
-        Outcome::RunsStarted { started, refused }
+        (started, refused)
     }
 
     fn report_run(&mut self, transaction_id: &str, outcome: RunOutcome) -> Outcome {

@@ -55,6 +55,9 @@ pub struct Consensus {
     /// a TCP and HTTP/2 handshake each time.
     channels: std::sync::Mutex<BTreeMap<String, tonic::transport::Channel>>,
     request_timeout: Duration,
+    /// The cluster-wide cap on runs in flight (`--runs-in-flight-max`), stamped into job
+    /// submissions this node proposes as leader.
+    runs_in_flight_max: u32,
 }
 
 /// Backoff between attempts to reach a leader: deterministic (no jitter), capped.
@@ -70,8 +73,10 @@ impl Consensus {
         clock: Arc<dyn Clock>,
         dialer: Arc<dyn Dialer>,
         request_timeout: Duration,
+        runs_in_flight_max: u32,
     ) -> Consensus {
         Consensus {
+            runs_in_flight_max,
             id,
             raft,
             view,
@@ -152,10 +157,19 @@ impl Consensus {
 
     /// Runs on the leader: stamps the time and proposes.
     pub async fn write_as_leader(&self, request: WriteRequest) -> LeaderReply<Outcome> {
+        let mut command = request.command;
+        // The leader decides: a new job's first runs start in its own entry, under this
+        // leader's cluster-wide cap (the same cap its scheduler loop applies).
+        if let Command::SubmitJob {
+            start_under_cap, ..
+        } = &mut command
+        {
+            *start_under_cap = Some(self.runs_in_flight_max);
+        }
         let stamped = Request {
             request_id: request.request_id,
             now_ms: self.clock.now_ms(),
-            command: request.command,
+            command,
         };
         match self.raft.client_write(stamped).await {
             Ok(response) => LeaderReply::Ok(response.data),

@@ -39,7 +39,15 @@ pub async fn run(
                 planted_dispatch_before_commit(&consensus, &registry, &starts);
             }
             if let Err(e) = consensus
-                .write(None, Command::StartRuns { runs: starts })
+                .write(
+                    None,
+                    Command::StartRuns {
+                        runs: starts,
+                        runs_in_flight_max: Some(
+                            u32::try_from(limits.runs_in_flight_max).unwrap_or(u32::MAX),
+                        ),
+                    },
+                )
                 .await
             {
                 tracing::warn!("could not propose run starts: {e}");

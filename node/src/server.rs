@@ -68,6 +68,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         env.clock.clone(),
         env.dialer.clone(),
         config.request_timeout,
+        u32::try_from(config.runs_in_flight_max).unwrap_or(u32::MAX),
     ));
     if fresh == DataDirState::Fresh && config.initial_cluster.keys().next() == Some(&config.id) {
         // Exactly one founding member initialises: the one with the lowest id, and only on

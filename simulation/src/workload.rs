@@ -109,7 +109,11 @@ impl Workload {
         let submissions = self.submissions.clone();
         let trace = world.trace.clone();
         let clock = world.clock.clone();
-        let command = Command::SubmitJob { spec, plan };
+        let command = Command::SubmitJob {
+            spec,
+            plan,
+            start_under_cap: None,
+        };
         world.log(format!("client submits {request_id}"));
         tokio::spawn(async move {
             // The first attempt, then one retry through another node under the same request id.
@@ -119,7 +123,7 @@ impl Workload {
                     via.write(Some(request_id.clone()), command.clone()),
                 )
                 .await;
-                if let Ok(Ok(Outcome::JobSubmitted { job_id })) = reply {
+                if let Ok(Ok(Outcome::JobSubmitted { job_id, .. })) = reply {
                     let now = crate::world::elapsed_ms(clock.as_ref());
                     lock(&submissions)[index].acks.push((now, job_id));
                     lock(&trace).push(

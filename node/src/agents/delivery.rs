@@ -25,7 +25,13 @@ pub async fn run(view: Arc<AppliedView>, registry: Arc<Registry>) {
                 reconcile_all(&view, &registry);
             }
             Ok(Applied::Entry { outcome, .. }) => {
-                if let Outcome::RunsStarted { started, .. } = outcome {
+                // Runs start by the scheduler's decisions, or in the entry submitting the job.
+                let started = match outcome {
+                    Outcome::RunsStarted { started, .. }
+                    | Outcome::JobSubmitted { started, .. } => started,
+                    _ => Vec::new(),
+                };
+                {
                     for run in started {
                         let Some(session) = registry.get(&run.node) else {
                             continue;

@@ -27,9 +27,11 @@ pub async fn deploy(
     let command = Command::SubmitJob {
         spec,
         plan: report.plan,
+        // Stamped by the leader when it proposes.
+        start_under_cap: None,
     };
     match state.consensus.write(Some(request_id), command).await? {
-        Outcome::JobSubmitted { job_id } => {
+        Outcome::JobSubmitted { job_id, .. } => {
             let base = base_url(&headers);
             Ok((
                 StatusCode::ACCEPTED,
