@@ -11,6 +11,19 @@ use porch_core::{Command, JobId, Outcome, Rejection};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+/// Plans on a blocking thread: an application target reads and parses the environment's
+/// code, which must not stall the async workers serving raft, sessions and other requests.
+async fn plan_off_the_runtime(
+    state: &ApiState,
+    spec: &porch_core::JobSpec,
+) -> Result<crate::planner::PlanReport, ApiError> {
+    let (target, environment) = (spec.target.clone(), spec.environment.clone());
+    let (codedir, view) = (state.codedir.clone(), state.consensus.view.clone());
+    tokio::task::spawn_blocking(move || plan_for(&target, &environment, &codedir, &view))
+        .await
+        .map_err(|e| ApiError::internal(format!("planning did not finish: {e}")))?
+}
+
 pub async fn deploy(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -18,12 +31,7 @@ pub async fn deploy(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let spec = deploy_request::parse(&body, owner(&headers))?;
     let request_id = state.request_id(&headers)?;
-    let report = plan_for(
-        &spec.target,
-        &spec.environment,
-        &state.codedir,
-        &state.consensus.view,
-    )?;
+    let report = plan_off_the_runtime(&state, &spec).await?;
     let command = Command::SubmitJob {
         spec,
         plan: report.plan,
@@ -54,12 +62,7 @@ pub async fn plan(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let spec = deploy_request::parse(&body, owner(&headers))?;
-    let report = plan_for(
-        &spec.target,
-        &spec.environment,
-        &state.codedir,
-        &state.consensus.view,
-    )?;
+    let report = plan_off_the_runtime(&state, &spec).await?;
     let levels = report.plan.levels().map_err(crate::planner::plan_error)?;
     let nodes: Vec<Value> = report
         .plan
