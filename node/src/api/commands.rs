@@ -17,6 +17,23 @@ async fn plan_off_the_runtime(
     state: &ApiState,
     spec: &porch_core::JobSpec,
 ) -> Result<crate::planner::PlanReport, ApiError> {
+    let reads_code = !matches!(spec.target, porch_core::Target::Query(_))
+        && porch_lang::environment::valid_environment_name(&spec.environment)
+        && state
+            .codedir
+            .join("environments")
+            .join(&spec.environment)
+            .is_dir();
+    if !reads_code {
+        // Nothing to read (a query, or no code for this environment): a thread hop per
+        // request would cost more than the plan.
+        return plan_for(
+            &spec.target,
+            &spec.environment,
+            &state.codedir,
+            &state.consensus.view,
+        );
+    }
     let (target, environment) = (spec.target.clone(), spec.environment.clone());
     let (codedir, view) = (state.codedir.clone(), state.consensus.view.clone());
     tokio::task::spawn_blocking(move || plan_for(&target, &environment, &codedir, &view))
