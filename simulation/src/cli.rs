@@ -262,16 +262,21 @@ fn report(seed: u64, args: &SimArgs) -> Option<u64> {
             violation,
             trace_tail,
             at_ms,
+            trace_hash,
         }) => {
             println!(
-                "seed {seed}: VIOLATION at {at_ms} ms: {violation}\n  scenario: {}\n{trace_tail}replay: {replay}",
+                "seed {seed}: VIOLATION at {at_ms} ms: {violation}\n  scenario: {}\n{trace_tail}replay: {replay}\ntrace hash: {trace_hash:016x}",
                 config.describe()
             );
             None
         }
-        Err(Failure::Liveness { detail, trace_tail }) => {
+        Err(Failure::Liveness {
+            detail,
+            trace_tail,
+            trace_hash,
+        }) => {
             println!(
-                "seed {seed}: LIVENESS: {detail}\n  scenario: {}\n{trace_tail}replay: {replay}",
+                "seed {seed}: LIVENESS: {detail}\n  scenario: {}\n{trace_tail}replay: {replay}\ntrace hash: {trace_hash:016x}",
                 config.describe()
             );
             None

@@ -28,10 +28,13 @@ pub enum Failure {
         violation: Violation,
         trace_tail: String,
         at_ms: u64,
+        /// The hash of the trace up to the failure: a replay must fail the same way.
+        trace_hash: u64,
     },
     Liveness {
         detail: String,
         trace_tail: String,
+        trace_hash: u64,
     },
     Budget {
         detail: String,
@@ -73,13 +76,11 @@ fn check(
 }
 
 fn violation(world: &World, violation: Violation) -> Failure {
+    let trace = world.trace.lock().unwrap_or_else(|p| p.into_inner());
     Failure::Violation {
         at_ms: world.now_ms(),
-        trace_tail: world
-            .trace
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .tail(trace_lines()),
+        trace_tail: trace.tail(trace_lines()),
+        trace_hash: trace.hash(),
         violation,
     }
 }
@@ -221,6 +222,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .tail(trace_lines()),
+                trace_hash: world.trace.lock().unwrap_or_else(|p| p.into_inner()).hash(),
             });
         }
         over_budget(config, wall_start, "liveness")?;

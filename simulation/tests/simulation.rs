@@ -12,8 +12,11 @@ fn describe(failure: &Failure) -> String {
             violation,
             trace_tail,
             at_ms,
+            ..
         } => format!("violation at {at_ms} ms: {violation}\n{trace_tail}"),
-        Failure::Liveness { detail, trace_tail } => format!("liveness: {detail}\n{trace_tail}"),
+        Failure::Liveness {
+            detail, trace_tail, ..
+        } => format!("liveness: {detail}\n{trace_tail}"),
         Failure::Budget { detail } => format!("budget: {detail}"),
         Failure::Setup(detail) => format!("setup: {detail}"),
     }
@@ -93,6 +96,24 @@ fn expected_invariants(bug: Bug) -> &'static [&'static str] {
 }
 
 const SEEDS_PER_BUG: u64 = 25;
+
+#[test]
+fn a_failing_seed_replays_to_the_same_violation_and_trace_hash() {
+    let config = scenario_for(Bug::IgnoreDependencyEdge, 1);
+    let run = || match run_seed(&config) {
+        Err(Failure::Violation {
+            violation,
+            trace_hash,
+            at_ms,
+            ..
+        }) => (violation, trace_hash, at_ms),
+        other => panic!(
+            "the planted bug should be caught at seed 1: {:?}",
+            other.map(|r| r.trace_hash)
+        ),
+    };
+    assert_eq!(run(), run(), "a failing seed must replay bit for bit");
+}
 
 #[test]
 fn every_planted_bug_is_caught_within_a_bounded_number_of_seeds() {
