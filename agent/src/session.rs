@@ -196,7 +196,12 @@ impl Agent {
             Some(server_message::Kind::Refused(r)) => return Err(format!("refused: {}", r.reason)),
             _ => return Err("the server did not welcome the session".into()),
         };
-        let unacked = lock(&self.spool).unacked();
+        let unacked = {
+            let mut spool = lock(&self.spool);
+            // Bounded: acknowledged transactions are forgotten after the spool's TTL.
+            spool.purge(crate::spool::SPOOL_TTL);
+            spool.unacked()
+        };
         for entry in unacked {
             if let Some(message) = result_message(&entry) {
                 out_tx.send(message).await.map_err(|_| "session closed")?;

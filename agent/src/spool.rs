@@ -60,12 +60,20 @@ pub struct Entry {
     pub acked: bool,
 }
 
+/// Milliseconds since the Unix epoch (the simulation passes its own clock).
+pub type SpoolClock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// How long an acknowledged transaction is remembered (pxp-agent's spool purge default):
+/// far longer than any run can stay in flight, so a re-sent request never meets a forgotten id.
+pub const SPOOL_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
 pub struct Spool {
     dir: PathBuf,
     entries: BTreeMap<String, Entry>,
+    now_ms: SpoolClock,
 }
 
-fn now_ms() -> u64 {
+fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
@@ -86,6 +94,11 @@ impl Spool {
     /// Opens the spool in `dir` (created if missing). Runs that were accepted but have no
     /// result were interrupted by a crash: they are recorded as errored, never re-run.
     pub fn open(dir: &Path) -> Result<Spool, String> {
+        Spool::open_with_clock(dir, std::sync::Arc::new(wall_clock_ms))
+    }
+
+    /// As [`Spool::open`], with the clock that stamps accepted runs and ages them out.
+    pub fn open_with_clock(dir: &Path, now_ms: SpoolClock) -> Result<Spool, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("--spool-dir {}: cannot create: {e}", dir.display()))?;
         let probe = dir.join(".write-test");
@@ -95,6 +108,7 @@ impl Spool {
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             entries: BTreeMap::new(),
+            now_ms,
         };
         let listing =
             std::fs::read_dir(dir).map_err(|e| format!("--spool-dir {}: {e}", dir.display()))?;
@@ -151,7 +165,7 @@ impl Spool {
         let entry = Entry {
             transaction_id: transaction_id.to_string(),
             job_id,
-            accepted_ms: now_ms(),
+            accepted_ms: (self.now_ms)(),
             result: None,
             acked: false,
         };
@@ -194,7 +208,7 @@ impl Spool {
 
     /// Forgets acknowledged entries older than `ttl`.
     pub fn purge(&mut self, ttl: Duration) {
-        let cutoff = now_ms().saturating_sub(ttl.as_millis() as u64);
+        let cutoff = (self.now_ms)().saturating_sub(ttl.as_millis() as u64);
         let old: Vec<String> = self
             .entries
             .values()
@@ -277,6 +291,37 @@ mod tests {
         assert!(spool.unacked().is_empty());
         let reopened = Spool::open(dir.path()).unwrap();
         assert!(reopened.unacked().is_empty(), "the ack is durable");
+    }
+
+    #[test]
+    fn acknowledged_entries_age_out_and_unacknowledged_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1_000));
+        let clock = now.clone();
+        let mut spool = Spool::open_with_clock(
+            dir.path(),
+            std::sync::Arc::new(move || clock.load(std::sync::atomic::Ordering::SeqCst)),
+        )
+        .unwrap();
+        for txn in ["acked", "unacked"] {
+            spool.accept(txn, 1).unwrap();
+            spool.finish(txn, StoredResult::errored("x")).unwrap();
+        }
+        spool.ack("acked").unwrap();
+        spool.purge(Duration::from_millis(500));
+        assert!(spool.get("acked").is_some(), "not old enough yet");
+        now.store(2_000, std::sync::atomic::Ordering::SeqCst);
+        spool.purge(Duration::from_millis(500));
+        assert!(
+            spool.get("acked").is_none(),
+            "an old acknowledged entry is forgotten"
+        );
+        assert!(
+            spool.get("unacked").is_some(),
+            "a result not yet acknowledged is kept"
+        );
+        let reopened = Spool::open(dir.path()).unwrap();
+        assert!(reopened.get("acked").is_none(), "its file is gone too");
     }
 
     #[test]

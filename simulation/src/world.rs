@@ -221,7 +221,9 @@ impl World {
     pub fn start_agent(&mut self, index: usize) -> Result<(), String> {
         let agent = &self.agents[index];
         let certname = agent.certname.clone();
-        let spool = Spool::open(&agent.spool_dir)?;
+        let spool_clock = self.clock.clone();
+        let spool =
+            Spool::open_with_clock(&agent.spool_dir, Arc::new(move || spool_clock.now_ms()))?;
         let mut urls: Vec<String> = self
             .nodes
             .iter()
