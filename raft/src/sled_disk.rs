@@ -31,6 +31,7 @@ impl SledDisk {
         let blob_dir = dir.join("blobs");
         std::fs::create_dir_all(&blob_dir)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", blob_dir.display())))?;
+        remove_unfinished_blob_writes(&blob_dir);
         Ok(SledDisk {
             blob_dir,
             log: open_tree(Tree::Log)?,
@@ -43,6 +44,21 @@ impl SledDisk {
         match tree {
             Tree::Log => &self.log,
             Tree::Meta => &self.meta,
+        }
+    }
+}
+
+/// Temporary files of blob writes a crash interrupted: never renamed into place, so nothing
+/// refers to them. Failing to remove one only costs disk space, so errors are ignored.
+fn remove_unfinished_blob_writes(blob_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(blob_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
@@ -124,7 +140,11 @@ impl Disk for SledDisk {
 
     fn write_blob(&self, name: &str, data: Vec<u8>) -> BoxFuture<'static, io::Result<()>> {
         let path = self.blob_dir.join(name);
-        let temp = self.blob_dir.join(format!(".{name}.tmp"));
+        // A temporary file of its own per write: two writers sharing one had the second's
+        // rename fail with "No such file or directory".
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let write_no = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = self.blob_dir.join(format!(".{name}.{write_no}.tmp"));
         let dir = self.blob_dir.clone();
         Box::pin(async move {
             let write = move || -> io::Result<()> {

@@ -75,6 +75,14 @@ impl AppliedView {
 pub struct StateMachineStore {
     view: Arc<AppliedView>,
     disk: Arc<dyn Disk>,
+    /// The last log id of the snapshot on disk, held while a snapshot is written.
+    ///
+    /// openraft builds snapshots in a task of their own while the state machine may be
+    /// installing one from the leader: unserialised, two writes raced on the same file (a
+    /// restarted follower died of it in CI), and a slower build of an older state could land
+    /// after a newer installed snapshot whose log the node had already purged, so a restart
+    /// would load a state with a hole after it. One writer at a time, and never backwards.
+    saved_snapshot: Arc<tokio::sync::Mutex<Option<LogId>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,7 +93,9 @@ struct SnapshotRecord {
 impl StateMachineStore {
     /// Opens the state machine: the last snapshot on `disk`, or an empty state.
     pub fn open(disk: Arc<dyn Disk>) -> io::Result<StateMachineStore> {
-        let state = match load_snapshot(disk.as_ref())? {
+        let loaded = load_snapshot(disk.as_ref())?;
+        let saved_snapshot = loaded.as_ref().and_then(|(meta, _)| meta.last_log_id);
+        let state = match loaded {
             Some((_, data)) => decode_state(&data, "snapshot")?,
             None => AppliedState {
                 cluster: ClusterState::new(),
@@ -102,6 +112,7 @@ impl StateMachineStore {
                 applied_index_tx,
             }),
             disk,
+            saved_snapshot: Arc::new(tokio::sync::Mutex::new(saved_snapshot)),
         })
     }
 
@@ -113,14 +124,21 @@ impl StateMachineStore {
         self.view.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the snapshot as one blob: `[8-byte meta length][meta JSON][data]`.
-    async fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+    /// Writes the snapshot as one blob: `[8-byte meta length][meta JSON][data]`, unless the
+    /// snapshot on disk is already newer (see `saved_snapshot`). Returns whether it wrote.
+    async fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<bool> {
+        let mut saved = self.saved_snapshot.lock().await;
+        if *saved > meta.last_log_id {
+            return Ok(false);
+        }
         let record = encode(&SnapshotRecord { meta: meta.clone() })?;
         let mut blob = Vec::with_capacity(8 + record.len() + data.len());
         blob.extend_from_slice(&(record.len() as u64).to_be_bytes());
         blob.extend_from_slice(&record);
         blob.extend_from_slice(data);
-        self.disk.write_blob(SNAPSHOT_BLOB, blob).await
+        self.disk.write_blob(SNAPSHOT_BLOB, blob).await?;
+        *saved = meta.last_log_id;
+        Ok(true)
     }
 }
 
@@ -258,7 +276,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 meta.last_log_id, installed.last_applied
             )));
         }
-        self.save_snapshot(meta, &snapshot).await?;
+        if !self.save_snapshot(meta, &snapshot).await? {
+            // openraft installs only snapshots past what this node committed, so this does
+            // not happen; if it did, the newer snapshot on disk still covers this state.
+            tracing::warn!(
+                "installing snapshot at {:?}: a newer one is already on disk",
+                meta.last_log_id
+            );
+        }
         let index = installed.last_applied.map(|id| id.index).unwrap_or(0);
         *self.write_state() = installed;
         let _ = self
@@ -360,5 +385,47 @@ mod tests {
             serde_json::to_value(&decoded.cluster).unwrap(),
             serde_json::to_value(&state.cluster).unwrap()
         );
+    }
+
+    fn store_at(disk: Arc<dyn Disk>, index: u64) -> StateMachineStore {
+        let store = StateMachineStore::open(disk).unwrap();
+        store.write_state().last_applied =
+            Some(openraft::testing::log_id::<TypeConfig>(1, 1, index));
+        store
+    }
+
+    /// A follower builds its own snapshot while installing the leader's newer one: both must
+    /// succeed, and the snapshot left on disk is the newer (its log is already purged). Before
+    /// writes were serialised, this failed with "No such file or directory" in CI.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn building_while_installing_a_newer_snapshot_keeps_the_newer_one() {
+        let leader_state = store_at(Arc::new(crate::sim_disk::SimDisk::new()), 10);
+        let newer = leader_state.clone().build_snapshot().await.unwrap();
+        for round in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let disk: Arc<dyn Disk> =
+                Arc::new(crate::sled_disk::SledDisk::open(dir.path()).unwrap());
+            let mut follower = store_at(disk.clone(), 5);
+            let mut builder = follower.clone();
+            let build = tokio::spawn(async move { builder.build_snapshot().await.map(|s| s.meta) });
+            follower
+                .install_snapshot(&newer.meta, newer.snapshot.clone())
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: install failed: {e}"));
+            let built = build
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: build failed: {e}"));
+            assert_eq!(built.last_log_id.unwrap().index, 5);
+            let on_disk = follower.get_current_snapshot().await.unwrap().unwrap();
+            assert_eq!(on_disk.meta.last_log_id.unwrap().index, 10, "round {round}");
+            drop(follower);
+            let reopened = StateMachineStore::open(disk).unwrap();
+            assert_eq!(
+                reopened.view.read().last_applied.unwrap().index,
+                10,
+                "round {round}"
+            );
+        }
     }
 }
