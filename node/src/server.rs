@@ -191,9 +191,30 @@ async fn serve_seeded(config: NodeConfig) -> Result<(), String> {
         let _ = tcp.set_nodelay(true);
     });
     let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
-    let result = serving.await.map_err(|e| format!("server failed: {e}"));
+    let result = tokio::select! {
+        served = serving => served.map_err(|e| format!("server failed: {e}")),
+        why = raft_stopped(node.consensus.raft.clone()) => Err(why),
+    };
     node.shutdown().await;
     result
+}
+
+/// Resolves when raft stopped on its own: openraft stops for good on a storage error (a
+/// failed disk, a corrupt file). A node serving HTTP with a dead raft would only answer
+/// timeouts, so the process exits with the reason instead, for its supervisor to see and
+/// restart it from what is on disk.
+async fn raft_stopped(raft: Raft) -> String {
+    let reason = raft
+        .wait(None)
+        .metrics(|m| m.running_state.is_err(), "raft stopped")
+        .await;
+    match reason {
+        Ok(metrics) => match metrics.running_state {
+            Err(fatal) => format!("raft stopped: {fatal}"),
+            Ok(()) => "raft stopped".to_string(),
+        },
+        Err(e) => format!("raft stopped: {e}"),
+    }
 }
 
 /// Resolves on Ctrl+C or SIGTERM.

@@ -213,6 +213,19 @@ impl Cluster {
         self.nodes.get_mut(&id).expect("known node").kill9();
     }
 
+    /// The node's exit status if its process ended on its own (None while it runs).
+    pub fn exited(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        Some(status)
+    }
+
+    /// Everything the node printed so far.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
+    }
+
     pub fn restart(&mut self, id: u64) {
         self.nodes.get_mut(&id).expect("known node").spawn();
     }

@@ -163,6 +163,42 @@ fn node_down_past_log_purge_catches_up_by_snapshot() {
     assert_eq!(cluster.job(down, 1)["name"], "1");
 }
 
+/// openraft stops for good on a storage error; the node must not linger as a process that
+/// accepts connections and answers nothing. It exits non-zero naming the cause, and once the
+/// disk is fixed a restart catches up.
+#[test]
+fn a_storage_failure_stops_the_node_loudly_and_a_restart_recovers() {
+    let flags = vec!["--snapshot-every", "10", "--logs-kept", "5"];
+    let mut cluster = Cluster::start(3, &flags);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let broken = (1..=3).find(|&id| id != leader).unwrap();
+    // Snapshots are written under `blobs/`: a plain file in its place fails every write.
+    let blobs = cluster.data_dir(broken).join("sled").join("blobs");
+    let aside = blobs.with_extension("aside");
+    std::fs::rename(&blobs, &aside).unwrap();
+    std::fs::write(&blobs, b"not a directory").unwrap();
+    let mut last = 0;
+    for i in 0..15 {
+        last = cluster.submit(leader, &[format!("s{i}").as_str()], None);
+    }
+    let status = wait_until(
+        Duration::from_secs(30),
+        "the node with the failing disk to exit",
+        || cluster.exited(broken),
+    );
+    assert!(!status.success(), "exit status {status}");
+    let log = cluster.log(broken);
+    assert!(log.contains("raft stopped"), "log does not say why: {log}");
+    std::fs::remove_file(&blobs).unwrap();
+    std::fs::rename(&aside, &blobs).unwrap();
+    cluster.restart(broken);
+    let target = applied(&cluster, leader);
+    wait_until(Duration::from_secs(30), "the repaired node to catch up", || {
+        (applied(&cluster, broken) >= target).then_some(())
+    });
+    assert_eq!(cluster.job(broken, last)["name"], last.to_string());
+}
+
 #[test]
 fn membership_add_fourth_then_remove_one() {
     let mut cluster = Cluster::start(3, FAST);
