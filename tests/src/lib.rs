@@ -98,7 +98,11 @@ impl Drop for Cluster {
                 let text = std::fs::read_to_string(log).unwrap_or_default();
                 // A panic inside a process is the likeliest cause and is rarely in the tail.
                 let lines: Vec<&str> = text.lines().collect();
-                for (at, _) in lines.iter().enumerate().filter(|(_, l)| l.contains("panicked")) {
+                for (at, _) in lines
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.contains("panicked"))
+                {
                     eprintln!("---- {name} panicked:");
                     for line in lines.iter().skip(at).take(6) {
                         eprintln!("{line}");

@@ -193,9 +193,11 @@ fn a_storage_failure_stops_the_node_loudly_and_a_restart_recovers() {
     std::fs::rename(&aside, &blobs).unwrap();
     cluster.restart(broken);
     let target = applied(&cluster, leader);
-    wait_until(Duration::from_secs(30), "the repaired node to catch up", || {
-        (applied(&cluster, broken) >= target).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the repaired node to catch up",
+        || (applied(&cluster, broken) >= target).then_some(()),
+    );
     assert_eq!(cluster.job(broken, last)["name"], last.to_string());
 }
 
