@@ -210,7 +210,11 @@ impl SessionDriver {
             via_node: this.consensus.id,
             session: this.session.clone(),
         };
-        this.commit_with_retry(command).await;
+        // In a task of its own, not awaited here: a commit's future is several KB, and
+        // awaiting it inline would make every connected session's task that much larger.
+        this.tasks
+            .clone()
+            .spawn(async move { this.commit_with_retry(command).await });
     }
 
     /// Asks the agent about every run of its certname still in flight.
