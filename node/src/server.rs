@@ -190,7 +190,11 @@ async fn serve_seeded(config: NodeConfig) -> Result<(), String> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    // `into_make_service` hands each connection a clone of the router (an `Arc`). Serving the
+    // `Router` itself rebuilds its route table for every connection (`with_state(())`):
+    // 9 KB per connected agent, measured with heaptrack.
+    let serving =
+        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(shutdown_signal());
     let result = tokio::select! {
         served = serving => served.map_err(|e| format!("server failed: {e}")),
         why = raft_stopped(node.consensus.raft.clone()) => Err(why),
