@@ -11,10 +11,42 @@ use tokio::sync::mpsc;
 /// Messages queued per session before a slow agent is treated as gone.
 pub const SESSION_QUEUE_MAX: usize = 256;
 
+/// The sending half of a session's outbound queue.
+///
+/// Messages travel boxed: tokio's channel allocates its slots 32 at a time, the first block
+/// when the channel is made, and 32 unboxed `ServerMessage`s cost 2 KB per connected agent
+/// that sits mostly unused (an idle agent only ever gets heartbeats).
+#[derive(Clone)]
+pub struct SessionSender(mpsc::Sender<Box<ServerMessage>>);
+
+pub type SessionReceiver = mpsc::Receiver<Box<ServerMessage>>;
+
+/// A new session's outbound queue, holding up to [`SESSION_QUEUE_MAX`] messages.
+pub fn session_queue() -> (SessionSender, SessionReceiver) {
+    let (tx, rx) = mpsc::channel(SESSION_QUEUE_MAX);
+    (SessionSender(tx), rx)
+}
+
+impl SessionSender {
+    /// Queues `message` unless the queue is full or the session ended.
+    pub fn try_send(&self, message: ServerMessage) -> Result<(), ()> {
+        self.0.try_send(Box::new(message)).map_err(|_| ())
+    }
+
+    /// Queues `message`, waiting for room; fails only if the session ended.
+    pub async fn send(&self, message: ServerMessage) -> Result<(), ()> {
+        self.0.send(Box::new(message)).await.map_err(|_| ())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
 #[derive(Clone)]
 pub struct SessionHandle {
     pub session_id: u64,
-    pub sender: mpsc::Sender<ServerMessage>,
+    pub sender: SessionSender,
 }
 
 #[derive(Default)]
@@ -29,7 +61,7 @@ impl Registry {
     }
 
     /// Registers a session for `certname`, replacing any older one; returns its id.
-    pub fn register(&self, certname: &str, sender: mpsc::Sender<ServerMessage>) -> u64 {
+    pub fn register(&self, certname: &str, sender: SessionSender) -> u64 {
         let session_id = {
             let mut next = self
                 .next_session_id

@@ -12,7 +12,7 @@
 //! 5. on loss (stream end, 3 missed heartbeats) the node commits `AgentDisconnected`.
 
 use super::in_flight_for;
-use super::registry::{Registry, SESSION_QUEUE_MAX};
+use super::registry::{Registry, SessionSender, session_queue};
 use super::run_request;
 use crate::consensus::Consensus;
 use crate::tasks::TaskGroup;
@@ -29,7 +29,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 /// How long an agent has to say hello.
@@ -83,9 +82,9 @@ impl AgentSessions for SessionService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ServerStream>, Status> {
         let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel::<ServerMessage>(SESSION_QUEUE_MAX);
+        let (tx, rx) = session_queue();
         let outbound: ServerStream = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|m| (Ok(m), rx))
+            rx.recv().await.map(|m| (Ok(*m), rx))
         }));
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -144,7 +143,7 @@ struct SessionDriver {
     session: String,
     /// Local registry id.
     session_id: u64,
-    tx: mpsc::Sender<ServerMessage>,
+    tx: SessionSender,
     heartbeat_interval: Duration,
 }
 
