@@ -315,7 +315,8 @@ impl Consensus {
             // name the other as leader (one of them stale) would otherwise bounce a request
             // between them as fast as the network allows until the stale one catches up.
             if hint.is_none() || redirects > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
+                self.pause_unless_leader_changes(target, backoff(attempt))
+                    .await;
             }
             if hint.is_some() {
                 redirects += 1;
@@ -325,6 +326,28 @@ impl Consensus {
             timeout_ms: self.request_timeout.as_millis() as u64,
             last_error,
         })
+    }
+
+    /// Sleeps for `pause`, cut short as soon as this node knows a leader other than `failed`
+    /// (the one just tried, or `None`): after an election the retry goes out at once rather
+    /// than at the end of a backoff that by then may be 500 ms long. Never returns at once
+    /// when nothing changed, so a retry loop cannot spin without time passing.
+    async fn pause_unless_leader_changes(&self, failed: Option<u64>, pause: Duration) {
+        use openraft::rt::watch::WatchReceiver;
+        let mut metrics = self.raft.metrics();
+        let leader_changed = async {
+            loop {
+                let leader = metrics.borrow_watched().current_leader;
+                if leader.is_some() && leader != failed {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    // Raft stopped: nothing will change; let the pause run out.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(pause, leader_changed).await;
     }
 
     async fn forward<Req: Serialize, Resp: serde::de::DeserializeOwned>(
