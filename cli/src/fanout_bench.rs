@@ -133,9 +133,9 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     println!(
-        "| agents | node runs/s | first dispatch ms | last dispatch ms | last result ms | RSS per agent KB | leader kill → next dispatch ms |"
+        "| agents | node runs/s | first dispatch ms | last dispatch ms | last result ms | RSS per agent KB | leader kill → new leader ms | leader kill → next dispatch ms |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (round, &n) in counts.iter().enumerate() {
         let dir = tempfile_dir()?.join(format!("fanout-{n}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -163,6 +163,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_before = rss_mb(cluster.pid(0));
+        let follower_rss_before = rss_mb(cluster.pid(1));
         let spool = args
             .spool_root
             .join(format!("porch-fanout-{}-{n}", std::process::id()));
@@ -216,6 +217,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss_after = rss_mb(cluster.pid(0));
+        let follower_rss_after = rss_mb(cluster.pid(1));
         let nodes: Vec<String> = (1..=n).map(|i| format!("fan{i}")).collect();
         let job = submit(&http, &urls, &nodes, None).await?;
         let done = wait_job(&http, &urls, &job, Duration::from_secs(900)).await?;
@@ -236,7 +238,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         let last_result = finished.iter().max().copied().unwrap_or(0);
         let span_s = (last_result.saturating_sub(first_dispatch)).max(1) as f64 / 1000.0;
         // Failover: a second job of the same nodes, 10 at a time; kill the leader mid-job.
-        let failover_ms = {
+        let (elected_ms, failover_ms) = {
             let job = submit(&http, &urls, &nodes, Some(10)).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             match cluster.leader(&http).await {
@@ -252,22 +254,26 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
                         .filter(|(i, _)| *i != leader)
                         .map(|(_, u)| u.clone())
                         .collect();
+                    // The gap splits into the election and what the new leader then takes.
+                    let elected = new_leader_known(&http, &survivors, leader as u64 + 1).await;
+                    let elected_ms = elected.map(|t| t.saturating_sub(killed).to_string());
                     let _ = wait_job(&http, &survivors, &job, Duration::from_secs(900)).await;
                     let events = all_events(&http, &survivors[0], &job).await;
-                    events
+                    let next_dispatch = events
                         .iter()
                         .filter(|e| e["type"] == "node_running")
                         .filter_map(|e| ms(&e["timestamp"]))
                         .filter(|&t| t > killed)
                         .min()
                         .map(|t| (t - killed).to_string())
-                        .unwrap_or_else(|| "n/a".into())
+                        .unwrap_or_else(|| "n/a".into());
+                    (elected_ms.unwrap_or_else(|| "n/a".into()), next_dispatch)
                 }
-                None => "n/a".into(),
+                None => ("n/a".into(), "n/a".into()),
             }
         };
         println!(
-            "| {n} | {:.0} | {} | {} | {} | {:.1} | {failover_ms} |",
+            "| {n} | {:.0} | {} | {} | {} | {:.1} | {elected_ms} | {failover_ms} |",
             finished.len() as f64 / span_s,
             first_dispatch.saturating_sub(created),
             last_dispatch.saturating_sub(created),
@@ -275,7 +281,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
             (rss_after - rss_before) * 1024.0 / n as f64,
         );
         eprintln!(
-            "  ({n} agents: job {} {}, {} finished; node 1 RSS {rss_before:.0} MB → {rss_after:.0} MB with agents connected)",
+            "  ({n} agents: job {} {}, {} finished; node 1 RSS {rss_before:.0} MB → {rss_after:.0} MB with agents connected; node 2, holding no session, {follower_rss_before:.0} MB → {follower_rss_after:.0} MB)",
             job,
             done["state"].as_str().unwrap_or("?"),
             finished.len()
@@ -288,4 +294,32 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&spool);
     }
     Ok(())
+}
+
+/// When (ms since the epoch) a survivor first reports a leader other than `killed`, polling
+/// every 10 ms for up to 30 s.
+async fn new_leader_known(
+    http: &reqwest::Client,
+    survivors: &[String],
+    killed: u64,
+) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        for url in survivors {
+            let status = http
+                .get(format!("{url}/orchestrator/v1/status"))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await;
+            if let Ok(r) = status {
+                if let Ok(v) = r.json::<Value>().await {
+                    if v["leader"].as_u64().is_some_and(|l| l != killed) {
+                        return Some(now_ms());
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
 }
