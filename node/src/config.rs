@@ -87,6 +87,9 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.raft.snapshot_every_logs),
             max_in_snapshot_log_to_keep: self.raft.logs_kept_after_snapshot,
             install_snapshot_timeout: 30_000,
+            // A node back from a partition asks before it campaigns, so it cannot depose a
+            // leader the rest of the cluster still follows (porch's network carries PreVote).
+            enable_pre_vote: Some(true),
             ..Default::default()
         };
         config.validate().map_err(|e| format!("raft settings: {e}"))

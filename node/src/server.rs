@@ -88,9 +88,13 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
     }
     let api_state = Arc::new(ApiState::new(consensus.clone(), config.codedir.clone()));
     let grpc = tonic::service::Routes::new(
-        RaftServer::new(RaftService::new(raft.clone(), cluster_id))
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        RaftServer::new(RaftService::new(
+            raft.clone(),
+            cluster_id,
+            Duration::from_millis(config.raft.election_timeout_max_ms),
+        ))
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX),
     )
     .add_service(
         ClusterServer::new(ClusterService::new(consensus.clone()))

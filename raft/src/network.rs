@@ -229,6 +229,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::Vote, ttl))
     }
 
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = option.soft_ttl();
+        let reply = self
+            .call(&rpc, ttl, |mut c, r| async move { c.pre_vote(r).await })
+            .await
+            .and_then(flatten);
+        reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::Vote, ttl))
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: Vote,

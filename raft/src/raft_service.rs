@@ -4,7 +4,12 @@
 use crate::network::{CLUSTER_ID_HEADER, ClusterIdSource, RpcReply};
 use crate::proto::Payload;
 use crate::proto::raft_server::Raft as RaftRpc;
-use crate::types::{Raft, SnapshotMeta, Vote};
+use crate::types::{Raft, SnapshotMeta, TypeConfig, Vote};
+use std::sync::Mutex;
+use std::time::Duration;
+
+type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
+type VoteResponse = openraft::raft::VoteResponse<TypeConfig>;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
@@ -12,11 +17,53 @@ use tonic::{Request, Response, Status};
 pub struct RaftService {
     raft: Raft,
     cluster_id: ClusterIdSource,
+    /// openraft's leader lease (its maximum election timeout): a voter refuses every
+    /// candidate for this long after it last heard from a leader.
+    leader_lease: Duration,
+    /// When this node last accepted an AppendEntries (entries or heartbeat) from a leader.
+    last_leader_contact: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, cluster_id: ClusterIdSource) -> RaftService {
-        RaftService { raft, cluster_id }
+    pub fn new(raft: Raft, cluster_id: ClusterIdSource, leader_lease: Duration) -> RaftService {
+        RaftService {
+            raft,
+            cluster_id,
+            leader_lease,
+            last_leader_contact: Mutex::new(None),
+        }
+    }
+
+    /// Campaigns at once when a candidate was refused for having a shorter log than this
+    /// node's and this node, too, has not heard from a leader for a whole lease.
+    ///
+    /// After a leader dies, the first follower whose timer fires is often the one that missed
+    /// the dead leader's last entry: the others refuse it, and without this the election
+    /// waits for the next timer (another 0.5–1 s at default settings; measured: leader kill
+    /// to next dispatch 2.4–2.9 s instead of 1.5–2 s). The node with the better log is the
+    /// one that can win, and it only asks (a pre-vote), so a leader still in touch with a
+    /// quorum is never deposed by it.
+    fn campaign_if_better_candidate(&self, request: &VoteRequest, response: &VoteResponse) {
+        if response.vote_granted || response.last_log_id <= request.last_log_id {
+            return;
+        }
+        let contact = *self
+            .last_leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if contact.is_some_and(|at| at.elapsed() < self.leader_lease) {
+            return;
+        }
+        {
+            use openraft::rt::watch::WatchReceiver;
+            if self.raft.metrics().borrow_watched().state != openraft::ServerState::Follower {
+                return;
+            }
+        }
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            let _ = raft.trigger().elect(true).await;
+        });
     }
 
     /// Decodes the payload after checking the sender's cluster id against ours. A peer of
@@ -52,13 +99,33 @@ fn reply<T: Serialize, E: std::fmt::Display>(
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = self.decode(request)?;
-        reply(self.raft.vote(rpc).await)
+        let rpc: VoteRequest = self.decode(request)?;
+        let result = self.raft.vote(rpc.clone()).await;
+        if let Ok(response) = &result {
+            self.campaign_if_better_candidate(&rpc, response);
+        }
+        reply(result)
+    }
+
+    async fn pre_vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: VoteRequest = self.decode(request)?;
+        let result = self.raft.pre_vote(rpc.clone()).await;
+        if let Ok(response) = &result {
+            self.campaign_if_better_candidate(&rpc, response);
+        }
+        reply(result)
     }
 
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc = self.decode(request)?;
-        reply(self.raft.append_entries(rpc).await)
+        let result = self.raft.append_entries(rpc).await;
+        if result.as_ref().is_ok_and(|r| r.is_success()) {
+            *self
+                .last_leader_contact
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+        }
+        reply(result)
     }
 
     async fn transfer_leader(
