@@ -79,6 +79,20 @@ fn result_message(entry: &Entry) -> Option<AgentMessage> {
     })
 }
 
+/// `backoff` scaled into [½, 1½)× by a hash of the certname and attempt: when an orchestrator
+/// node dies, its thousands of agents would otherwise all reconnect to the survivors at the
+/// same instants, in the middle of the election. A hash rather than a random draw keeps the
+/// simulation's runs reproducible.
+fn jittered(backoff: Duration, certname: &str, attempt: u64) -> Duration {
+    // FNV-1a: stable across platforms and releases, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in certname.bytes().chain(attempt.to_le_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let fraction = (hash >> 11) as f64 / (1u64 << 53) as f64;
+    backoff.mul_f64(0.5 + fraction)
+}
+
 impl Agent {
     /// Runs forever: one session at a time, failing over between URLs.
     pub async fn run(self: Arc<Self>) {
@@ -91,6 +105,7 @@ impl Agent {
         let mut url_index = 0usize;
         let mut failures_here = 0u32;
         let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0u64;
         loop {
             let url = self.urls[url_index % self.urls.len()].clone();
             match self.session(&url, &work_tx, &mut done_rx).await {
@@ -112,7 +127,8 @@ impl Agent {
                 failures_here = 0;
                 url_index += 1;
             }
-            tokio::time::sleep(backoff).await;
+            attempt += 1;
+            tokio::time::sleep(jittered(backoff, &self.certname, attempt)).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
@@ -327,5 +343,30 @@ impl Agent {
             ))));
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod jitter_tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_spread_over_half_to_one_and_a_half_backoffs() {
+        let backoff = Duration::from_millis(1000);
+        let delays: Vec<Duration> = (0..1000)
+            .map(|i| jittered(backoff, &format!("node{i}.example.com"), 1))
+            .collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= backoff / 2 && *d < backoff * 3 / 2)
+        );
+        let early = delays.iter().filter(|d| **d < backoff).count();
+        assert!(
+            (400..600).contains(&early),
+            "{early} of 1000 below the backoff"
+        );
+        assert_eq!(jittered(backoff, "a", 3), jittered(backoff, "a", 3));
+        assert_ne!(jittered(backoff, "a", 3), jittered(backoff, "a", 4));
     }
 }
