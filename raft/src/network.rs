@@ -179,6 +179,9 @@ fn flatten<T>(reply: RpcReply<T>) -> Result<T, CallError> {
     }
 }
 
+/// The least time an AppendEntries carrying entries gets before it counts as lost.
+const ENTRIES_RPC_TIMEOUT_MIN: Duration = Duration::from_millis(1000);
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
 
@@ -187,7 +190,16 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let ttl = option.soft_ttl();
+        // openraft derives every replication timeout from the heartbeat (¾ of it: 75 ms at
+        // defaults). A heartbeat must fail that fast, but a batch of entries includes the
+        // follower's fsync, which under load takes longer: timing it out only makes the leader
+        // send it again and stalls that follower's replication (seen a dozen times per 10 s at
+        // 64 clients). A dead follower still fails at once (connection refused or reset).
+        let ttl = if rpc.entries.is_empty() {
+            option.soft_ttl()
+        } else {
+            option.soft_ttl().max(ENTRIES_RPC_TIMEOUT_MIN)
+        };
         let reply = self
             .call(
                 &rpc,
