@@ -46,7 +46,7 @@ impl Default for RaftTimings {
             heartbeat_interval_ms: 100,
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
-            snapshot_every_logs: 10_000,
+            snapshot_every_logs: 100_000,
             logs_kept_after_snapshot: 1000,
         }
     }
