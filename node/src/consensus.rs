@@ -215,7 +215,23 @@ impl Consensus {
         .await
     }
 
+    /// Whether this node is the leader *and* a voter of its own membership. A leader that was
+    /// just removed keeps leading until it steps down, but must not start another membership
+    /// change: openraft only lets a voting leader do that (it asserts so in debug builds).
+    fn leads_as_voter(&self) -> bool {
+        let metrics = self.metrics();
+        metrics.current_leader == Some(self.id)
+            && metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|voter| voter == self.id)
+    }
+
     pub async fn add_member_as_leader(&self, id: u64, addr: String) -> LeaderReply<()> {
+        if !self.leads_as_voter() {
+            return LeaderReply::NotLeader(None);
+        }
         if let Err(error) = self.raft.add_learner(id, PeerNode { addr }, true).await {
             return refusal(error);
         }
@@ -235,6 +251,9 @@ impl Consensus {
     }
 
     pub async fn remove_member_as_leader(&self, id: u64) -> LeaderReply<()> {
+        if !self.leads_as_voter() {
+            return LeaderReply::NotLeader(None);
+        }
         let voters: BTreeSet<u64> = self
             .metrics()
             .membership_config

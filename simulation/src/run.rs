@@ -75,6 +75,22 @@ fn check(
     found.into_iter().next()
 }
 
+/// In production a node whose raft stopped exits and is restarted; in the simulation a raft
+/// that stopped on its own (a panic inside openraft, a storage error) is a bug to report at
+/// once, not a node left up and deaf until the liveness deadline.
+async fn raft_running(world: &World) -> Result<(), Failure> {
+    match world.stopped_raft().await {
+        None => Ok(()),
+        Some(detail) => Err(violation(
+            world,
+            Violation {
+                invariant: "raft keeps running",
+                detail,
+            },
+        )),
+    }
+}
+
 fn violation(world: &World, violation: Violation) -> Failure {
     let trace = world.trace.lock().unwrap_or_else(|p| p.into_inner());
     Failure::Violation {
@@ -139,6 +155,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
     // Safety phase: workload and faults.
     while world.now_ms() < config.fault_phase_ms {
         step(&world, config, wall_start, "fault").await?;
+        raft_running(&world).await?;
         over_budget(config, wall_start, "fault")?;
         workload.step(&world, submit_over_ms);
         if let Some(error) = workload.model_errors.first() {
@@ -162,6 +179,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
     let liveness_deadline = world.now_ms() + config.liveness_ms;
     loop {
         step(&world, config, wall_start, "liveness").await?;
+        raft_running(&world).await?;
         workload.step(&world, submit_over_ms);
         if let Some(found) = check(&world, &mut checkers, &workload, false) {
             return Err(violation(&world, found));
@@ -212,17 +230,19 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
                     )
                 })
                 .collect();
+            // One lock for both: a second `lock()` in the same expression would wait forever
+            // on the first (the guard lives to the end of the statement).
+            let (trace_tail, trace_hash) = {
+                let trace = world.trace.lock().unwrap_or_else(|p| p.into_inner());
+                (trace.tail(trace_lines()), trace.hash())
+            };
             return Err(Failure::Liveness {
                 detail: format!(
                     "after healing, not every job ended and every replica caught up within {} ms: {pending:?}; replicas: {replicas:?}",
                     config.liveness_ms
                 ),
-                trace_tail: world
-                    .trace
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .tail(trace_lines()),
-                trace_hash: world.trace.lock().unwrap_or_else(|p| p.into_inner()).hash(),
+                trace_tail,
+                trace_hash,
             });
         }
         over_budget(config, wall_start, "liveness")?;

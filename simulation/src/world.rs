@@ -405,6 +405,17 @@ impl World {
             .collect()
     }
 
+    /// The first running node whose raft stopped on its own, with why.
+    /// (Asks each core: a core that panicked leaves its last metrics saying it runs.)
+    pub async fn stopped_raft(&self) -> Option<String> {
+        for consensus in self.live_consensus() {
+            if let Err(fatal) = consensus.raft.with_raft_state(|_| ()).await {
+                return Some(format!("node {}'s raft stopped: {fatal}", consensus.id));
+            }
+        }
+        None
+    }
+
     pub fn live_consensus(&self) -> Vec<Arc<porch_node::consensus::Consensus>> {
         self.nodes
             .iter()
