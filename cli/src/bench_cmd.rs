@@ -495,8 +495,10 @@ async fn submit(args: SubmitArgs) -> Result<(), String> {
             );
         }
     }
+    // Wait for the nodes to be gone: the next run binds the same ports.
     for child in cluster.children.iter_mut().flatten() {
         let _ = child.start_kill();
+        let _ = child.wait().await;
     }
     if args.etcd {
         let (mut etcd, urls) = start_etcd(&args.etcd_bin, &dir, args.base_port).await?;
@@ -519,6 +521,7 @@ async fn submit(args: SubmitArgs) -> Result<(), String> {
         );
         for child in &mut etcd {
             let _ = child.start_kill();
+            let _ = child.wait().await;
         }
     }
     Ok(())

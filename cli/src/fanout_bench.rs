@@ -290,6 +290,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         let _ = agents.wait().await;
         for child in cluster.children.iter_mut().flatten() {
             let _ = child.start_kill();
+            let _ = child.wait().await;
         }
         let _ = std::fs::remove_dir_all(&spool);
     }

@@ -63,8 +63,27 @@ pub trait Disk: Send + Sync + 'static {
     /// Applies `writes` atomically.
     fn write(&self, tree: Tree, writes: Vec<Write>) -> io::Result<()>;
 
+    /// Stores `puts` in order, visible at once; after a crash, what survives of them is a
+    /// prefix (in order, possibly empty) unless a flush covered them all. Weaker than
+    /// [`Disk::write`] and cheaper: the raft log's appends need no more, since an append is
+    /// acknowledged only after a flush and a log that lost a tail is still a valid log.
+    fn append(&self, tree: Tree, puts: Vec<(Vec<u8>, Vec<u8>)>) -> io::Result<()> {
+        self.write(
+            tree,
+            puts.into_iter().map(|(k, v)| Write::Put(k, v)).collect(),
+        )
+    }
+
     /// Makes every earlier write durable. Returns only once it is.
     fn flush(&self) -> BoxFuture<'static, io::Result<()>>;
+
+    /// Makes every earlier write durable and then calls `done`, without the caller waiting:
+    /// the raft log acknowledges appends this way, so replication to followers overlaps the
+    /// leader's own fsync. `done` may run on any thread and must be quick.
+    fn flush_then(&self, done: crate::flush_thread::FlushDone) {
+        let flush = self.flush();
+        tokio::spawn(async move { done(flush.await) });
+    }
 
     /// Stores a large value whole (a snapshot), outside the trees, so writing it never delays
     /// the log's flushes. Durable, and atomic (old or new value after a crash), on return.

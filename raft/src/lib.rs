@@ -3,6 +3,7 @@
 //! - [`types`]: openraft's type configuration (log entries carry `porch_core::Request`).
 //! - [`disk`]: the storage seam — ordered trees with an explicit flush; [`sled_disk`] in
 //!   production, [`sim_disk`] in the simulation (crash loses what was not flushed).
+//! - [`flush_thread`]: the sled store's own fsync thread, with group commit.
 //! - [`log_store`]: openraft's log storage over a disk, honouring its durability contract.
 //! - [`state_machine_store`]: the pure `ClusterState` behind openraft's state machine trait,
 //!   snapshots on the disk, and the [`state_machine_store::AppliedView`] the node reads.
@@ -10,6 +11,7 @@
 //!   run the same client over simulated sockets.
 
 pub mod disk;
+pub mod flush_thread;
 pub mod log_store;
 pub mod sim_disk;
 pub mod sled_disk;

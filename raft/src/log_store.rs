@@ -2,7 +2,8 @@
 //!
 //! Durability contract (openraft `RaftLogStorage`), and how it is kept:
 //! - `append`: entries are readable when `append` returns (one atomic batch), and the
-//!   `IOFlushed` callback fires only after a [`Disk::flush`] that covers them has completed.
+//!   `IOFlushed` callback fires only after a flush that covers them has completed
+//!   ([`Disk::flush_then`]; `append` does not wait for it).
 //! - `save_vote`: the vote is flushed before returning — a node must never vote twice in a term
 //!   because a vote was lost in a crash.
 //! - `truncate_after` / `purge`: one atomic batch each, then flushed. `purge` records the last
@@ -160,16 +161,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut writes = Vec::new();
         for entry in entries {
-            writes.push(Write::Put(log_key(entry.index()).to_vec(), encode(&entry)?));
+            writes.push((log_key(entry.index()).to_vec(), encode(&entry)?));
         }
-        self.disk.write(Tree::Log, writes)?;
-        let flushed = self.disk.flush().await;
-        let result = flushed
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
-        callback.io_completed(flushed);
-        result
+        self.disk.append(Tree::Log, writes)?;
+        // Readable now, durable when the callback fires: openraft replicates the entries
+        // meanwhile, so the leader's fsync overlaps the followers' instead of preceding it.
+        self.disk
+            .flush_then(Box::new(move |flushed| callback.io_completed(flushed)));
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
