@@ -524,6 +524,11 @@ async fn submit(args: SubmitArgs) -> Result<(), String> {
             let _ = child.wait().await;
         }
     }
+    // A temporary directory of our own is removed (hundreds of MB of sled files per run);
+    // one the user named is kept for inspection.
+    if args.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 

@@ -74,6 +74,10 @@ pub trait Disk: Send + Sync + 'static {
         )
     }
 
+    /// Deletes the first keys of `tree` below `to`, at most `limit` of them, and returns how
+    /// many it deleted. Each deletion is atomic on its own; none is durable before a flush.
+    fn delete_first(&self, tree: Tree, to: &[u8], limit: usize) -> io::Result<usize>;
+
     /// Makes every earlier write durable. Returns only once it is.
     fn flush(&self) -> BoxFuture<'static, io::Result<()>>;
 

@@ -6,9 +6,11 @@
 //!   ([`Disk::flush_then`]; `append` does not wait for it).
 //! - `save_vote`: the vote is flushed before returning — a node must never vote twice in a term
 //!   because a vote was lost in a crash.
-//! - `truncate_after` / `purge`: one atomic batch each, then flushed. `purge` records the last
-//!   purged id *before* deleting, so a crash in between leaves stale entries below the purge
-//!   point (ignored) rather than a hole.
+//! - `truncate_after`: one atomic batch, then flushed.
+//! - `purge`: records the last purged id durably, then deletes the entries below it in the
+//!   background, in chunks. Entries below the purge point are never read again (reads and
+//!   the log state start above it), so a crash mid-deletion leaves stale entries below the
+//!   purge point (ignored, and deleted by the next purge) rather than a hole.
 //! - no holes: entries are only ever added at the tail and removed from either end.
 
 use crate::disk::{Disk, Tree, Write, corrupt, log_index, log_key};
@@ -26,6 +28,8 @@ use std::sync::Arc;
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
+/// Log entries deleted per step when a purge clears them from disk.
+const PURGE_CHUNK: usize = 1000;
 
 /// The raft log, vote and committed id of one node. Cheap to clone (clones share the disk).
 #[derive(Clone)]
@@ -85,8 +89,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let from = log_key(start_index(&range));
-        let to = end_index(&range).map(log_key);
+        // Entries at or below the purge point may still be on disk (see `purge`): never
+        // served.
+        let first_kept = self.last_purged()?.map_or(0, |id| id.index() + 1);
+        let start = start_index(&range).max(first_kept);
+        let end = end_index(&range);
+        if end.is_some_and(|end| end <= start) {
+            return Ok(Vec::new());
+        }
+        let from = log_key(start);
+        let to = end.map(log_key);
         let rows = self
             .disk
             .range(Tree::Log, &from, to.as_ref().map(|k| &k[..]))?;
@@ -186,11 +198,74 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         self.write_meta(LAST_PURGED_KEY, &log_id)?;
-        let keys = self
-            .disk
-            .range(Tree::Log, &log_key(0), Some(&log_key(log_id.index() + 1)))?;
-        let writes = keys.into_iter().map(|(k, _)| Write::Delete(k)).collect();
-        self.disk.write(Tree::Log, writes)?;
-        self.disk.flush().await
+        self.disk.flush().await?;
+        // From here the entries are gone as far as anyone can tell: reads and the log state
+        // start above the purge point. Deleting them from disk is only about space, and done
+        // in the background in small chunks: deleting a snapshot's worth (100,000 entries at
+        // defaults) in one go blocked this store — every append — for ~1 s.
+        let disk = self.disk.clone();
+        let below = log_key(log_id.index() + 1);
+        tokio::spawn(async move {
+            loop {
+                match disk.delete_first(Tree::Log, &below, PURGE_CHUNK) {
+                    Ok(deleted) if deleted == PURGE_CHUNK => tokio::task::yield_now().await,
+                    // Done; or failed, and the next purge deletes what is left.
+                    _ => break,
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SimDisk;
+    use openraft::testing::{blank_ent, log_id};
+    use openraft::type_config::TypeConfigExt;
+
+    /// A purge answers at once and leaves the entries for a background task to delete: they
+    /// must never be served meanwhile, and must be gone from disk soon after.
+    #[tokio::test]
+    async fn purged_entries_are_never_served_and_leave_the_disk_in_the_background() {
+        let disk = Arc::new(SimDisk::new());
+        let mut store = LogStore::new(disk.clone());
+        let entries: Vec<Entry> = (1..=2500)
+            .map(|i| blank_ent::<TypeConfig>(1, 1, i))
+            .collect();
+        let (tx, rx) = TypeConfig::oneshot();
+        store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+
+        store.purge(log_id::<TypeConfig>(1, 1, 2000)).await.unwrap();
+        let served = store.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(served.first().map(|e| e.index()), Some(2001));
+        assert_eq!(served.len(), 500);
+        assert!(
+            store.try_get_log_entries(5..10).await.unwrap().is_empty(),
+            "a range wholly below the purge point is empty, not an error"
+        );
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|id| id.index()), Some(2000));
+        assert_eq!(state.last_log_id.map(|id| id.index()), Some(2500));
+
+        for _ in 0..100 {
+            if disk
+                .range(Tree::Log, &log_key(0), Some(&log_key(2001)))
+                .unwrap()
+                .is_empty()
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            disk.range(Tree::Log, &log_key(0), Some(&log_key(2001)))
+                .unwrap()
+                .is_empty(),
+            "the purged entries are still on disk"
+        );
+        assert_eq!(disk.range(Tree::Log, &log_key(0), None).unwrap().len(), 500);
     }
 }

@@ -100,6 +100,8 @@ impl Disk for SimDisk {
             return Ok(Vec::new());
         };
         let iter: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<u8>)>> = match to {
+            // An empty range (BTreeMap panics on a reversed one).
+            Some(to) if to <= from => return Ok(Vec::new()),
             Some(to) => Box::new(map.range(from.to_vec()..to.to_vec())),
             None => Box::new(map.range(from.to_vec()..)),
         };
@@ -119,6 +121,24 @@ impl Disk for SimDisk {
         apply(&mut inner.current, tree, &writes);
         inner.unflushed.push((tree, writes));
         Ok(())
+    }
+
+    fn delete_first(&self, tree: Tree, to: &[u8], limit: usize) -> io::Result<usize> {
+        let keys: Vec<Vec<u8>> = {
+            let inner = self.lock();
+            let Some(map) = inner.current.get(&tree) else {
+                return Ok(0);
+            };
+            map.range(..to.to_vec())
+                .map(|(k, _)| k.clone())
+                .take(limit)
+                .collect()
+        };
+        let deleted = keys.len();
+        if deleted > 0 {
+            self.write(tree, keys.into_iter().map(Write::Delete).collect())?;
+        }
+        Ok(deleted)
     }
 
     fn write_blob(&self, name: &str, data: Vec<u8>) -> BoxFuture<'static, io::Result<()>> {

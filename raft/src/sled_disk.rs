@@ -111,6 +111,8 @@ impl Disk for SledDisk {
     ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let tree = self.tree(tree);
         let iter = match to {
+            // An empty range (sled, like BTreeMap, refuses a reversed one).
+            Some(to) if to <= from => return Ok(Vec::new()),
             Some(to) => tree.range(from..to),
             None => tree.range(from..),
         };
@@ -151,6 +153,16 @@ impl Disk for SledDisk {
             }
         }
         self.tree(tree).apply_batch(batch).map_err(io_error)
+    }
+
+    fn delete_first(&self, tree: Tree, to: &[u8], limit: usize) -> io::Result<usize> {
+        let tree = self.tree(tree);
+        let mut deleted = 0;
+        for key in tree.range(..to).keys().take(limit) {
+            tree.remove(key.map_err(io_error)?).map_err(io_error)?;
+            deleted += 1;
+        }
+        Ok(deleted)
     }
 
     fn append(&self, tree: Tree, puts: Vec<(Vec<u8>, Vec<u8>)>) -> io::Result<()> {
