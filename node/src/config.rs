@@ -90,6 +90,10 @@ impl NodeConfig {
             // A node back from a partition asks before it campaigns, so it cannot depose a
             // leader the rest of the cluster still follows (porch's network carries PreVote).
             enable_pre_vote: Some(true),
+            // Replication learns of entries when `append` returns (porch's returns before the
+            // fsync), not at the end of the core's loop iteration. A/B, 8 s runs: 1 client
+            // 965/959 vs 937/923 ops/s; 64 and 256 clients unchanged within noise.
+            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         };
         config.validate().map_err(|e| format!("raft settings: {e}"))
