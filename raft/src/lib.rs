@@ -17,6 +17,7 @@ pub mod sim_disk;
 pub mod sled_disk;
 pub mod state_machine_store;
 pub mod types;
+pub mod wire;
 
 pub use disk::Disk;
 pub use log_store::LogStore;

@@ -67,6 +67,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> io::Resul
     serde_json::from_slice(bytes).map_err(|e| corrupt(format!("corrupt {what} record: {e}")))
 }
 
+fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
+    crate::wire::decode(bytes).map_err(|e| corrupt(format!("corrupt log entry record: {e}")))
+}
+
 fn start_index<RB: RangeBounds<u64>>(range: &RB) -> u64 {
     match range.start_bound() {
         Bound::Included(&i) => i,
@@ -105,7 +109,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::with_capacity(rows.len());
         for (key, value) in rows {
             let index = log_index(&key)?;
-            let entry: Entry = decode(&value, "log entry")?;
+            let entry: Entry = decode_entry(&value)?;
             if entry.index() != index {
                 return Err(corrupt(format!(
                     "log entry at key {index} has index {}",
@@ -129,7 +133,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id = self.last_purged()?;
         let last_entry = match self.disk.last(Tree::Log)? {
             None => None,
-            Some((_, value)) => Some(decode::<Entry>(&value, "log entry")?.log_id),
+            Some((_, value)) => Some(decode_entry(&value)?.log_id),
         };
         // Entries at or below the purge point may survive a crash mid-purge; they don't count.
         let last_log_id = match (last_entry, last_purged_log_id) {
@@ -173,7 +177,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut writes = Vec::new();
         for entry in entries {
-            writes.push((log_key(entry.index()).to_vec(), encode(&entry)?));
+            let bytes = crate::wire::encode(&entry)
+                .map_err(|e| io::Error::other(format!("cannot encode a log entry: {e}")))?;
+            writes.push((log_key(entry.index()).to_vec(), bytes));
         }
         self.disk.append(Tree::Log, writes)?;
         // Readable now, durable when the callback fires: openraft replicates the entries

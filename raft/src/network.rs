@@ -110,7 +110,7 @@ impl PeerClient {
     {
         let channel = self.channel.clone().map_err(CallError::Unreachable)?;
         let json =
-            serde_json::to_vec(request).map_err(|e| CallError::Network(format!("encode: {e}")))?;
+            crate::wire::encode(request).map_err(|e| CallError::Network(format!("encode: {e}")))?;
         let mut grpc_request = tonic::Request::new(Payload { json });
         if let Some(id) = (self.cluster_id)() {
             if let Ok(value) = id.parse() {
@@ -136,7 +136,7 @@ impl PeerClient {
             }
             Ok(Ok(response)) => response.into_inner(),
         };
-        serde_json::from_slice(&response.json).map_err(|e| {
+        crate::wire::decode(&response.json).map_err(|e| {
             CallError::Network(format!(
                 "node {} sent an undecodable reply: {e}",
                 self.target

@@ -80,7 +80,7 @@ impl RaftService {
                 )));
             }
         }
-        serde_json::from_slice(&request.into_inner().json)
+        crate::wire::decode(&request.into_inner().json)
             .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
     }
 }
@@ -92,7 +92,7 @@ fn reply<T: Serialize, E: std::fmt::Display>(
         Ok(value) => RpcReply::Ok(value),
         Err(error) => RpcReply::Err(error.to_string()),
     };
-    let json = serde_json::to_vec(&reply).map_err(|e| Status::internal(format!("encode: {e}")))?;
+    let json = crate::wire::encode(&reply).map_err(|e| Status::internal(format!("encode: {e}")))?;
     Ok(Response::new(Payload { json }))
 }
 
