@@ -3,8 +3,8 @@
 //! first outcome instead of applying twice.
 
 use crate::command::Outcome;
+use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
 
 /// How long an outcome is remembered, in replicated (leader-stamped) time.
 pub const REQUEST_RETENTION_MS: u64 = 10 * 60 * 1000;
@@ -12,10 +12,13 @@ pub const REQUEST_RETENTION_MS: u64 = 10 * 60 * 1000;
 pub const REQUESTS_REMEMBERED_MAX: usize = 100_000;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Persistent collections (see `ClusterState::jobs`): a snapshot's copy of up to
+/// [`REQUESTS_REMEMBERED_MAX`] outcomes shares structure instead of copying each id.
+/// Serialized exactly like `BTreeMap` and `VecDeque`, which earlier snapshots hold.
 pub struct RequestLog {
-    outcomes: BTreeMap<String, Outcome>,
+    outcomes: OrdMap<String, Outcome>,
     /// (applied_ms, request id) in apply order, for expiry.
-    order: VecDeque<(u64, String)>,
+    order: Vector<(u64, String)>,
 }
 
 impl RequestLog {

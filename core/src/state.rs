@@ -14,6 +14,7 @@ use crate::job::{EventKind, Job, JobEvent, JobSpec, JobState};
 use crate::node_run::{NodeRun, NodeState, RESULT_MESSAGE_BYTES_MAX, truncate_utf8};
 use crate::plan::Plan;
 use crate::request_log::RequestLog;
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,9 +33,11 @@ pub struct ClusterState {
     clock_ms: u64,
     next_job_id: u64,
     next_event_id: u64,
-    /// Jobs behind `Arc`, so copying the whole state for a snapshot is cheap (pointer copies)
-    /// and a job is only deep-copied if it changes while a snapshot still holds it.
-    jobs: BTreeMap<JobId, Arc<Job>>,
+    /// A persistent map of jobs behind `Arc`: copying the whole state for a snapshot is O(1)
+    /// (the copy shares the map's nodes), and a job is only deep-copied if it changes while
+    /// a snapshot still holds it. A plain `BTreeMap` copy took 30-75 ms at 100,000 jobs,
+    /// with `apply` waiting on the lock meanwhile. Serialized exactly like a `BTreeMap`.
+    jobs: OrdMap<JobId, Arc<Job>>,
     /// Runs in flight by transaction id (index over `jobs`, kept for O(log n) reports).
     in_flight: BTreeMap<String, TransactionRef>,
     /// Certname -> transaction id of its run in flight: a node never runs two at once.
@@ -60,7 +63,7 @@ impl ClusterState {
         self.clock_ms
     }
 
-    pub fn jobs(&self) -> &BTreeMap<JobId, Arc<Job>> {
+    pub fn jobs(&self) -> &OrdMap<JobId, Arc<Job>> {
         &self.jobs
     }
 
@@ -485,9 +488,15 @@ impl ClusterState {
 
     fn prune_jobs(&mut self, finished_before_ms: u64) -> Outcome {
         let before = self.jobs.len();
-        self.jobs.retain(|_, job| {
-            !(job.state().is_terminal() && job.timestamp_ms() < finished_before_ms)
-        });
+        let pruned: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, job)| job.state().is_terminal() && job.timestamp_ms() < finished_before_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in pruned {
+            self.jobs.remove(&id);
+        }
         Outcome::Pruned {
             jobs: (before - self.jobs.len()) as u64,
         }

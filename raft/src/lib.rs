@@ -4,12 +4,14 @@
 //! - [`disk`]: the storage seam — ordered trees with an explicit flush; [`sled_disk`] in
 //!   production, [`sim_disk`] in the simulation (crash loses what was not flushed).
 //! - [`flush_thread`]: the sled store's own fsync thread, with group commit.
+//! - [`background`]: a low-priority thread for snapshot encoding, snapshot writes and purges.
 //! - [`log_store`]: openraft's log storage over a disk, honouring its durability contract.
 //! - [`state_machine_store`]: the pure `ClusterState` behind openraft's state machine trait,
 //!   snapshots on the disk, and the [`state_machine_store::AppliedView`] the node reads.
 //! - [`network`]: raft RPC over tonic, behind a [`network::Dialer`] seam so the simulation can
 //!   run the same client over simulated sockets.
 
+pub mod background;
 pub mod disk;
 pub mod flush_thread;
 pub mod log_store;

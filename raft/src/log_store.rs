@@ -211,16 +211,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // defaults) in one go blocked this store — every append — for ~1 s.
         let disk = self.disk.clone();
         let below = log_key(log_id.index() + 1);
-        tokio::spawn(async move {
-            loop {
-                match disk.delete_first(Tree::Log, &below, PURGE_CHUNK) {
-                    Ok(deleted) if deleted == PURGE_CHUNK => tokio::task::yield_now().await,
-                    // Done; or failed, and the next purge deletes what is left.
-                    _ => break,
-                }
-            }
-        });
-        Ok(())
+        // On the low-priority thread (see `crate::background`): sled's deletes are CPU work
+        // on every node at once, right after each snapshot.
+        crate::background::spawn(move || {
+            // Stops when done; or on failure, and the next purge deletes what is left.
+            while let Ok(PURGE_CHUNK) = disk.delete_first(Tree::Log, &below, PURGE_CHUNK) {}
+        })
     }
 }
 

@@ -208,9 +208,7 @@ impl Disk for SledDisk {
                 std::fs::rename(&temp, &path)?;
                 std::fs::File::open(&dir)?.sync_all()
             };
-            tokio::task::spawn_blocking(write)
-                .await
-                .map_err(|e| io::Error::other(format!("blob writer: {e}")))?
+            crate::background::run(write).await?
         })
     }
 
