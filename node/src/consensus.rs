@@ -104,6 +104,13 @@ impl Consensus {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// The leader this node knows of. Read from the server metrics (a few fields that change
+    /// per election) rather than copying the full metrics, which this runs on every write.
+    pub fn current_leader(&self) -> Option<u64> {
+        use openraft::rt::watch::WatchReceiver;
+        self.raft.server_metrics().borrow_watched().current_leader
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
@@ -121,7 +128,7 @@ impl Consensus {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.metrics().current_leader == Some(self.id)
+        self.current_leader() == Some(self.id)
     }
 
     /// Whether this node can currently get anything committed: it knows a leader, and if it
@@ -295,7 +302,7 @@ impl Consensus {
         let mut hint: Option<u64> = None;
         let mut redirects = 0u32;
         for attempt in 0u32.. {
-            let target = hint.or_else(|| self.metrics().current_leader);
+            let target = hint.or_else(|| self.current_leader());
             let reply = match target {
                 None => LeaderReply::NotLeader(None),
                 // Bounded: a proposal made just before this node lost leadership may never

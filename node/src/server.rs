@@ -212,18 +212,31 @@ async fn serve_seeded(config: NodeConfig) -> Result<(), String> {
 /// timeouts, so the process exits with the reason instead, for its supervisor to see and
 /// restart it from what is on disk.
 async fn raft_stopped(raft: Raft) -> String {
-    let reason = raft
-        .wait(None)
-        .metrics(|m| m.running_state.is_err(), "raft stopped")
-        .await;
-    match reason {
-        Ok(metrics) => match metrics.running_state {
-            Err(fatal) => format!("raft stopped: {fatal}"),
-            Ok(()) => "raft stopped".to_string(),
-        },
-        Err(e) => format!("raft stopped: {e}"),
+    use openraft::rt::watch::WatchReceiver;
+    // Watches the server metrics (vote, role, leader, membership: they change a few times per
+    // election), not the full metrics, which change several times per write: waiting on those
+    // woke this future — on the process's main thread — ~5,000 times a second at 1,000
+    // writes/s. The core drops the watch's sender when it stops, which ends `changed`; the
+    // periodic look is a second line should a stop ever leave the sender alive.
+    let mut server = raft.server_metrics();
+    loop {
+        if let Err(fatal) = &raft.metrics().borrow_watched().running_state {
+            return format!("raft stopped: {fatal}");
+        }
+        match tokio::time::timeout(RAFT_STOP_CHECK, server.changed()).await {
+            Ok(Err(_)) => {
+                return match &raft.metrics().borrow_watched().running_state {
+                    Err(fatal) => format!("raft stopped: {fatal}"),
+                    Ok(()) => "raft stopped".to_string(),
+                };
+            }
+            Ok(Ok(())) | Err(_) => {}
+        }
     }
 }
+
+/// Longest a raft stop goes unnoticed if it did not close the server metrics watch.
+const RAFT_STOP_CHECK: Duration = Duration::from_secs(1);
 
 /// Resolves on Ctrl+C or SIGTERM.
 pub async fn shutdown_signal() {
