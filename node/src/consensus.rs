@@ -127,6 +127,15 @@ impl Consensus {
         Some((leader, addr))
     }
 
+    /// A watch that wakes when this node's view of the vote, role or leader changes: unlike
+    /// the full metrics, not on every write.
+    pub fn role_changes(&self) -> RoleChanges {
+        use openraft::rt::watch::WatchReceiver;
+        let mut watch = self.raft.server_metrics();
+        watch.borrow_and_update();
+        RoleChanges(watch)
+    }
+
     pub fn is_leader(&self) -> bool {
         self.current_leader() == Some(self.id)
     }
@@ -512,5 +521,21 @@ impl Consensus {
             committed_index: metrics.cluster_committed.map(|l| l.index),
             members,
         })
+    }
+}
+
+/// See [`Consensus::role_changes`].
+pub struct RoleChanges(
+    openraft::type_config::alias::WatchReceiverOf<
+        porch_raft::TypeConfig,
+        openraft::metrics::RaftServerMetrics<porch_raft::TypeConfig>,
+    >,
+);
+
+impl RoleChanges {
+    /// Returns at the next change, or after `at_most`.
+    pub async fn next(&mut self, at_most: Duration) {
+        use openraft::rt::watch::WatchReceiver;
+        let _ = tokio::time::timeout(at_most, self.0.changed()).await;
     }
 }

@@ -21,7 +21,15 @@ pub async fn run(
     unreachable_timeout: Duration,
 ) {
     let mut applied = consensus.view.applied_index();
+    let mut roles = consensus.role_changes();
     loop {
+        if !consensus.is_leader() {
+            // Nothing to schedule here: wait for a change of role, not for every applied
+            // entry (a wake-up per write on every follower).
+            roles.next(TICK).await;
+            applied.borrow_and_update();
+            continue;
+        }
         let _ = tokio::time::timeout(TICK, applied.changed()).await;
         if !consensus.is_leader() {
             continue;
