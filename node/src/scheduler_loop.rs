@@ -22,6 +22,7 @@ pub async fn run(
 ) {
     let mut applied = consensus.view.applied_index();
     let mut roles = consensus.role_changes();
+    let mut next_expiry_check_ms = 0u64;
     loop {
         if !consensus.is_leader() {
             // Nothing to schedule here: wait for a change of role, not for every applied
@@ -35,11 +36,22 @@ pub async fn run(
             continue;
         }
         let now = consensus.clock().now_ms();
+        // Expiry walks every run in flight and only moves with time, so it runs once per
+        // tick, not after every applied entry (at 1,000 writes/s it was 2 % of the leader's
+        // CPU with 250 runs in flight, and grows with them).
+        let check_expiry = now >= next_expiry_check_ms;
+        if check_expiry {
+            next_expiry_check_ms = now + TICK.as_millis() as u64;
+        }
         let (starts, expired) = {
             let state = consensus.view.read();
             (
                 schedule(&state.cluster, &limits),
-                unreachable_runs(&state.cluster, now, unreachable_timeout.as_millis() as u64),
+                if check_expiry {
+                    unreachable_runs(&state.cluster, now, unreachable_timeout.as_millis() as u64)
+                } else {
+                    Vec::new()
+                },
             )
         };
         if !starts.is_empty() {
