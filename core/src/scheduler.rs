@@ -57,7 +57,7 @@ pub fn schedule(state: &ClusterState, limits: &SchedulerLimits) -> Vec<RunStart>
         claimed_nodes: BTreeSet::new(),
         starts: Vec::new(),
     };
-    for job in state.jobs().values() {
+    for job in state.active_jobs() {
         if !job_starts(state, job, limits, &mut budget) {
             break;
         }
@@ -325,6 +325,38 @@ mod tests {
                 "{applied:?}"
             );
         }
+    }
+
+    /// The scheduler walks only the jobs not yet terminal; that index is derived, not stored,
+    /// so a state decoded from a snapshot must rebuild exactly what applying built.
+    #[test]
+    fn only_unfinished_jobs_are_walked_and_a_decoded_state_rebuilds_them() {
+        let mut w = World::new();
+        let limits = SchedulerLimits::default();
+        let done = w.submit(chain(&["a"]), None);
+        let stopped = w.submit(chain(&["b", "c"]), None);
+        let waiting = w.submit(chain(&["d"]), None);
+        assert_eq!(w.step(&limits), vec!["a", "b", "d"]);
+        w.report(done, "a", true);
+        w.apply(Command::StopJob { job_id: stopped });
+        w.report(stopped, "b", true);
+        let active: Vec<JobId> = w.state.active_jobs().map(|job| job.id).collect();
+        assert_eq!(active, vec![waiting]);
+        let expected: Vec<JobId> = w
+            .state
+            .jobs()
+            .values()
+            .filter(|job| !job.state().is_terminal())
+            .map(|job| job.id)
+            .collect();
+        assert_eq!(active, expected);
+
+        let decoded: ClusterState =
+            serde_json::from_str(&serde_json::to_string(&w.state).unwrap()).unwrap();
+        assert_eq!(decoded, w.state, "the derived index is rebuilt on decode");
+        w.report(waiting, "d", false);
+        assert_eq!(w.state.active_jobs().count(), 0);
+        assert!(w.step(&limits).is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::job::{EventKind, Job, JobEvent, JobSpec, JobState};
 use crate::node_run::{NodeRun, NodeState, RESULT_MESSAGE_BYTES_MAX, truncate_utf8};
 use crate::plan::Plan;
 use crate::request_log::RequestLog;
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ pub struct TransactionRef {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredState")]
 pub struct ClusterState {
     cluster_id: Option<String>,
     /// The largest leader-stamped time applied so far.
@@ -44,6 +45,49 @@ pub struct ClusterState {
     busy_nodes: BTreeMap<String, String>,
     inventory: Inventory,
     requests: RequestLog,
+    /// Ids of the jobs not yet terminal: the scheduler walks these, not every job kept (a
+    /// walk over all jobs ran after every applied entry, O(jobs) per write). Derived from
+    /// `jobs`, so it is not stored: a decoded state rebuilds it (see [`StoredState`]).
+    #[serde(skip)]
+    active_jobs: OrdSet<JobId>,
+}
+
+/// `ClusterState` as snapshots store it: every field but the derived indexes, in the same
+/// order (bincode is positional). Decoding goes through here to rebuild those indexes.
+#[derive(Deserialize)]
+struct StoredState {
+    cluster_id: Option<String>,
+    clock_ms: u64,
+    next_job_id: u64,
+    next_event_id: u64,
+    jobs: OrdMap<JobId, Arc<Job>>,
+    in_flight: BTreeMap<String, TransactionRef>,
+    busy_nodes: BTreeMap<String, String>,
+    inventory: Inventory,
+    requests: RequestLog,
+}
+
+impl From<StoredState> for ClusterState {
+    fn from(stored: StoredState) -> ClusterState {
+        let active_jobs = stored
+            .jobs
+            .iter()
+            .filter(|(_, job)| !job.state().is_terminal())
+            .map(|(id, _)| *id)
+            .collect();
+        ClusterState {
+            cluster_id: stored.cluster_id,
+            clock_ms: stored.clock_ms,
+            next_job_id: stored.next_job_id,
+            next_event_id: stored.next_event_id,
+            jobs: stored.jobs,
+            in_flight: stored.in_flight,
+            busy_nodes: stored.busy_nodes,
+            inventory: stored.inventory,
+            requests: stored.requests,
+            active_jobs,
+        }
+    }
 }
 
 impl ClusterState {
@@ -65,6 +109,13 @@ impl ClusterState {
 
     pub fn jobs(&self) -> &OrdMap<JobId, Arc<Job>> {
         &self.jobs
+    }
+
+    /// The jobs not yet terminal, oldest first.
+    pub fn active_jobs(&self) -> impl Iterator<Item = &Job> {
+        self.active_jobs
+            .iter()
+            .filter_map(|id| self.jobs.get(id).map(|job| &**job))
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {
@@ -171,6 +222,7 @@ impl ClusterState {
         job.enter(JobState::New, now);
         job.enter(JobState::Ready, now);
         self.jobs.insert(id, Arc::new(job));
+        self.active_jobs.insert(id);
         let started = match start_under_cap {
             // The pure scheduler, for this job only: apply stays deterministic, and cheap.
             Some(cap) if self.cluster_id.is_some() => {
@@ -467,6 +519,7 @@ impl ClusterState {
         debug_assert!(end.is_terminal());
         let now = self.clock_ms;
         let event_id = self.take_event_id();
+        self.active_jobs.remove(&job_id);
         let job = self.job_mut(job_id);
         job.enter(end, now);
         let (kind, message) = match end {
