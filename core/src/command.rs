@@ -4,6 +4,9 @@
 //! it (`now_ms`), so applying a command never reads a clock. Ids (jobs, events, transactions)
 //! are derived inside `apply` from counters in the state, so they are identical on every replica.
 
+use crate::access::permission::Permission;
+use crate::access::{AccessRefusal, NewUser};
+use crate::audit::AuditRecord;
 use crate::ids::JobId;
 use crate::job::JobSpec;
 use crate::node_run::RunResult;
@@ -24,6 +27,17 @@ pub struct Request {
     /// never lets its clock go backwards (it keeps the maximum it has seen).
     pub now_ms: u64,
     pub command: Command,
+    /// Who asked, for commands made on a user's behalf: `apply` re-checks the token and the
+    /// permission against the state it applies to, and records the attempt in the audit log.
+    /// `None` for the cluster's own commands (scheduling, reports, sessions).
+    pub origin: Option<Origin>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub token_id: String,
+    /// The client's address and the node that received the request.
+    pub source: String,
 }
 
 /// A dispatch decision: start `node_index` of `job_id`, as attempt `attempt`.
@@ -52,7 +66,9 @@ pub enum RunOutcome {
 pub enum Command {
     /// Sets the cluster's id once; it prefixes every transaction id so ids never collide with
     /// another cluster's (PE's job ids did, in agents' spools).
-    SetClusterId { cluster_id: String },
+    SetClusterId {
+        cluster_id: String,
+    },
     SubmitJob {
         spec: JobSpec,
         plan: Plan,
@@ -66,7 +82,9 @@ pub enum Command {
         start_under_cap: Option<u32>,
     },
     /// Idempotent: stopping a terminal job changes nothing and reports its node counts.
-    StopJob { job_id: JobId },
+    StopJob {
+        job_id: JobId,
+    },
     /// The leader's scheduler decisions. Each is re-checked against the state it applies to.
     StartRuns {
         runs: Vec<RunStart>,
@@ -94,9 +112,52 @@ pub enum Command {
         session: String,
     },
     /// Drops job records that ended before `finished_before_ms` (history retention).
-    PruneJobs { finished_before_ms: u64 },
+    PruneJobs {
+        finished_before_ms: u64,
+    },
     /// Carries only time: lets the leader advance the replicated clock.
     Tick,
+    /// Creates the built-in roles and the first admin; changes nothing once any user exists.
+    BootstrapAccess {
+        admin: NewUser,
+    },
+    AddUser {
+        user: NewUser,
+    },
+    UpdateUser {
+        login: String,
+        password_hash: Option<String>,
+        roles: Option<Vec<String>>,
+    },
+    RemoveUser {
+        login: String,
+    },
+    AddRole {
+        name: String,
+        description: String,
+        permissions: Vec<Permission>,
+    },
+    RemoveRole {
+        name: String,
+    },
+    /// A login succeeded on the node that proposes this (it checked the password): the token
+    /// lives `lifetime_ms` from the leader-stamped time of this entry.
+    IssueToken {
+        token_id: String,
+        secret_sha256: [u8; 32],
+        user_id: String,
+        lifetime_ms: u64,
+        label: Option<String>,
+        source: String,
+    },
+    RevokeToken {
+        token_id: String,
+    },
+    /// Audit entries a node saw outside `apply`: refused requests, failed logins, membership
+    /// changes.
+    RecordAudit {
+        records: Vec<AuditRecord>,
+    },
 }
 
 /// A run the state machine started: everything the agent's session node needs to deliver it.
@@ -122,6 +183,8 @@ pub enum Rejection {
     UnknownTransaction(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    Access(AccessRefusal),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,12 +214,16 @@ pub enum Outcome {
     Pruned {
         jobs: u64,
     },
+    TokenIssued {
+        expires_ms: u64,
+    },
     Rejected(Rejection),
 }
 
-impl std::fmt::Display for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match &self.command {
+impl Command {
+    /// The command's kind, for logs and the audit log.
+    pub fn name(&self) -> &'static str {
+        match self {
             Command::SetClusterId { .. } => "set_cluster_id",
             Command::SubmitJob { .. } => "submit_job",
             Command::StopJob { .. } => "stop_job",
@@ -166,7 +233,21 @@ impl std::fmt::Display for Request {
             Command::AgentDisconnected { .. } => "agent_disconnected",
             Command::PruneJobs { .. } => "prune_jobs",
             Command::Tick => "tick",
-        };
-        write!(f, "{name}@{}", self.now_ms)
+            Command::BootstrapAccess { .. } => "bootstrap_access",
+            Command::AddUser { .. } => "add_user",
+            Command::UpdateUser { .. } => "update_user",
+            Command::RemoveUser { .. } => "remove_user",
+            Command::AddRole { .. } => "add_role",
+            Command::RemoveRole { .. } => "remove_role",
+            Command::IssueToken { .. } => "issue_token",
+            Command::RevokeToken { .. } => "revoke_token",
+            Command::RecordAudit { .. } => "record_audit",
+        }
+    }
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.command.name(), self.now_ms)
     }
 }

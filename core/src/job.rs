@@ -42,8 +42,9 @@ pub struct JobSpec {
     pub trace: bool,
     pub evaltrace: bool,
     pub description: Option<String>,
-    /// Login of whoever submitted the job.
-    pub owner: String,
+    /// Whoever submitted the job: the user of the token it was submitted with (set by
+    /// `apply` from the token, so a request cannot name another owner).
+    pub owner: crate::access::Actor,
 }
 
 /// Job states, as in PE's API.

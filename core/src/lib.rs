@@ -5,10 +5,13 @@
 //!   [`Outcome`] of applying it.
 //! - [`state`]: [`ClusterState::apply`], the deterministic state machine every replica runs.
 //! - [`job`], [`node_run`], [`inventory`]: the records the state holds.
+//! - [`access`]: users, roles, tokens and the permission rule; [`audit`]: who did what.
 //!
 //! Nothing in this crate reads a clock, draws a random number or touches a socket or a file:
 //! the raft crate persists and replicates it, the node crate feeds it, the simulation checks it.
 
+pub mod access;
+pub mod audit;
 pub mod command;
 pub mod ids;
 pub mod inventory;
@@ -20,7 +23,8 @@ pub mod request_log;
 pub mod scheduler;
 pub mod state;
 
-pub use command::{Command, Outcome, Rejection, Request, RunOutcome, RunStart, StartedRun};
+pub use access::Actor;
+pub use command::{Command, Origin, Outcome, Rejection, Request, RunOutcome, RunStart, StartedRun};
 pub use ids::{EventId, JobId};
 pub use job::{EventKind, Job, JobEvent, JobSpec, JobState, StatusEntry, Target};
 pub use node_run::{NodeRun, NodeState, RunResult};

@@ -195,7 +195,10 @@ mod tests {
             trace: false,
             evaltrace: false,
             description: None,
-            owner: "test".into(),
+            owner: crate::Actor {
+                id: "test".into(),
+                login: "test".into(),
+            },
         }
     }
 
@@ -251,6 +254,7 @@ mod tests {
                 request_id: None,
                 now_ms: self.now,
                 command,
+                origin: None,
             })
         }
         fn submit(&mut self, plan: Plan, concurrency: Option<u32>) -> JobId {

@@ -7,6 +7,8 @@
 //! applied log never contains a run that broke a dependency, a concurrency limit or a node's
 //! mutual exclusion.
 
+use crate::access::AccessState;
+use crate::audit::AuditLog;
 use crate::command::{Command, Outcome, Rejection, Request, RunOutcome, RunStart, StartedRun};
 use crate::ids::{EventId, JobId};
 use crate::inventory::Inventory;
@@ -31,7 +33,7 @@ pub struct TransactionRef {
 pub struct ClusterState {
     cluster_id: Option<String>,
     /// The largest leader-stamped time applied so far.
-    clock_ms: u64,
+    pub(crate) clock_ms: u64,
     next_job_id: u64,
     next_event_id: u64,
     /// A persistent map of jobs behind `Arc`: copying the whole state for a snapshot is O(1)
@@ -45,6 +47,8 @@ pub struct ClusterState {
     busy_nodes: BTreeMap<String, String>,
     inventory: Inventory,
     requests: RequestLog,
+    pub(crate) access: AccessState,
+    pub(crate) audit: AuditLog,
     /// Ids of the jobs not yet terminal: the scheduler walks these, not every job kept (a
     /// walk over all jobs ran after every applied entry, O(jobs) per write). Derived from
     /// `jobs`, so it is not stored: a decoded state rebuilds it (see [`StoredState`]).
@@ -65,6 +69,8 @@ struct StoredState {
     busy_nodes: BTreeMap<String, String>,
     inventory: Inventory,
     requests: RequestLog,
+    access: AccessState,
+    audit: AuditLog,
 }
 
 impl From<StoredState> for ClusterState {
@@ -85,6 +91,8 @@ impl From<StoredState> for ClusterState {
             busy_nodes: stored.busy_nodes,
             inventory: stored.inventory,
             requests: stored.requests,
+            access: stored.access,
+            audit: stored.audit,
             active_jobs,
         }
     }
@@ -134,6 +142,14 @@ impl ClusterState {
         &self.inventory
     }
 
+    pub fn access(&self) -> &AccessState {
+        &self.access
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
     pub fn next_job_id(&self) -> JobId {
         JobId(self.next_job_id)
     }
@@ -147,7 +163,10 @@ impl ClusterState {
                 return previous.clone();
             }
         }
-        let outcome = self.apply_command(request.command);
+        let outcome = match request.origin {
+            Some(origin) => self.apply_on_behalf(request.command, origin),
+            None => self.apply_command(request.command),
+        };
         if let Some(id) = request.request_id {
             if id.len() <= crate::command::REQUEST_ID_BYTES_MAX {
                 self.requests.remember(id, outcome.clone(), self.clock_ms);
@@ -156,7 +175,7 @@ impl ClusterState {
         outcome
     }
 
-    fn apply_command(&mut self, command: Command) -> Outcome {
+    pub(crate) fn apply_command(&mut self, command: Command) -> Outcome {
         match command {
             Command::SetClusterId { cluster_id } => self.set_cluster_id(cluster_id),
             Command::SubmitJob {
@@ -191,6 +210,7 @@ impl ClusterState {
             }
             Command::PruneJobs { finished_before_ms } => self.prune_jobs(finished_before_ms),
             Command::Tick => Outcome::Done,
+            command => self.apply_access_command(command),
         }
     }
 
