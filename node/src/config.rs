@@ -27,6 +27,9 @@ pub struct NodeConfig {
     /// Randomness for ids that must differ between clusters (the cluster id). Production
     /// draws it from the OS; the simulation from its seed.
     pub entropy: u64,
+    /// Serve plain HTTP without TLS (`--insecure-http`): no client certificates, so agents
+    /// and peers are not authenticated. Tokens are still required.
+    pub insecure_http: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +78,7 @@ impl NodeConfig {
                 .map(|d| d.subsec_nanos() as u64)
                 .unwrap_or(0)
                 ^ std::process::id() as u64,
+            insecure_http: false,
         }
     }
 

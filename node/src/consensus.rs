@@ -10,7 +10,7 @@
 use crate::clock::Clock;
 use openraft::ChangeMembers;
 use openraft::ReadPolicy;
-use porch_core::{Command, Outcome, Request};
+use porch_core::{Command, Origin, Outcome, Request};
 use porch_raft::network::{Dialer, MESSAGE_BYTES_MAX};
 use porch_raft::proto::Payload;
 use porch_raft::proto::cluster_client::ClusterClient;
@@ -25,6 +25,7 @@ use std::time::Duration;
 pub struct WriteRequest {
     pub request_id: Option<String>,
     pub command: Command,
+    pub origin: Option<Origin>,
 }
 
 /// What the leader (or a node that thought it was) answers to a forwarded request.
@@ -163,9 +164,21 @@ impl Consensus {
         request_id: Option<String>,
         command: Command,
     ) -> Result<Outcome, ConsensusError> {
+        self.write_on_behalf(request_id, command, None).await
+    }
+
+    /// Commits `command` made with a user's token (`origin`): `apply` checks the token and the
+    /// permission against the state it applies to and audits the attempt.
+    pub async fn write_on_behalf(
+        &self,
+        request_id: Option<String>,
+        command: Command,
+        origin: Option<Origin>,
+    ) -> Result<Outcome, ConsensusError> {
         let request = WriteRequest {
             request_id,
             command,
+            origin,
         };
         self.via_leader("Write", &request, |request| self.write_as_leader(request))
             .await
@@ -186,6 +199,7 @@ impl Consensus {
             request_id: request.request_id,
             now_ms: self.clock.now_ms(),
             command,
+            origin: request.origin,
         };
         match self.raft.client_write(stamped).await {
             Ok(response) => LeaderReply::Ok(response.data),

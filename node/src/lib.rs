@@ -6,12 +6,14 @@
 //!   membership; cluster status.
 //! - [`api`]: PE's Orchestrator API v1 over the applied state.
 //! - [`planner`]: a job's target resolved into its plan, once, before proposing.
+//! - [`access`]: tokens, the caller of each request, the first admin, audit batching.
 //! - [`housekeeping`]: leader-only timers.
 //!
 //! Data flow of a submission: HTTP `POST /command/deploy` on any node → validated, plan
 //! resolved → `Consensus::write` → (forwarded to) the leader, which stamps the time and
 //! proposes → committed → applied on every node by `porch_core::ClusterState::apply` → 202.
 
+pub mod access;
 pub mod agents;
 pub mod api;
 pub mod clock;

@@ -377,6 +377,7 @@ mod tests {
                     via_node: 1,
                     session: format!("s{i}"),
                 },
+                origin: None,
             });
         }
         state

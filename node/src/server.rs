@@ -1,6 +1,7 @@
 //! Assembles a node from its parts and serves it: one listening address carries raft RPC,
 //! the internal cluster RPC and the HTTP API (gRPC requests are told apart by path).
 
+use crate::access::audit_recorder::AuditRecorder;
 use crate::agents::registry::Registry;
 use crate::agents::session::SessionService;
 use crate::api::{self, ApiState};
@@ -86,7 +87,17 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
             config.initial_cluster
         );
     }
-    let api_state = Arc::new(ApiState::new(consensus.clone(), config.codedir.clone()));
+    let (audit, audit_queue) = AuditRecorder::new();
+    let api_state = Arc::new(ApiState::new(
+        consensus.clone(),
+        config.codedir.clone(),
+        audit.clone(),
+        if config.insecure_http {
+            "http"
+        } else {
+            "https"
+        },
+    ));
     let grpc = tonic::service::Routes::new(
         RaftServer::new(RaftService::new(
             raft.clone(),
@@ -104,6 +115,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
     .into_axum_router();
     let registry = Arc::new(Registry::default());
     let tasks = Arc::new(TaskGroup::default());
+    tasks.spawn(audit.run(consensus.clone(), audit_queue));
     let sessions = tonic::service::Routes::new(AgentSessionsServer::new(SessionService::new(
         consensus.clone(),
         registry.clone(),

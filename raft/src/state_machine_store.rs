@@ -369,6 +369,7 @@ mod tests {
                 request_id: request_id.map(str::to_string),
                 now_ms: now,
                 command,
+                origin: None,
             })
         };
         apply(
@@ -402,7 +403,10 @@ mod tests {
             trace: false,
             evaltrace: false,
             description: None,
-            owner: "admin".into(),
+            owner: porch_core::Actor {
+                id: "admin".into(),
+                login: "admin".into(),
+            },
         };
         for (request_id, cap) in [("with-starts", Some(10)), ("without", None)] {
             apply(

@@ -198,6 +198,9 @@ fn random_spec(rng: &mut SmallRng, plan: &Plan) -> JobSpec {
         trace: false,
         evaltrace: false,
         description: Some("simulated".into()),
-        owner: "sim".into(),
+        owner: porch_core::Actor {
+            id: "sim".into(),
+            login: "sim".into(),
+        },
     }
 }

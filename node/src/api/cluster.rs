@@ -1,16 +1,19 @@
 //! `GET /status`, the API root, and porch's cluster endpoints (`/cluster`, members).
 
+use super::ApiState;
 use super::error::ApiError;
-use super::{ApiState, base_url};
-use axum::Json;
+use crate::access::principal::Principal;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use porch_core::access::permission::Action;
+use porch_core::audit::{AuditAction, AuditRecord, AuditResult};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-pub async fn root(headers: HeaderMap) -> Json<Value> {
-    let base = base_url(&headers);
+pub async fn root(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Json<Value> {
+    let base = state.base_url(&headers);
     Json(json!({
         "info": {
             "title": "porch orchestrator API",
@@ -55,10 +58,32 @@ struct AddMemberBody {
     addr: String,
 }
 
+/// Records a membership change (made or failed) in the audit log.
+fn audit_member(
+    state: &ApiState,
+    principal: &Principal,
+    action: AuditAction,
+    id: u64,
+    result: &Result<(), crate::consensus::ConsensusError>,
+) {
+    state.audit.record(AuditRecord {
+        actor: Some(principal.actor.clone()),
+        source: principal.source.clone(),
+        action,
+        target: id.to_string(),
+        result: match result {
+            Ok(()) => AuditResult::Ok,
+            Err(e) => AuditResult::Failed(porch_core::Rejection::Invalid(e.to_string())),
+        },
+    });
+}
+
 pub async fn add_member(
     State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    principal.require(&state, &Action::Admin)?;
     let body: AddMemberBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::validation(format!(
             "invalid request body (expected {{\"id\": 4, \"addr\": \"host:port\"}}): {e}"
@@ -69,20 +94,23 @@ pub async fn add_member(
     }
     crate::config::validate_addr(&body.addr)
         .map_err(|e| ApiError::validation(format!("'addr': {e}")))?;
-    state
-        .consensus
-        .add_member(body.id, body.addr.clone())
-        .await?;
+    let result = state.consensus.add_member(body.id, body.addr.clone()).await;
+    audit_member(&state, &principal, AuditAction::MemberAdd, body.id, &result);
+    result?;
     Ok(Json(json!({"added": {"id": body.id, "addr": body.addr}})))
 }
 
 pub async fn remove_member(
     State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    principal.require(&state, &Action::Admin)?;
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::validation(format!("node id {id:?} is not an integer")))?;
-    state.consensus.remove_member(id).await?;
+    let result = state.consensus.remove_member(id).await;
+    audit_member(&state, &principal, AuditAction::MemberRemove, id, &result);
+    result?;
     Ok(Json(json!({"removed": {"id": id}})))
 }

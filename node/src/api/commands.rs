@@ -1,12 +1,14 @@
 //! `POST /command/deploy`, `/command/stop`, and porch's `/command/plan`.
 
 use super::error::ApiError;
-use super::{ApiState, base_url, deploy_request, owner};
+use super::{ApiState, deploy_request};
+use crate::access::principal::{Principal, refusal_error};
 use crate::planner::plan_for;
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use porch_core::access::permission::Action;
 use porch_core::{Command, JobId, Outcome, Rejection};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -41,23 +43,46 @@ async fn plan_off_the_runtime(
         .map_err(|e| ApiError::internal(format!("planning did not finish: {e}")))?
 }
 
+/// The permission to run `spec` over `plan`'s nodes.
+fn run_action<'a>(spec: &'a porch_core::JobSpec, nodes: &'a [&'a str]) -> Action<'a> {
+    Action::Run {
+        environment: &spec.environment,
+        target: &spec.target,
+        nodes,
+    }
+}
+
 pub async fn deploy(
     State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let spec = deploy_request::parse(&body, owner(&headers))?;
+    let spec = deploy_request::parse(&body, principal.actor.clone())?;
     let request_id = state.request_id(&headers)?;
     let report = plan_off_the_runtime(&state, &spec).await?;
+    {
+        let nodes: Vec<&str> = report
+            .plan
+            .nodes()
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        principal.require(&state, &run_action(&spec, &nodes))?;
+    }
     let command = Command::SubmitJob {
         spec,
         plan: report.plan,
         // Stamped by the leader when it proposes.
         start_under_cap: None,
     };
-    match state.consensus.write(Some(request_id), command).await? {
+    let outcome = state
+        .consensus
+        .write_on_behalf(Some(request_id), command, Some(principal.origin()))
+        .await?;
+    match outcome {
         Outcome::JobSubmitted { job_id, .. } => {
-            let base = base_url(&headers);
+            let base = state.base_url(&headers);
             Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({"job": {
@@ -67,6 +92,9 @@ pub async fn deploy(
                 }})),
             ))
         }
+        Outcome::Rejected(Rejection::Access(refusal)) => {
+            Err(refusal_error(&refusal, Some(&principal.actor)))
+        }
         other => Err(ApiError::internal(format!(
             "unexpected outcome of a job submission: {other:?}"
         ))),
@@ -75,10 +103,10 @@ pub async fn deploy(
 
 pub async fn plan(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let spec = deploy_request::parse(&body, owner(&headers))?;
+    let spec = deploy_request::parse(&body, principal.actor.clone())?;
     let report = plan_off_the_runtime(&state, &spec).await?;
     let levels = report.plan.levels().map_err(crate::planner::plan_error)?;
     let nodes: Vec<Value> = report
@@ -133,6 +161,7 @@ pub fn parse_job_id(value: &Value) -> Result<JobId, ApiError> {
 
 pub async fn stop(
     State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -140,16 +169,29 @@ pub async fn stop(
         .map_err(|e| ApiError::validation(format!("invalid request body: {e}")))?;
     let job_id = parse_job_id(&body.job)?;
     let request_id = state.request_id(&headers)?;
-    match state
+    // The early answer; `apply` checks the permission on the job as it is then.
+    let known = state.consensus.view.read().cluster.job(job_id).map(|job| {
+        let nodes: Vec<String> = job.plan.nodes().iter().map(|n| n.name.clone()).collect();
+        (job.spec.clone(), nodes)
+    });
+    if let Some((spec, nodes)) = known {
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        principal.require(&state, &run_action(&spec, &nodes))?;
+    }
+    let outcome = state
         .consensus
-        .write(Some(request_id), Command::StopJob { job_id })
-        .await?
-    {
+        .write_on_behalf(
+            Some(request_id),
+            Command::StopJob { job_id },
+            Some(principal.origin()),
+        )
+        .await?;
+    match outcome {
         Outcome::JobStopped {
             job_id,
             node_states,
         } => {
-            let base = base_url(&headers);
+            let base = state.base_url(&headers);
             Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({"job": {
@@ -160,6 +202,9 @@ pub async fn stop(
             ))
         }
         Outcome::Rejected(Rejection::UnknownJob(id)) => Err(ApiError::unknown_job(id)),
+        Outcome::Rejected(Rejection::Access(refusal)) => {
+            Err(refusal_error(&refusal, Some(&principal.actor)))
+        }
         other => Err(ApiError::internal(format!(
             "unexpected outcome of a stop: {other:?}"
         ))),

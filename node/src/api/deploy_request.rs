@@ -44,7 +44,7 @@ pub const DESCRIPTION_BYTES_MAX: usize = 4096;
 const ENVIRONMENT_BYTES_MAX: usize = 255;
 
 /// Parses and validates a deploy body into a job spec (the plan is resolved separately).
-pub fn parse(body: &[u8], owner: String) -> Result<JobSpec, ApiError> {
+pub fn parse(body: &[u8], owner: porch_core::Actor) -> Result<JobSpec, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::validation(
             "the request body is empty; expected a JSON object",
@@ -169,8 +169,15 @@ fn parse_target(scope: Option<ScopeBody>, target: Option<String>) -> Result<Targ
 mod tests {
     use super::*;
 
+    fn me() -> porch_core::Actor {
+        porch_core::Actor {
+            id: "u-me".into(),
+            login: "me".into(),
+        }
+    }
+
     fn kind(body: &str) -> (&'static str, String) {
-        let e = parse(body.as_bytes(), "me".into()).unwrap_err();
+        let e = parse(body.as_bytes(), me()).unwrap_err();
         (e.kind, e.msg)
     }
 
@@ -219,7 +226,7 @@ mod tests {
     fn accepts_a_node_list() {
         let spec = parse(
             br#"{"environment":"production","scope":{"nodes":["a","b"]},"concurrency":2,"description":"x"}"#,
-            "me".into(),
+            me(),
         )
         .unwrap();
         assert_eq!(spec.target, Target::Nodes(vec!["a".into(), "b".into()]));

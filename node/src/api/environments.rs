@@ -17,7 +17,7 @@ fn load(state: &ApiState, env: &str) -> Result<Environment, ApiError> {
 }
 
 pub async fn list(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Json<Value> {
-    let base = super::base_url(&headers);
+    let base = state.base_url(&headers);
     let items: Vec<Value> = porch_lang::list_environments(&state.codedir)
         .into_iter()
         .map(|name| json!({"id": format!("{base}/orchestrator/v1/environments/{name}"), "name": name}))
@@ -31,7 +31,7 @@ pub async fn show(
     Path(env): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let environment = load(&state, &env)?;
-    let base = super::base_url(&headers);
+    let base = state.base_url(&headers);
     let applications: Vec<Value> = environment
         .applications
         .keys()

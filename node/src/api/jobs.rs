@@ -2,7 +2,7 @@
 //! client that got a 202 from any node sees its job on every node afterwards.
 
 use super::error::ApiError;
-use super::{ApiState, base_url, views};
+use super::{ApiState, views};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -56,7 +56,7 @@ pub async fn list(
     };
     let order = JobOrder::parse(order_by)?;
     state.consensus.read_barrier().await?;
-    let base = base_url(&headers);
+    let base = state.base_url(&headers);
     // A persistent map: this copy is O(1), and the sorting below runs without the lock
     // `apply` needs (sorting 100,000 jobs under it stalled every write on this node).
     let jobs = state.consensus.view.read().cluster.jobs().clone();
@@ -103,7 +103,7 @@ impl JobOrder {
         let id = job.id.0;
         match self {
             JobOrder::Timestamp => (String::new(), job.timestamp_ms(), id),
-            JobOrder::Owner => (job.spec.owner.clone(), 0, id),
+            JobOrder::Owner => (job.spec.owner.login.clone(), 0, id),
             JobOrder::Environment => (job.spec.environment.clone(), 0, id),
             JobOrder::Name => (String::new(), 0, id),
             JobOrder::State => (job.state().as_str().to_string(), 0, id),
@@ -171,7 +171,7 @@ pub async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let base = base_url(&headers);
+    let base = state.base_url(&headers);
     with_job(&state, &id, |job, _| Json(views::job_detail(job, &base))).await
 }
 
@@ -181,7 +181,7 @@ pub async fn nodes(
     Path(id): Path<String>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let base = base_url(&headers);
+    let base = state.base_url(&headers);
     let limit = int_param(&params, "limit")?
         .map(|l| l as usize)
         .unwrap_or(usize::MAX);
@@ -209,7 +209,7 @@ pub async fn events(
     Path(id): Path<String>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let base = base_url(&headers);
+    let base = state.base_url(&headers);
     let start = int_param(&params, "start")?.unwrap_or(0);
     with_job(&state, &id, |job, _| {
         let items: Vec<Value> = job
@@ -340,7 +340,13 @@ mod page_tests {
                 trace: false,
                 evaltrace: false,
                 description: None,
-                owner: ["alice", "bob", "carol", "dave", "eve"][(i % 5) as usize].into(),
+                owner: {
+                    let login = ["alice", "bob", "carol", "dave", "eve"][(i % 5) as usize];
+                    porch_core::Actor {
+                        id: format!("id-{login}"),
+                        login: login.into(),
+                    }
+                },
             };
             let command = Command::SubmitJob {
                 spec,
@@ -351,6 +357,7 @@ mod page_tests {
                 request_id: None,
                 now_ms: now,
                 command,
+                origin: None,
             });
             if i % 4 == 1 {
                 // Stopping a job that never started ends it: another state, a later timestamp.
@@ -359,6 +366,7 @@ mod page_tests {
                     request_id: None,
                     now_ms: now + 50,
                     command,
+                    origin: None,
                 });
             }
         }

@@ -2,14 +2,18 @@
 //! node. Writes go through [`Consensus::write`] (forwarded to the leader when needed); reads
 //! first pass a linearizable read barrier, then render the local applied state.
 
+pub mod audit;
 pub mod cluster;
 pub mod commands;
 pub mod deploy_request;
 pub mod environments;
 pub mod error;
 pub mod jobs;
+pub mod rbac;
 pub mod views;
 
+use crate::access::audit_recorder::AuditRecorder;
+use crate::access::principal::{require_token, require_view};
 use crate::consensus::Consensus;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -26,17 +30,28 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub struct ApiState {
     pub consensus: Arc<Consensus>,
     pub codedir: PathBuf,
+    /// Refusals and membership changes on their way to the audit log.
+    pub audit: Arc<AuditRecorder>,
+    /// `https` unless the node serves plain HTTP (`--insecure-http`): URLs in responses.
+    pub scheme: &'static str,
     /// Makes node-generated request ids unique: `<node>-<boot ms>-<counter>`.
     boot_ms: u64,
     next_request: AtomicU64,
 }
 
 impl ApiState {
-    pub fn new(consensus: Arc<Consensus>, codedir: PathBuf) -> ApiState {
+    pub fn new(
+        consensus: Arc<Consensus>,
+        codedir: PathBuf,
+        audit: Arc<AuditRecorder>,
+        scheme: &'static str,
+    ) -> ApiState {
         let boot_ms = consensus.clock().now_ms();
         ApiState {
             consensus,
             codedir,
+            audit,
+            scheme,
             boot_ms,
             next_request: AtomicU64::new(0),
         }
@@ -66,23 +81,16 @@ impl ApiState {
     }
 }
 
-/// Who submitted a request. porch has no RBAC yet: the login comes from `X-Porch-User`.
-pub fn owner(headers: &HeaderMap) -> String {
-    headers
-        .get("x-porch-user")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 255)
-        .unwrap_or("anonymous")
-        .to_string()
-}
-
-/// `http://host:port` as the client addressed this node, for the URLs inside responses.
-pub fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}")
+impl ApiState {
+    /// `https://host:port` as the client addressed this node, for the URLs inside responses.
+    pub fn base_url(&self, headers: &HeaderMap) -> String {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| h.len() <= 255 && !h.contains(['/', ' ']))
+            .unwrap_or("localhost");
+        format!("{}://{host}", self.scheme)
+    }
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -114,10 +122,37 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/status", get(cluster::status))
         .route("/cluster", get(cluster::cluster_status))
         .route("/cluster/members", post(cluster::add_member))
-        .route("/cluster/members/{id}", delete(cluster::remove_member));
-    Router::new()
+        .route("/cluster/members/{id}", delete(cluster::remove_member))
+        .route("/audit", get(audit::list))
+        // Every permission includes viewing; handlers check anything more.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_view,
+        ));
+    let rbac = Router::new()
+        .route("/v1/users/current", get(rbac::current_user))
+        .route("/v1/users", get(rbac::list_users).post(rbac::add_user))
+        .route(
+            "/v1/users/{login}",
+            delete(rbac::remove_user).put(rbac::update_user),
+        )
+        .route("/v1/roles", get(rbac::list_roles).post(rbac::add_role))
+        .route("/v1/roles/{name}", delete(rbac::remove_role));
+    let needs_token = Router::new()
         .nest("/orchestrator/v1", v1)
-        .route("/orchestrator", get(cluster::root))
+        .nest("/rbac-api", rbac)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    // Logins and revocations authenticate with what they carry (a password, the token).
+    let public = Router::new()
+        .route("/rbac-api/v1/auth/token", post(rbac::login))
+        .route("/rbac-api/v2/tokens", post(rbac::revoke_many))
+        .route("/rbac-api/v2/tokens/{token}", delete(rbac::revoke_one))
+        .route("/orchestrator", get(cluster::root));
+    needs_token
+        .merge(public)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(state)

@@ -43,7 +43,7 @@ pub fn job_summary(job: &Job, base: &str) -> Value {
             "target": spec.target.describe(),
             "description": spec.description,
         },
-        "owner": {"id": spec.owner, "login": spec.owner},
+        "owner": {"id": spec.owner.id, "login": spec.owner.login},
         "description": spec.description,
         "timestamp": format_time_ms(job.timestamp_ms()),
         "created_timestamp": format_time_ms(job.created_ms()),
