@@ -375,3 +375,53 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> Resu
         .and_then(|()| std::fs::rename(&temporary, path));
     written.map_err(|e| TlsError::dev_ca(path, format!("cannot write: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoke_by_serial_rewrites_every_ssldir_and_unknown_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::create(&dir.path().join("ca")).unwrap();
+        let web = ca
+            .issue(&dir.path().join("web"), "web1", &[], Validity::default())
+            .unwrap();
+        ca.issue(&dir.path().join("db"), "db1", &[], Validity::default())
+            .unwrap();
+        let serial = crate::cert_info::cert_facts(
+            &rustls_pki_types::CertificateDer::from_pem_file(&web.cert).unwrap(),
+        )
+        .unwrap()
+        .serial_hex;
+        use rustls_pki_types::pem::PemObject;
+        let written = ca.revoke(&serial).unwrap();
+        assert_eq!(
+            written,
+            vec![
+                ca.crl_path(),
+                dir.path().join("web/crl.pem"),
+                dir.path().join("db/crl.pem")
+            ]
+        );
+        let error = ca.revoke("nobody").unwrap_err().to_string();
+        assert!(
+            error.ends_with("no certificate issued for 'nobody'"),
+            "{error}"
+        );
+        assert!(
+            DevCa::create(&dir.path().join("ca")).is_err(),
+            "a CA was overwritten"
+        );
+        let reopened = DevCa::open(&dir.path().join("ca")).unwrap();
+        let paths = reopened
+            .issue(&dir.path().join("app"), "app1", &[], Validity::default())
+            .unwrap();
+        let identity = crate::TlsIdentity::load(paths).unwrap();
+        assert_eq!(
+            identity.certname(),
+            "app1",
+            "a reopened CA issues loadable certificates"
+        );
+    }
+}

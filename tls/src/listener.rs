@@ -86,6 +86,7 @@ impl Listener for TlsListener {
         }
     }
 
+    /// Our own address, with our own certname: who clients reach here.
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(PeerInfo {
             remote: self.tcp.local_addr()?,
