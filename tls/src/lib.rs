@@ -30,9 +30,11 @@ mod material;
 mod paths;
 mod verifier;
 
-pub use connector::TlsConnector;
+pub use connector::{TCP_CONNECT_TIMEOUT, TlsConnector};
 pub use describe::describe_tls_error;
 pub use error::{FileRole, TlsError};
 pub use identity::{TlsIdentity, client_config_trusting};
-pub use listener::{PeerInfo, PlainListener, TlsListener};
+pub use listener::{
+    PeerInfo, PlainListener, TLS_HANDSHAKE_TIMEOUT, TLS_HANDSHAKES_IN_FLIGHT_MAX, TlsListener,
+};
 pub use paths::{TlsPaths, default_ssldir};
