@@ -30,6 +30,10 @@ pub struct NodeConfig {
     /// Serve plain HTTP without TLS (`--insecure-http`): no client certificates, so agents
     /// and peers are not authenticated. Tokens are still required.
     pub insecure_http: bool,
+    /// This node's certificate, key, CA and CRL (`None` only with `insecure_http`).
+    pub tls: Option<porch_tls::TlsPaths>,
+    /// How often certificate and CRL files are looked at for changes.
+    pub tls_reload_every: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -79,6 +83,8 @@ impl NodeConfig {
                 .unwrap_or(0)
                 ^ std::process::id() as u64,
             insecure_http: false,
+            tls: None,
+            tls_reload_every: Duration::from_secs(10),
         }
     }
 
@@ -131,7 +137,7 @@ pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String
 pub fn parse_member(item: &str) -> Result<(u64, String), String> {
     let (id, addr) = item
         .split_once('=')
-        .ok_or_else(|| format!("'{item}' is not of the form <id>=<host:port>"))?;
+        .ok_or_else(|| format!("'{item}' is not of the form <id>=[certname@]<host:port>"))?;
     let id: u64 = id
         .trim()
         .parse()
@@ -143,9 +149,15 @@ pub fn parse_member(item: &str) -> Result<(u64, String), String> {
     Ok((id, addr.trim().to_string()))
 }
 
-/// Checks `host:port` (port 1-65535, host non-empty).
+/// Checks a member address `[certname@]host:port` (port 1-65535, host non-empty).
 pub fn validate_addr(addr: &str) -> Result<(), String> {
-    let (host, port) = addr
+    if let Some((certname, _)) = addr.split_once('@') {
+        if !porch_core::plan::is_valid_certname(certname) {
+            return Err(format!("'{addr}': {certname:?} is not a valid certname"));
+        }
+    }
+    let socket = porch_raft::member_socket_addr(addr);
+    let (host, port) = socket
         .rsplit_once(':')
         .ok_or_else(|| format!("'{addr}' has no port"))?;
     if host.is_empty() {

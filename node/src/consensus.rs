@@ -437,6 +437,19 @@ impl Consensus {
             .map_err(|e| format!("leader {leader} sent an undecodable reply: {e}"))
     }
 
+    /// Whether `certname` is the certname of a current member (voter or learner); `None`
+    /// while this node knows no membership yet (before its first entry from a leader).
+    /// Reads the server metrics (no copy): this runs on every raft RPC received.
+    pub fn is_member_certname(&self, certname: &str) -> Option<bool> {
+        use openraft::rt::watch::WatchReceiver;
+        let metrics = self.raft.server_metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        let mut nodes = membership.nodes().peekable();
+        nodes.peek()?;
+        Some(nodes.any(|(_, node)| node.certname() == certname))
+    }
+
     /// The members with their addresses and whether they vote.
     pub fn members(&self) -> BTreeMap<u64, (String, bool)> {
         let metrics = self.metrics();

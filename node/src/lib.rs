@@ -22,6 +22,7 @@ pub mod config;
 pub mod consensus;
 pub mod housekeeping;
 pub mod identity;
+pub mod peer_auth;
 pub mod planner;
 pub mod query;
 pub mod scheduler_loop;

@@ -10,13 +10,17 @@ use crate::cluster_service::ClusterService;
 use crate::config::NodeConfig;
 use crate::consensus::Consensus;
 use crate::identity::{self, DataDirState};
+use crate::peer_auth::{PeerPolicy, require_member};
 use crate::tasks::TaskGroup;
 use porch_agent::proto::agent_sessions_server::AgentSessionsServer;
 use porch_core::scheduler::SchedulerLimits;
-use porch_raft::network::{ClusterIdSource, Dialer, MESSAGE_BYTES_MAX, Network, TcpDialer};
+use porch_raft::network::{
+    ClusterIdSource, Dialer, MESSAGE_BYTES_MAX, Network, TcpDialer, TlsDialer,
+};
 use porch_raft::proto::{cluster_server::ClusterServer, raft_server::RaftServer};
 use porch_raft::raft_service::RaftService;
 use porch_raft::{Disk, LogStore, PeerNode, Raft, SledDisk, StateMachineStore};
+use porch_tls::{PeerInfo, PlainListener, TlsListener};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +39,8 @@ pub struct NodeEnv {
 pub struct Node {
     pub consensus: Arc<Consensus>,
     pub router: axum::Router,
+    /// This start initialised a new cluster (the founding member's very first start).
+    pub initialised_cluster: bool,
     /// Every task of this node (loops, agent sessions, pending commits).
     tasks: Arc<TaskGroup>,
 }
@@ -71,7 +77,9 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         config.request_timeout,
         u32::try_from(config.runs_in_flight_max).unwrap_or(u32::MAX),
     ));
-    if fresh == DataDirState::Fresh && config.initial_cluster.keys().next() == Some(&config.id) {
+    let initialised_cluster =
+        fresh == DataDirState::Fresh && config.initial_cluster.keys().next() == Some(&config.id);
+    if initialised_cluster {
         // Exactly one founding member initialises: the one with the lowest id, and only on
         // its very first start (a restart finds its identity and never re-initialises).
         let members: BTreeMap<u64, PeerNode> = config
@@ -121,18 +129,32 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         registry.clone(),
         AGENT_HEARTBEAT_INTERVAL,
         tasks.clone(),
+        !config.insecure_http,
     )))
     .into_axum_router();
-    let router = api::router(api_state)
+    let peer_policy = Arc::new(PeerPolicy {
+        consensus: consensus.clone(),
+        initial_certnames: config
+            .initial_cluster
+            .values()
+            .map(|addr| porch_raft::member_certname(addr).to_string())
+            .collect(),
+        required: !config.insecure_http,
+    });
+    let internal = axum::Router::new()
         .route_service(
             "/porch.internal.v1.Raft/{*method}",
             grpc.clone().into_service(),
         )
         .route_service("/porch.internal.v1.Cluster/{*method}", grpc.into_service())
-        .route_service(
-            "/porch.agent.v1.AgentSessions/{*method}",
-            sessions.into_service(),
-        );
+        .route_layer(axum::middleware::from_fn_with_state(
+            peer_policy,
+            require_member,
+        ));
+    let router = api::router(api_state).merge(internal).route_service(
+        "/porch.agent.v1.AgentSessions/{*method}",
+        sessions.into_service(),
+    );
     let limits = SchedulerLimits {
         runs_in_flight_max: config.runs_in_flight_max,
         ..SchedulerLimits::default()
@@ -151,6 +173,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
     Ok(Node {
         consensus,
         router,
+        initialised_cluster,
         tasks,
     })
 }
@@ -188,35 +211,110 @@ async fn serve_seeded(config: NodeConfig) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
+    let identity = match &config.tls {
+        Some(paths) => {
+            Some(porch_tls::TlsIdentity::load(paths.clone()).map_err(|e| e.to_string())?)
+        }
+        None if config.insecure_http => None,
+        None => {
+            return Err(
+                "no certificate: give --ssldir or --cert/--key/--cacert (or --insecure-http)"
+                    .into(),
+            );
+        }
+    };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("--listen {}: cannot bind: {e}", config.listen))?;
+    let connect_timeout = Duration::from_secs(2);
+    let dialer: Arc<dyn Dialer> = match &identity {
+        Some(identity) => Arc::new(TlsDialer {
+            identity: identity.clone(),
+            connect_timeout,
+        }),
+        None => Arc::new(TcpDialer { connect_timeout }),
+    };
     let env = NodeEnv {
         clock: Arc::new(SystemClock),
-        dialer: Arc::new(TcpDialer {
-            connect_timeout: Duration::from_secs(2),
-        }),
+        dialer,
         disk: Arc::new(disk),
     };
     let node = build(&config, env).await?;
-    tracing::info!("node {} serving on {}", config.id, config.listen);
+    set_up_first_admin(&node, &config.data_dir)?;
     let app = node.router.clone();
-    // Nagle's algorithm plus delayed ACKs would add ~40 ms to small request/response pairs.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // `into_make_service` hands each connection a clone of the router (an `Arc`). Serving the
-    // `Router` itself rebuilds its route table for every connection (`with_state(())`):
-    // 9 KB per connected agent, measured with heaptrack.
-    let serving =
-        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(shutdown_signal());
+    // `into_make_service_with_connect_info` hands each connection a clone of the router (an
+    // `Arc`) plus who is connected. Serving the `Router` itself rebuilds its route table for
+    // every connection (`with_state(())`): 9 KB per connected agent, measured with heaptrack.
+    let app = app.into_make_service_with_connect_info::<PeerInfo>();
+    let serving: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+        match &identity {
+            Some(identity) => {
+                tracing::info!(
+                    "node {} serving TLS on {} as '{}' (certificate {}, CA {})",
+                    config.id,
+                    config.listen,
+                    identity.certname(),
+                    identity.paths().cert.display(),
+                    identity.paths().cacert.display()
+                );
+                let _reloader = identity.spawn_reloader(config.tls_reload_every);
+                let listener = TlsListener::new(listener, identity.clone());
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown_signal())
+                        .into_future(),
+                )
+            }
+            None => {
+                tracing::warn!(
+                    "node {} serving PLAIN HTTP on {} (--insecure-http): traffic is unencrypted and agents and peers are not authenticated",
+                    config.id,
+                    config.listen
+                );
+                let listener = PlainListener::new(listener);
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown_signal())
+                        .into_future(),
+                )
+            }
+        };
     let result = tokio::select! {
         served = serving => served.map_err(|e| format!("server failed: {e}")),
         why = raft_stopped(node.consensus.raft.clone()) => Err(why),
     };
     node.shutdown().await;
     result
+}
+
+/// The initialising node writes the first admin's credential and commits that admin; after a
+/// restart before the commit, the file still there makes it try again.
+fn set_up_first_admin(node: &Node, data_dir: &std::path::Path) -> Result<(), String> {
+    use crate::access::bootstrap;
+    let path = bootstrap::credential_path(data_dir);
+    let password = if node.initialised_cluster {
+        let password = bootstrap::write_admin_credential(data_dir)?;
+        tracing::info!(
+            "the first admin's credential is in {} (readable by this user only): log in with it, then create your own admin and delete the file",
+            path.display()
+        );
+        password
+    } else if path.exists()
+        && !node
+            .consensus
+            .view
+            .read()
+            .cluster
+            .access()
+            .is_bootstrapped()
+    {
+        bootstrap::read_password_file(&path)?
+    } else {
+        return Ok(());
+    };
+    node.tasks
+        .spawn(bootstrap::run(node.consensus.clone(), password));
+    Ok(())
 }
 
 /// Resolves when raft stopped on its own: openraft stops for good on a storage error (a

@@ -34,20 +34,45 @@ pub trait Dialer: Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel, String>;
 }
 
-/// Dials real TCP.
+/// The endpoint for a member address `[certname@]host:port` (the URI stays `http://`: TLS,
+/// when used, is done by the connector).
+fn endpoint(addr: &str, connect_timeout: Duration) -> Result<tonic::transport::Endpoint, String> {
+    let socket = crate::types::member_socket_addr(addr);
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{socket}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true),
+    )
+}
+
+/// Dials plain TCP (`--insecure-http`).
 pub struct TcpDialer {
     pub connect_timeout: Duration,
 }
 
 impl Dialer for TcpDialer {
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        Ok(endpoint.connect_lazy())
+        Ok(endpoint(addr, self.connect_timeout)?.connect_lazy())
+    }
+}
+
+/// Dials TLS with this node's Puppet certificate as client certificate, and expects the
+/// member's certname on the other end (not the address's host: Puppet certificates are
+/// issued for certnames).
+pub struct TlsDialer {
+    pub identity: Arc<porch_tls::TlsIdentity>,
+    pub connect_timeout: Duration,
+}
+
+impl Dialer for TlsDialer {
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let connector = porch_tls::TlsConnector::new(self.identity.clone())
+            .with_server_name(crate::types::member_certname(addr))?
+            .with_connect_timeout(self.connect_timeout);
+        Ok(endpoint(addr, self.connect_timeout)?.connect_with_connector_lazy(connector))
     }
 }
 

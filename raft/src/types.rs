@@ -6,8 +6,29 @@ use serde::{Deserialize, Serialize};
 /// A cluster member's address, as openraft's membership records it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerNode {
-    /// `host:port` serving raft RPC, agent sessions and the HTTP API.
+    /// `[certname@]host:port` serving raft RPC, agent sessions and the HTTP API. The certname
+    /// (the subject of the member's Puppet certificate; the host when omitted) is whom peers
+    /// expect at that address and whom they accept raft traffic from.
     pub addr: String,
+}
+
+impl PeerNode {
+    pub fn certname(&self) -> &str {
+        member_certname(&self.addr)
+    }
+}
+
+/// The certname of a member address `[certname@]host:port`: before `@`, else the host.
+pub fn member_certname(addr: &str) -> &str {
+    match addr.split_once('@') {
+        Some((certname, _)) => certname,
+        None => addr.rsplit_once(':').map_or(addr, |(host, _)| host),
+    }
+}
+
+/// The `host:port` to dial of a member address `[certname@]host:port`.
+pub fn member_socket_addr(addr: &str) -> &str {
+    addr.split_once('@').map_or(addr, |(_, socket)| socket)
 }
 
 impl std::fmt::Display for PeerNode {

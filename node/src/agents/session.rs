@@ -46,6 +46,9 @@ pub struct SessionService {
     heartbeat_interval: Duration,
     boot_ms: u64,
     next_session: AtomicU64,
+    /// Sessions are opened only for the certname of the connection's client certificate
+    /// (false with `--insecure-http`, where connections carry none).
+    require_certificates: bool,
 }
 
 impl SessionService {
@@ -54,9 +57,11 @@ impl SessionService {
         registry: Arc<Registry>,
         heartbeat_interval: Duration,
         tasks: Arc<TaskGroup>,
+        require_certificates: bool,
     ) -> SessionService {
         let boot_ms = consensus.clock().now_ms();
         SessionService {
+            require_certificates,
             consensus,
             tasks,
             registry,
@@ -73,6 +78,29 @@ fn message(kind: Kind) -> ServerMessage {
     ServerMessage { kind: Some(kind) }
 }
 
+impl SessionService {
+    /// Why a connection may not open a session for `certname`: an agent proves its certname
+    /// with its Puppet certificate, so no agent can take another's session.
+    fn certificate_refusal(
+        &self,
+        peer: Option<&porch_tls::PeerInfo>,
+        certname: &str,
+    ) -> Option<String> {
+        if !self.require_certificates {
+            return None;
+        }
+        match peer.and_then(|p| p.certname.as_deref()) {
+            None => Some(format!(
+                "no client certificate: the agent for '{certname}' must present its Puppet certificate"
+            )),
+            Some(proven) if proven != certname => Some(format!(
+                "this connection's certificate is for '{proven}'; it cannot open a session for '{certname}'"
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl AgentSessions for SessionService {
     type SessionStream = ServerStream;
@@ -81,6 +109,10 @@ impl AgentSessions for SessionService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<ServerStream>, Status> {
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<porch_tls::PeerInfo>>()
+            .map(|c| c.0.clone());
         let mut inbound = request.into_inner();
         let (tx, rx) = session_queue();
         let outbound: ServerStream = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
@@ -103,6 +135,12 @@ impl AgentSessions for SessionService {
                     reason: format!("{:?} is not a valid certname", hello.certname),
                 })))
                 .await;
+            return Ok(Response::new(outbound));
+        }
+        if let Some(reason) = self.certificate_refusal(peer.as_ref(), &hello.certname) {
+            let remote = peer.map_or("an unknown address".into(), |p| p.remote.to_string());
+            tracing::warn!("refused an agent session from {remote}: {reason}");
+            let _ = tx.send(message(Kind::Refused(Refused { reason }))).await;
             return Ok(Response::new(outbound));
         }
         let session = format!(
