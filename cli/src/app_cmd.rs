@@ -1,6 +1,6 @@
 //! `puppet-app show` (and `porch app show`).
 
-use crate::client::Client;
+use crate::client::{Client, percent_encode as encode};
 use crate::config::{GlobalArgs, resolve};
 use crate::exit_code;
 use crate::job_cmd::Format;
@@ -19,19 +19,6 @@ pub enum AppCommand {
     },
 }
 
-/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 pub async fn run_app(command: AppCommand, global: &GlobalArgs) -> ExitCode {
     let settings = match resolve(global) {
         Ok(s) => s,
@@ -40,7 +27,13 @@ pub async fn run_app(command: AppCommand, global: &GlobalArgs) -> ExitCode {
             return ExitCode::from(exit_code::USAGE);
         }
     };
-    let client = Client::new(&settings);
+    let client = match Client::new(&settings) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
     let AppCommand::Show {
         application,
         environment,

@@ -29,7 +29,13 @@ pub async fn run_cluster(command: ClusterCommand, global: &GlobalArgs) -> ExitCo
             return ExitCode::from(exit_code::USAGE);
         }
     };
-    let client = Client::new(&settings);
+    let client = match Client::new(&settings) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
     let result = match command {
         ClusterCommand::Status { format } => match client.get("/cluster").await {
             Ok(status) if format == Format::Json => {

@@ -111,7 +111,8 @@ pub fn deploy_body(args: &RunArgs, settings: &Settings) -> Result<Value, String>
     let mut body = json!({
         "environment": environment,
         "scope": scope,
-        "noop": args.noop,
+        // orchestrator.conf's "noop" is the default when neither flag is given.
+        "noop": args.noop || (!args.no_noop && settings.noop == Some(true)),
         "no_noop": args.no_noop,
         "enforce_environment": !args.no_enforce_environment,
     });
@@ -139,7 +140,10 @@ pub async fn run_job(command: JobCommand, global: &GlobalArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return usage(e),
     };
-    let client = Client::new(&settings);
+    let client = match Client::new(&settings) {
+        Ok(client) => client,
+        Err(e) => return fail(e),
+    };
     match command {
         JobCommand::Run(args) => run(&client, &settings, &args).await,
         JobCommand::Plan(args) => plan(&client, &settings, &args).await,

@@ -1,14 +1,19 @@
 //! porch-cli: the command-line programs.
 //!
 //! - `porch`: `server` (an orchestrator node), `dev` (a local 3-node cluster), `agent`,
-//!   `job`/`app`/`cluster` (clients), `bench`.
-//! - `puppet-job` and `puppet-app`: the PE-compatible clients (same code as `porch job|app`).
+//!   `job`/`app`/`cluster`/`access`/`rbac`/`audit` (clients), `bench`.
+//! - `puppet-job`, `puppet-app` and `puppet-access`: the PE-compatible clients (same code as
+//!   `porch job|app|access`).
 //!
-//! Clients resolve where to go in [`config`] (flags, `PORCH_SERVICE_URL`, PE's
-//! `orchestrator.conf`), talk through [`client::Client`] (failover across URLs, one request id
-//! per command), and exit with the statuses in [`exit_code`].
+//! Clients resolve where to go, which CA to trust and which token to send in [`config`]
+//! (flags, `PORCH_SERVICE_URL`, PE's `puppet-access.conf` and `orchestrator.conf`,
+//! `porch dev`'s conf), talk HTTPS through [`client::Client`] (Puppet's CA only, the RBAC token
+//! as `X-Authentication`, failover across URLs, one request id per command), and exit with the
+//! statuses in [`exit_code`]. [`access_cmd`] obtains and stores the token.
 
+pub mod access_cmd;
 pub mod app_cmd;
+pub mod audit_cmd;
 pub mod bench_cmd;
 pub mod client;
 pub mod cluster_cmd;
@@ -16,6 +21,7 @@ pub mod config;
 pub mod exit_code;
 pub mod fanout_bench;
 pub mod job_cmd;
+pub mod rbac_cmd;
 pub mod server_cmd;
 
 /// Sets up logging to stderr (`PORCH_LOG`, tracing env-filter syntax) and a runtime, and runs

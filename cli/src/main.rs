@@ -2,18 +2,18 @@
 
 use clap::{Parser, Subcommand};
 use porch_cli::config::GlobalArgs;
-use porch_cli::{app_cmd, bench_cmd, cluster_cmd, job_cmd, run_main, server_cmd};
+use porch_cli::{
+    access_cmd, app_cmd, audit_cmd, bench_cmd, cluster_cmd, exit_code, job_cmd, rbac_cmd, run_main,
+    server_cmd,
+};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "porch", version, about = "A highly available Puppet orchestrator", after_help = EXIT_CODES)]
+#[command(name = "porch", version, about = "A highly available Puppet orchestrator", after_help = exit_code::SUMMARY)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
-
-const EXIT_CODES: &str = "Client exit codes: 0 success, 1 node failures, 2 usage or invalid request, \
-3 job stopped, 4 job failed, 5 orchestrator unreachable, 6 other API error, 130 interrupted.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -44,6 +44,27 @@ enum Command {
         #[command(subcommand)]
         command: cluster_cmd::ClusterCommand,
     },
+    /// RBAC tokens: login, show, whoami, revoke (as puppet-access).
+    Access {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: access_cmd::AccessCommand,
+    },
+    /// RBAC users and roles.
+    Rbac {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: rbac_cmd::RbacCommand,
+    },
+    /// The audit log: who did what, newest first.
+    Audit {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(flatten)]
+        args: audit_cmd::AuditArgs,
+    },
     /// Benchmarks (results for BENCHMARKS.md).
     Bench(bench_cmd::BenchArgs),
     /// Deterministic simulation: the real cluster in one process under seeded faults.
@@ -66,6 +87,9 @@ fn main() -> ExitCode {
             Command::Cluster { global, command } => {
                 cluster_cmd::run_cluster(command, &global).await
             }
+            Command::Access { global, command } => access_cmd::run_access(command, &global).await,
+            Command::Rbac { global, command } => rbac_cmd::run_rbac(command, &global).await,
+            Command::Audit { global, args } => audit_cmd::run_audit(args, &global).await,
             Command::Bench(args) => bench_cmd::run_bench(args).await,
             // The simulation builds its own seeded single-threaded runtime per seed, which
             // must not start inside this one: a plain thread has no runtime context.

@@ -10,8 +10,7 @@ use std::process::ExitCode;
     name = "puppet-job",
     version,
     about = "Run Puppet on nodes now, in dependency order",
-    after_help = "Exit codes: 0 success, 1 node failures, 2 usage or invalid request, 3 job stopped, \
-4 job failed, 5 orchestrator unreachable, 6 other API error, 130 interrupted."
+    after_help = porch_cli::exit_code::SUMMARY
 )]
 struct Cli {
     #[command(flatten)]
