@@ -88,6 +88,13 @@ impl ClientError {
         }
     }
 
+    /// Whether trying again later may succeed (no orchestrator answered). An answer, a
+    /// certificate problem or a bad configuration stays the same: a job being followed
+    /// stops following (with the exit code of the error) instead of retrying forever.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClientError::Unreachable { .. })
+    }
+
     /// The API error kind (`puppetlabs.rbac/token-expired`), if the server answered.
     pub fn kind(&self) -> Option<&str> {
         match self {

@@ -255,10 +255,7 @@ async fn follow(client: &Client, job: &str, format: Format) -> ExitCode {
                     }
                 }
             }
-            Err(ClientError::Api { status, kind, msg }) => {
-                eprintln!("error: {}", ClientError::Api { status, kind, msg });
-                return ExitCode::from(exit_code::API_ERROR);
-            }
+            Err(e) if !e.is_transient() => return fail(e),
             Err(e) => eprintln!("warning: {e}; retrying"),
         }
         match client.get(&format!("/jobs/{job}")).await {
@@ -279,7 +276,7 @@ async fn follow(client: &Client, job: &str, format: Format) -> ExitCode {
                     return summarize(&detail, started.elapsed(), format);
                 }
             }
-            Err(e @ ClientError::Api { .. }) => return fail(e),
+            Err(e) if !e.is_transient() => return fail(e),
             Err(e) => eprintln!("warning: {e}; retrying"),
         }
         tokio::select! {

@@ -1,6 +1,7 @@
 //! The client against a throwaway HTTPS server with a dev CA: trust only the given CA, plain
 //! words and their own exit codes for TLS, 401 and 403 failures, no failover on 401, and
-//! `puppet-access login` writing a token that `puppet-job` then sends.
+//! `puppet-access login` writing a token that `puppet-job` and `porch audit` then send,
+//! `puppet-access revoke` deleting it.
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
@@ -39,6 +40,31 @@ fn app(token: &'static str) -> Router {
                     )
                 }
             }),
+        )
+        .route(
+            "/rbac-api/v2/tokens",
+            post(|axum::Json(body): axum::Json<Value>| async move {
+                assert_eq!(body, json!({"revoke_tokens": [TOKEN]}));
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
+            "/orchestrator/v1/audit",
+            get(
+                |axum::extract::Query(page): axum::extract::Query<
+                    std::collections::HashMap<String, u64>,
+                >| async move {
+                    // Three entries, pages capped at two: the client must ask again.
+                    let offset = page["offset"];
+                    let limit = page["limit"].min(2);
+                    let items: Vec<Value> = (offset..3)
+                        .take(limit as usize)
+                        .map(|i| json!({"id": i.to_string(), "action": "job.run", "outcome": "ok"}))
+                        .collect();
+                    axum::Json(json!({"items": items,
+                        "pagination": {"offset": offset, "limit": limit, "total": 3}}))
+                },
+            ),
         )
         .route(
             "/orchestrator/v1/jobs",
@@ -253,7 +279,7 @@ async fn run(program: &str, args: &[&str], home: &Path, stdin: &str) -> (i32, St
 }
 
 #[tokio::test]
-async fn puppet_access_login_saves_a_0600_token_that_puppet_job_sends() {
+async fn login_saves_a_0600_token_the_commands_send_and_revoke_deletes_it() {
     let pki = Pki::new();
     let url = pki.serve("orch1", TOKEN).await;
     let home = tempfile::tempdir().unwrap();
@@ -325,6 +351,38 @@ async fn puppet_access_login_saves_a_0600_token_that_puppet_job_sends() {
 
     let (code, stdout, _) = run(access, &["show"], home.path(), "").await;
     assert_eq!((code, stdout.trim()), (0, TOKEN));
+
+    let porch = env!("CARGO_BIN_EXE_porch");
+    let (code, stdout, stderr) = run(
+        porch,
+        &[
+            "audit",
+            "--limit",
+            "10",
+            "--format",
+            "json",
+            "--service-url",
+            &url,
+            "--cacert",
+            ca,
+        ],
+        home.path(),
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let audit: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(audit["items"].as_array().unwrap().len(), 3, "{audit}");
+
+    let (code, _, stderr) = run(
+        access,
+        &["revoke", "--service-url", &url, "--cacert", ca],
+        home.path(),
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!token_file.exists(), "revoke deletes the token file");
 
     let (code, _, stderr) = run(
         job,
