@@ -5,7 +5,10 @@ use crate::runner::{
 };
 use crate::session::Agent;
 use crate::spool::Spool;
+use crate::tls_flags::{self, TlsArgs};
+use crate::transport;
 use clap::{Args, ValueEnum};
+use porch_tls::TlsIdentity;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,8 @@ pub struct AgentArgs {
     #[arg(long)]
     pub certname: String,
     /// Orchestrator URLs, comma-separated; the agent fails over between them in order.
+    /// https://host:port (TLS; the server's certificate must be for `host`), or http:// with
+    /// --insecure-http.
     #[arg(long, value_delimiter = ',', required = true)]
     pub service_url: Vec<String>,
     /// Where accepted transactions and their results are kept (survives restarts).
@@ -58,9 +63,19 @@ pub struct AgentArgs {
     /// simulate runner: probability that a run fails.
     #[arg(long, default_value_t = 0.1)]
     pub simulate_failure_rate: f64,
-    /// Host this many agent sessions in one process (certnames `<certname>1..N`); for load tests.
+    /// Host this many agent sessions in one process (certnames `<certname>1..N`, each with
+    /// its own certificate in --ssldir); for load tests.
     #[arg(long, default_value_t = 1)]
     pub sessions: usize,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The agents some flags describe, and the TLS identities they dial with (none with
+/// --insecure-http), which the caller keeps reloading.
+pub struct Agents {
+    pub agents: Vec<Arc<Agent>>,
+    pub identities: Vec<Arc<TlsIdentity>>,
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -118,8 +133,9 @@ impl AgentArgs {
         })
     }
 
-    /// The agents these flags describe (one, or `--sessions` of them).
-    pub fn agents(&self) -> Result<Vec<Arc<Agent>>, String> {
+    /// The agents these flags describe (one, or `--sessions` of them), each with its checked
+    /// TLS identity loaded. Reads files and does crypto: call it off the async threads.
+    pub fn agents(&self) -> Result<Agents, String> {
         if !porch_certname_ok(&self.certname) {
             return Err(format!(
                 "--certname: {:?} is not a valid certname",
@@ -127,11 +143,7 @@ impl AgentArgs {
             ));
         }
         for url in &self.service_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!(
-                    "--service-url: {url:?} must start with http:// or https://"
-                ));
-            }
+            transport::tonic_url(url, self.tls.insecure_http)?;
         }
         if self.sessions == 0 {
             return Err("--sessions must be at least 1".into());
@@ -139,8 +151,18 @@ impl AgentArgs {
         if self.sessions > 1 && self.runner != RunnerKind::Simulate {
             return Err("--sessions above 1 is for load tests and needs --runner simulate".into());
         }
+        if self.sessions > 1 && self.tls.cert.is_some() {
+            return Err(format!(
+                "--cert names one certificate, but each of the --sessions {} simulated agents \
+                 ({}1 .. {}{}) needs its own: put them in --ssldir",
+                self.sessions, self.certname, self.certname, self.sessions
+            ));
+        }
         let runner = Arc::new(self.runner()?);
-        let mut agents = Vec::new();
+        let mut agents = Agents {
+            agents: Vec::with_capacity(self.sessions),
+            identities: Vec::new(),
+        };
         for i in 0..self.sessions {
             let (certname, spool_dir) = if self.sessions == 1 {
                 (self.certname.clone(), self.spool_dir.clone())
@@ -148,13 +170,20 @@ impl AgentArgs {
                 let name = format!("{}{}", self.certname, i + 1);
                 (name.clone(), self.spool_dir.join(&name))
             };
+            let connector = if self.tls.insecure_http {
+                transport::plain_connector()
+            } else {
+                let identity = self.tls.load_identity(&certname)?;
+                agents.identities.push(identity.clone());
+                transport::tls_connector(identity)
+            };
             let spool = Spool::open(&spool_dir)?;
-            agents.push(Arc::new(Agent {
+            agents.agents.push(Arc::new(Agent {
                 certname,
                 urls: self.service_url.clone(),
                 spool: Arc::new(Mutex::new(spool)),
                 runner: runner.clone(),
-                connector: None,
+                connector: Some(connector),
                 observer: None,
             }));
         }
@@ -172,16 +201,44 @@ fn porch_certname_ok(name: &str) -> bool {
 
 /// Runs the agent(s) until the process is stopped.
 pub async fn run_agent(args: AgentArgs) -> ExitCode {
-    let agents = match args.agents() {
-        Ok(agents) => agents,
-        Err(e) => {
+    let reload_secs = args.tls.tls_reload_secs;
+    let insecure_http = args.tls.insecure_http;
+    let loaded = tokio::task::spawn_blocking(move || args.agents()).await;
+    let Agents { agents, identities } = match loaded {
+        Ok(Ok(agents)) => agents,
+        Ok(Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
+        Err(e) => {
+            eprintln!("error: loading the agents failed: {e}");
+            return ExitCode::from(1);
+        }
     };
+    if insecure_http {
+        tracing::warn!(
+            "--insecure-http: talking plain HTTP without certificates; anyone on the network \
+             can read and forge this agent's sessions"
+        );
+    }
+    let _reloader = (reload_secs > 0 && !identities.is_empty()).then(|| {
+        AbortOnDrop(tls_flags::spawn_reloader(
+            &identities,
+            Duration::from_secs(reload_secs),
+        ))
+    });
+    drop(identities);
     let tasks: Vec<_> = agents.into_iter().map(|a| tokio::spawn(a.run())).collect();
     tokio::select! {
         _ = futures::future::join_all(tasks) => ExitCode::SUCCESS,
         _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

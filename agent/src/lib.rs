@@ -15,6 +15,8 @@ pub mod codec;
 pub mod runner;
 pub mod session;
 pub mod spool;
+pub mod tls_flags;
+pub mod transport;
 
 /// Generated gRPC code for the agent protocol.
 pub mod proto {

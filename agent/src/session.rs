@@ -11,6 +11,7 @@ use crate::proto::{
 };
 use crate::runner::Runner;
 use crate::spool::{Entry, Outcome, Spool, StoredResult, valid_transaction_id};
+use crate::transport::describe_status;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -19,8 +20,21 @@ use tokio::sync::mpsc;
 /// once, so this only guards against a misbehaving server.
 pub const RUN_QUEUE_MAX: usize = 64;
 
-/// Opens a channel to an orchestrator URL. Production dials TCP; the simulation passes its
-/// in-memory network here, so it drives this very session code.
+/// How long a node has to answer a session (its headers, then its welcome) before the agent
+/// gives up on it and fails over.
+pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reconnect delays double from the first to the last, jittered ([`jittered`]).
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Starts the error of a session the server refused with a `Refused` message.
+const REFUSED_PREFIX: &str = "refused the session: ";
+
+/// Opens a channel to an orchestrator URL (as the user wrote it). Production dials TLS
+/// ([`crate::transport::tls_connector`]) or plain HTTP; the simulation passes its in-memory
+/// network here, so it drives this very session code. Channels may connect lazily: a dial's
+/// failure then surfaces at the session call, where it is described.
 pub type Connector = Arc<dyn Fn(&str) -> Result<tonic::transport::Channel, String> + Send + Sync>;
 
 /// What the agent does, for whoever watches (the simulation's checkers): `(transaction id,
@@ -32,6 +46,8 @@ pub struct Agent {
     pub urls: Vec<String>,
     pub spool: Arc<Mutex<Spool>>,
     pub runner: Arc<Runner>,
+    /// None dials plain HTTP ([`crate::transport::plain_connector`]); agents built from flags
+    /// always set one.
     pub connector: Option<Connector>,
     pub observer: Option<RunObserver>,
 }
@@ -104,19 +120,26 @@ impl Agent {
         let _worker = AbortOnDrop(worker);
         let mut url_index = 0usize;
         let mut failures_here = 0u32;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = BACKOFF_FIRST;
         let mut attempt = 0u64;
         loop {
             let url = self.urls[url_index % self.urls.len()].clone();
             match self.session(&url, &work_tx, &mut done_rx).await {
                 Ok(()) => {
                     tracing::info!("{}: session with {url} ended", self.certname);
-                    backoff = Duration::from_millis(100);
+                    backoff = BACKOFF_FIRST;
                 }
                 Err(e) => {
-                    tracing::warn!("{}: session with {url}: {e}", self.certname);
-                    // A node that refuses us (cut off from its cluster) is not worth a retry.
-                    if e.starts_with("refused") {
+                    // TLS trouble needs someone to fix certificates: say so louder than a
+                    // node going away. Either way the agent backs off and retries.
+                    if e.contains("TLS: ") {
+                        tracing::error!("{}: {url}: {e}", self.certname);
+                    } else {
+                        tracing::warn!("{}: {url}: {e}", self.certname);
+                    }
+                    // A node that refuses us (cut off from its cluster, or not accepting our
+                    // certificate) is not worth a retry.
+                    if e.starts_with(REFUSED_PREFIX) {
                         failures_here += 1;
                     }
                 }
@@ -129,7 +152,7 @@ impl Agent {
             }
             attempt += 1;
             tokio::time::sleep(jittered(backoff, &self.certname, attempt)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -169,13 +192,7 @@ impl Agent {
     ) -> Result<(), String> {
         let channel = match &self.connector {
             Some(connect) => connect(url)?,
-            None => tonic::transport::Endpoint::from_shared(url.to_string())
-                .map_err(|e| format!("bad --service-url {url:?}: {e}"))?
-                .connect_timeout(Duration::from_secs(5))
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .map_err(|e| format!("cannot connect: {e}"))?,
+            None => crate::transport::plain_connector()(url)?,
         };
         let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(256);
         out_tx
@@ -191,15 +208,19 @@ impl Agent {
                 out_rx,
                 |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
             );
-        let mut inbound = AgentSessionsClient::new(channel)
-            .session(outbound)
-            .await
-            .map_err(|s| format!("session refused: {}", s.message()))?
+        let opened = tokio::time::timeout(
+            WELCOME_TIMEOUT,
+            AgentSessionsClient::new(channel).session(outbound),
+        )
+        .await
+        .map_err(|_| format!("no answer within {WELCOME_TIMEOUT:?}"))?;
+        let mut inbound = opened
+            .map_err(|s| format!("cannot open a session: {}", describe_status(&s)))?
             .into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        let first = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message())
             .await
-            .map_err(|_| "no welcome within 10 s")?
-            .map_err(|s| format!("session failed: {}", s.message()))?;
+            .map_err(|_| format!("no welcome within {WELCOME_TIMEOUT:?}"))?
+            .map_err(|s| format!("session failed: {}", describe_status(&s)))?;
         let heartbeat = match first.and_then(|m| m.kind) {
             Some(server_message::Kind::Welcome(w)) => {
                 tracing::info!(
@@ -209,7 +230,9 @@ impl Agent {
                 );
                 Duration::from_secs(w.heartbeat_interval_secs.clamp(1, 300) as u64)
             }
-            Some(server_message::Kind::Refused(r)) => return Err(format!("refused: {}", r.reason)),
+            Some(server_message::Kind::Refused(r)) => {
+                return Err(format!("{REFUSED_PREFIX}{}", r.reason));
+            }
             _ => return Err("the server did not welcome the session".into()),
         };
         let unacked = {
@@ -234,7 +257,7 @@ impl Agent {
                         self.handle(message, work_tx, &out_tx).await?;
                     }
                     Ok(None) => return Ok(()),
-                    Err(status) => return Err(format!("session lost: {}", status.message())),
+                    Err(status) => return Err(format!("session lost: {}", describe_status(&status))),
                 },
                 Some(transaction_id) = done_rx.recv() => {
                     let entry = lock(&self.spool).get(&transaction_id).cloned();
@@ -299,7 +322,9 @@ impl Agent {
                 }
                 None
             }
-            Some(server_message::Kind::Refused(r)) => return Err(format!("refused: {}", r.reason)),
+            Some(server_message::Kind::Refused(r)) => {
+                return Err(format!("{REFUSED_PREFIX}{}", r.reason));
+            }
             Some(server_message::Kind::Heartbeat(_))
             | Some(server_message::Kind::Welcome(_))
             | None => None,

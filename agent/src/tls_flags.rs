@@ -1,0 +1,126 @@
+//! The agent's TLS flags, loaded into one checked identity per certname at start: a missing,
+//! garbage or expired file, or a certificate for another certname, stops the agent before it
+//! dials anything, with the file named.
+
+use clap::Args;
+use porch_tls::{TlsIdentity, TlsPaths, default_ssldir};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// Puppet's ssldir: the agent presents `certs/<certname>.pem` with
+    /// `private_keys/<certname>.pem`, trusts only `certs/ca.pem` and checks `crl.pem` when
+    /// present. With --sessions N it holds one certificate per simulated certname
+    /// (`<certname>1` .. `<certname>N`). [default: Puppet's, e.g. /etc/puppetlabs/puppet/ssl
+    /// for root]
+    #[arg(long, conflicts_with = "insecure_http")]
+    pub ssldir: Option<PathBuf>,
+    /// This host's certificate (PEM), instead of the ssldir's.
+    #[arg(long, requires = "key", conflicts_with = "insecure_http")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM), instead of the ssldir's.
+    #[arg(long, requires = "cert", conflicts_with = "insecure_http")]
+    pub key: Option<PathBuf>,
+    /// The CA certificate(s) to trust (PEM), instead of the ssldir's `certs/ca.pem`.
+    #[arg(long, conflicts_with = "insecure_http")]
+    pub cacert: Option<PathBuf>,
+    /// The CA's revocation list (PEM), instead of the ssldir's `crl.pem`.
+    #[arg(long, conflicts_with = "insecure_http")]
+    pub crl: Option<PathBuf>,
+    /// Talk plain, unencrypted HTTP without certificates (tests and benchmarks only). Service
+    /// URLs must then be http://; without this flag they must be https:// (the scheme always
+    /// says what is on the wire).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// How often the certificate, key, CA and CRL files are checked for changes; a changed
+    /// file is used from the next connection on. 0 turns reloading off.
+    #[arg(long, default_value_t = 10)]
+    pub tls_reload_secs: u64,
+}
+
+impl TlsArgs {
+    /// The files for `certname`: the ssldir's, with each explicit flag overriding its file.
+    /// `--cert`/`--key` name one certificate, so they only apply to a single agent.
+    pub fn paths(&self, certname: &str) -> TlsPaths {
+        let ssldir = self.ssldir.clone().unwrap_or_else(default_ssldir);
+        let mut paths = TlsPaths::from_ssldir(&ssldir, certname);
+        if let Some(cert) = &self.cert {
+            paths.cert = cert.clone();
+        }
+        if let Some(key) = &self.key {
+            paths.key = key.clone();
+        }
+        if let Some(cacert) = &self.cacert {
+            paths.cacert = cacert.clone();
+        }
+        if let Some(crl) = &self.crl {
+            paths.crl = Some(crl.clone());
+        }
+        paths
+    }
+
+    /// Loads and checks the identity of `certname`: every file readable and consistent, the
+    /// certificate valid now and issued for `certname` (the orchestrator opens sessions only
+    /// for the certificate's certname, so a mismatch could never connect).
+    pub fn load_identity(&self, certname: &str) -> Result<Arc<TlsIdentity>, String> {
+        let paths = self.paths(certname);
+        let cert_missing = !paths.cert.exists();
+        let identity = TlsIdentity::load(paths.clone()).map_err(|error| {
+            if cert_missing && self.cert.is_none() {
+                format!(
+                    "{error} (no certificate for '{certname}' in the ssldir: is this host's \
+                     certificate signed? `puppet ssl bootstrap` fetches it; --ssldir, or \
+                     --cert and --key, point elsewhere)"
+                )
+            } else {
+                error.to_string()
+            }
+        })?;
+        let actual = identity.certname();
+        if actual != certname {
+            return Err(format!(
+                "--certname {certname} but the certificate {} is for '{actual}'",
+                paths.cert.display()
+            ));
+        }
+        Ok(identity)
+    }
+}
+
+/// Polls every identity's files each `interval` in one task (thousands of simulated agents
+/// share it, rather than a task each), keeping the previous configuration of any whose new
+/// files are bad. Ends when every identity is dropped.
+pub fn spawn_reloader(
+    identities: &[Arc<TlsIdentity>],
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let identities: Arc<[Weak<TlsIdentity>]> = identities.iter().map(Arc::downgrade).collect();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let identities = identities.clone();
+            let alive = tokio::task::spawn_blocking(move || {
+                let mut alive = 0usize;
+                for identity in identities.iter().filter_map(Weak::upgrade) {
+                    alive += 1;
+                    if let Err(error) = identity.reload_now() {
+                        tracing::warn!(
+                            "{}: TLS reload failed, keeping the previous certificates: {error}",
+                            identity.certname()
+                        );
+                    }
+                }
+                alive
+            })
+            .await;
+            if alive.unwrap_or(0) == 0 {
+                return;
+            }
+        }
+    })
+}
