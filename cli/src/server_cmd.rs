@@ -47,6 +47,74 @@ pub struct ServerArgs {
     /// Puppet code directory (environments/<env>/manifests, modules).
     #[arg(long, default_value = "/etc/puppetlabs/code")]
     pub codedir: PathBuf,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Where a node's certificate comes from: Puppet's ssldir layout, or files named one by one.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Puppet's ssldir: certs/<certname>.pem, private_keys/<certname>.pem, certs/ca.pem,
+    /// crl.pem (default: Puppet's, /etc/puppetlabs/puppet/ssl for root).
+    #[arg(long)]
+    pub ssldir: Option<PathBuf>,
+    /// This node's certname (default: the certname of its --initial-cluster entry).
+    #[arg(long)]
+    pub certname: Option<String>,
+    /// This node's certificate (PEM); overrides the ssldir's.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM); overrides the ssldir's.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// The CA to trust (PEM); overrides the ssldir's.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// The CA's revocation list (PEM); overrides the ssldir's.
+    #[arg(long)]
+    pub crl: Option<PathBuf>,
+    /// Serve plain HTTP without TLS: traffic unencrypted, agents and peers unauthenticated
+    /// (API tokens are still required). For experiments only.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Seconds between looks at the certificate and CRL files (changes apply without a restart).
+    #[arg(long, default_value_t = 10)]
+    pub tls_reload_secs: u64,
+}
+
+impl TlsArgs {
+    /// The files to load, or `None` with `--insecure-http`.
+    pub fn paths(&self, default_certname: &str) -> Result<Option<porch_tls::TlsPaths>, String> {
+        let explicit = [&self.cert, &self.key, &self.cacert, &self.crl];
+        if self.insecure_http {
+            if self.ssldir.is_some() || explicit.iter().any(|f| f.is_some()) {
+                return Err(
+                    "--insecure-http serves no TLS: drop --ssldir/--cert/--key/--cacert/--crl"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        }
+        let certname = self.certname.as_deref().unwrap_or(default_certname);
+        let ssldir = self
+            .ssldir
+            .clone()
+            .unwrap_or_else(porch_tls::default_ssldir);
+        let mut paths = porch_tls::TlsPaths::from_ssldir(&ssldir, certname);
+        if let Some(cert) = &self.cert {
+            paths.cert = cert.clone();
+        }
+        if let Some(key) = &self.key {
+            paths.key = key.clone();
+        }
+        if let Some(cacert) = &self.cacert {
+            paths.cacert = cacert.clone();
+        }
+        if let Some(crl) = &self.crl {
+            paths.crl = Some(crl.clone());
+        }
+        Ok(Some(paths))
+    }
 }
 
 impl ServerArgs {
@@ -96,6 +164,11 @@ impl ServerArgs {
         config.runs_in_flight_max = self.runs_in_flight_max;
         config.agent_unreachable_timeout = Duration::from_secs(self.agent_timeout_secs);
         config.codedir = self.codedir.clone();
+        config.tls = self
+            .tls
+            .paths(porch_raft::member_certname(&config.advertise))?;
+        config.insecure_http = self.tls.insecure_http;
+        config.tls_reload_every = Duration::from_secs(self.tls.tls_reload_secs.max(1));
         Ok(config)
     }
 }
@@ -146,101 +219,252 @@ const EXAMPLE_NODES: [&str; 9] = [
     "blog1.example.com",
 ];
 
+/// The dev cluster's TLS material and client settings under its data dir: a throwaway CA,
+/// certificates for the three nodes and the example agents in one Puppet-style ssldir.
+struct DevPki {
+    ssldir: PathBuf,
+    cacert: PathBuf,
+}
+
+fn dev_certname(id: usize) -> String {
+    format!("porch-node{id}")
+}
+
+fn dev_pki(data_dir: &std::path::Path, agents: &[&str]) -> Result<DevPki, String> {
+    use porch_tls::dev_ca::{DevCa, Validity};
+    let ssldir = data_dir.join("ssl");
+    let ca = DevCa::open_or_create(&data_dir.join("ca")).map_err(|e| e.to_string())?;
+    let loopback = ["127.0.0.1", "localhost", "::1"];
+    let names: Vec<String> = (1..=3)
+        .map(dev_certname)
+        .chain(agents.iter().map(|a| a.to_string()))
+        .collect();
+    for name in &names {
+        if !ssldir.join("certs").join(format!("{name}.pem")).exists() {
+            ca.issue(&ssldir, name, &loopback, Validity::default())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(DevPki {
+        cacert: ssldir.join("certs").join("ca.pem"),
+        ssldir,
+    })
+}
+
+/// Logs in as the first admin with the credential node 1 wrote, for up to `within`.
+async fn dev_admin_token(
+    data_dir: &std::path::Path,
+    url: &str,
+    cacert: &std::path::Path,
+    within: Duration,
+) -> Result<String, String> {
+    let credential = data_dir.join("node1").join("admin-credential");
+    let tls = porch_tls::client_config_trusting(cacert, None).map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("cannot build an HTTPS client: {e}"))?;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = String::from("no answer yet");
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let password = match porch_node::access::bootstrap::read_password_file(&credential) {
+            Ok(password) => password,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let body = serde_json::json!({"login": "admin", "password": password, "lifetime": "7d", "label": "porch dev"});
+        match http
+            .post(format!("{url}/rbac-api/v1/auth/token"))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => {
+                let value: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+                if let Some(token) = value["token"].as_str() {
+                    return Ok(token.to_string());
+                }
+                last = format!("unexpected login reply: {value}");
+            }
+            Ok(response) => last = format!("login answered {}", response.status()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// Writes a file readable by this user only.
+fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Starts three `porch server` processes on loopback and waits for Ctrl+C.
 pub async fn run_dev(args: DevArgs) -> ExitCode {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
+    match dev(args).await {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: cannot find the porch executable: {e}");
-            return ExitCode::from(1);
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
-    };
+    }
+}
+
+async fn dev(args: DevArgs) -> Result<ExitCode, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the porch executable: {e}"))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("{}: cannot create: {e}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)
+        .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    let agents: &[&str] = if args.agents { &EXAMPLE_NODES } else { &[] };
+    let pki = dev_pki(&data_dir, agents)?;
     let ports: Vec<u16> = (0..3).map(|i| args.base_port.saturating_add(i)).collect();
     let cluster = ports
         .iter()
         .enumerate()
-        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .map(|(i, p)| format!("{}={}@127.0.0.1:{p}", i + 1, dev_certname(i + 1)))
         .collect::<Vec<_>>()
         .join(",");
     let codedir = args.codedir.clone().unwrap_or_else(default_codedir);
     let mut children = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let id = i + 1;
-        let data_dir = args.data_dir.join(format!("node{id}"));
         let child = tokio::process::Command::new(&exe)
             .arg("server")
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(data_dir.join(format!("node{id}")))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--initial-cluster", &cluster])
+            .arg("--ssldir")
+            .arg(&pki.ssldir)
+            .args(["--certname", &dev_certname(id)])
             .arg("--codedir")
             .arg(&codedir)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start node {id}: {e}"))?;
+        children.push(child);
+    }
+    let url_list: Vec<String> = ports
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
+        .collect();
+    let urls = url_list.join(",");
+    for (i, node) in agents.iter().enumerate() {
+        let child = tokio::process::Command::new(&exe)
+            .arg("agent")
+            .args([
+                "--certname",
+                node,
+                "--service-url",
+                &urls,
+                "--runner",
+                "simulate",
+            ])
+            .arg("--ssldir")
+            .arg(&pki.ssldir)
+            .args([
+                "--simulate-seed",
+                &(i + 1).to_string(),
+                "--simulate-duration-ms",
+                "500..3000",
+            ])
+            .args(["--simulate-failure-rate", "0.05"])
+            .arg("--spool-dir")
+            .arg(data_dir.join("agents").join(node))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn();
         match child {
             Ok(child) => children.push(child),
-            Err(e) => {
-                eprintln!("error: cannot start node {id}: {e}");
-                return ExitCode::from(1);
-            }
+            Err(e) => eprintln!("warning: cannot start the agent of {node}: {e}"),
         }
     }
-    let urls = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    if args.agents {
-        for (i, node) in EXAMPLE_NODES.iter().enumerate() {
-            let child = tokio::process::Command::new(&exe)
-                .arg("agent")
-                .args([
-                    "--certname",
-                    node,
-                    "--service-url",
-                    &urls,
-                    "--runner",
-                    "simulate",
-                ])
-                .args([
-                    "--simulate-seed",
-                    &(i + 1).to_string(),
-                    "--simulate-duration-ms",
-                    "500..3000",
-                ])
-                .args(["--simulate-failure-rate", "0.05"])
-                .arg("--spool-dir")
-                .arg(args.data_dir.join("agents").join(node))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn();
-            match child {
-                Ok(child) => children.push(child),
-                Err(e) => eprintln!("warning: cannot start the agent of {node}: {e}"),
-            }
+    let token_file = data_dir.join("token");
+    let conf_file = data_dir.join("orchestrator.conf");
+    match dev_admin_token(
+        &data_dir,
+        &url_list[0],
+        &pki.cacert,
+        Duration::from_secs(60),
+    )
+    .await
+    {
+        Ok(token) => {
+            write_private(&token_file, &format!("{token}\n"))?;
+            let conf = serde_json::json!({"options": {
+                "service-url": url_list[0],
+                "porch-service-urls": url_list,
+                "cacert": pki.cacert,
+                "token-file": token_file,
+                "environment": "production",
+            }});
+            let text = serde_json::to_string_pretty(&conf).map_err(|e| e.to_string())?;
+            std::fs::write(&conf_file, text + "\n")
+                .map_err(|e| format!("{}: {e}", conf_file.display()))?;
         }
+        Err(e) => eprintln!(
+            "warning: could not log in as admin ({e}); log in yourself: porch access login --username admin"
+        ),
     }
-    println!("porch dev cluster: 3 nodes on {urls}");
+    println!("porch dev cluster: 3 nodes on {urls} (TLS from a throwaway CA)");
     if args.agents {
         println!(
-            "  agents:   {} simulated ({})",
+            "  agents:   {} simulated, each with its own certificate ({})",
             EXAMPLE_NODES.len(),
             EXAMPLE_NODES.join(", ")
         );
     }
-    println!("  data:     {}", args.data_dir.display());
+    println!("  data:     {}", data_dir.display());
+    println!(
+        "  CA:       {} (certificates in {})",
+        pki.cacert.display(),
+        pki.ssldir.display()
+    );
+    println!(
+        "  admin:    {} (the first admin's password)",
+        data_dir.join("node1").join("admin-credential").display()
+    );
+    println!(
+        "  token:    {} (admin, 7 days); clients run from {} find it through {}",
+        token_file.display(),
+        std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+        conf_file.display()
+    );
     println!("  code:     {}", codedir.display());
     println!("  try:      puppet-job run --application 'Lamp[prod]'");
     println!(
         "            puppet-job run --nodes web1.example.com,web2.example.com --concurrency 1"
     );
     println!("            puppet-app show Lamp");
-    println!("            puppet-job plan --application Webstack");
     println!("            puppet-job show");
     println!("            porch cluster status");
-    println!("  (clients default to http://127.0.0.1:8143; add --service-url {urls} to fail over)");
+    println!("            porch rbac user add alice --role operator");
+    println!(
+        "  elsewhere: export PORCH_SERVICE_URL={urls}; pass --cacert {} --token-file {}",
+        pki.cacert.display(),
+        token_file.display()
+    );
     println!("Ctrl+C stops the cluster (data is kept).");
     porch_node::server::shutdown_signal().await;
     for child in &mut children {
@@ -249,7 +473,7 @@ pub async fn run_dev(args: DevArgs) -> ExitCode {
     for child in &mut children {
         let _ = child.wait().await;
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The shipped example code next to the workspace, if it is there.

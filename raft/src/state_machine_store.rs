@@ -424,6 +424,43 @@ mod tests {
             1,
             "the first job's db started in its own entry"
         );
+        // Access control and the audit log travel in snapshots too (the simulation caught an
+        // internally tagged enum, which bincode cannot read).
+        let admin = porch_core::access::NewUser {
+            id: "u-1".into(),
+            login: "admin".into(),
+            display_name: "Admin".into(),
+            password_hash: "$argon2id$x".into(),
+            roles: vec!["admin".into()],
+        };
+        apply(&mut cluster, None, Command::BootstrapAccess { admin });
+        apply(
+            &mut cluster,
+            None,
+            Command::AddRole {
+                name: "web".into(),
+                description: "web only".into(),
+                permissions: vec![porch_core::access::permission::Permission::Run {
+                    environments: vec!["production".into()],
+                    nodes: vec!["web*".into()],
+                    applications: vec![],
+                }],
+            },
+        );
+        apply(
+            &mut cluster,
+            None,
+            Command::IssueToken {
+                token_id: "t1".into(),
+                secret_sha256: [9; 32],
+                user_id: "u-1".into(),
+                lifetime_ms: 60_000,
+                label: Some("cli".into()),
+                source: "127.0.0.1:1 via node 1".into(),
+            },
+        );
+        assert_eq!(cluster.audit().len(), 1);
+        assert_eq!(cluster.access().roles().count(), 4);
         let state = AppliedState {
             cluster,
             ..AppliedState::default()

@@ -1,5 +1,8 @@
 //! Harness for porch's multi-process tests: real `porch server` and `porch agent` processes
-//! on loopback, each with its own sled data dir in a temp dir, driven over the real HTTP API.
+//! on loopback, each with its own sled data dir in a temp dir, driven over the real HTTP API —
+//! secure as in production: a throwaway CA issues every node's and agent's certificate, nodes
+//! and agents speak mutual TLS, and API calls carry the token of the first admin (logged in
+//! with the credential the initialising node wrote).
 //!
 //! The `porch` binary is looked up next to the test executable (`target/<profile>/porch`);
 //! build it first (`cargo build --workspace --bins`, as `.ci/run` does). Every wait is a
@@ -74,6 +77,27 @@ pub struct Cluster {
     nodes: BTreeMap<u64, Proc>,
     agents: BTreeMap<String, Proc>,
     http: reqwest::blocking::Client,
+    pub ca: porch_tls::dev_ca::DevCa,
+    /// The ssldir holding every certificate the CA issued (Puppet's layout).
+    pub ssldir: PathBuf,
+    /// The admin's token (sent with every request of this harness) and the file holding it.
+    pub token: String,
+    pub token_file: PathBuf,
+}
+
+/// The certname of node `id`'s certificate.
+pub fn node_certname(id: u64) -> String {
+    format!("node{id}")
+}
+
+/// An HTTPS client trusting only the cluster's CA.
+pub fn https_client(cacert: &Path) -> reqwest::blocking::Client {
+    let tls = porch_tls::client_config_trusting(cacert, None).expect("the test CA loads");
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("http client")
 }
 
 impl Drop for Cluster {
@@ -126,34 +150,106 @@ impl Cluster {
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: BTreeMap<u64, u16> = (1..=n).map(|id| (id, free_port())).collect();
+        let ca = porch_tls::dev_ca::DevCa::create(&dir.path().join("ca")).expect("a test CA");
+        let ssldir = dir.path().join("ssl");
+        let token_file = dir.path().join("token");
         let mut cluster = Cluster {
+            http: https_client(&ca.cacert_path()),
+            ca,
+            ssldir,
+            token: String::new(),
+            token_file,
             dir,
             ports,
             nodes: BTreeMap::new(),
             agents: BTreeMap::new(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .expect("http client"),
         };
         let initial = cluster.initial_cluster();
         for id in 1..=n {
             cluster.add_process(id, &initial, extra);
         }
+        // A login needs a leader (it commits the token), so it comes first; `/status` needs it.
+        cluster.token = cluster.admin_token();
+        std::fs::write(&cluster.token_file, &cluster.token).expect("write the token file");
         cluster.wait_for_leader(Duration::from_secs(20));
         cluster
+    }
+
+    /// Issues a certificate for `certname` (loopback alt names) into the cluster's ssldir.
+    pub fn issue_cert(&self, certname: &str) {
+        self.ca
+            .issue(
+                &self.ssldir,
+                certname,
+                &["127.0.0.1", "localhost"],
+                porch_tls::dev_ca::Validity::default(),
+            )
+            .unwrap_or_else(|e| panic!("issue a certificate for {certname}: {e}"));
+    }
+
+    pub fn cacert(&self) -> PathBuf {
+        self.ssldir.join("certs").join("ca.pem")
+    }
+
+    /// The flags a client needs to reach this cluster as the admin.
+    pub fn client_flags(&self) -> Vec<String> {
+        vec![
+            "--cacert".into(),
+            self.cacert().display().to_string(),
+            "--token-file".into(),
+            self.token_file.display().to_string(),
+        ]
+    }
+
+    /// Logs in through node `id`; the token, or the error body.
+    pub fn login(&self, id: u64, login: &str, password: &str, lifetime: &str) -> Result<String, (u16, Value)> {
+        let body = serde_json::json!({"login": login, "password": password, "lifetime": lifetime});
+        let r = self
+            .http
+            .post(format!("{}/rbac-api/v1/auth/token", self.url(id)))
+            .json(&body)
+            .send()
+            .unwrap_or_else(|e| panic!("login on node {id}: {e:?}"));
+        let status = r.status().as_u16();
+        let value: Value = r.json().unwrap_or(Value::Null);
+        match value["token"].as_str() {
+            Some(token) if status == 200 => Ok(token.to_string()),
+            _ => Err((status, value)),
+        }
+    }
+
+    /// The first admin's password, as the initialising node (the lowest id) wrote it.
+    pub fn admin_password(&self) -> String {
+        let first = *self.ports.keys().next().expect("a node");
+        let path = self.data_dir(first).join("admin-credential");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.lines()
+            .find_map(|l| l.strip_prefix("password:"))
+            .map(|p| p.trim().to_string())
+            .unwrap_or_else(|| panic!("{}: no password line", path.display()))
+    }
+
+    fn admin_token(&self) -> String {
+        let first = *self.ports.keys().next().expect("a node");
+        wait_until(Duration::from_secs(30), "an admin login", || {
+            let path = self.data_dir(first).join("admin-credential");
+            std::fs::metadata(&path).ok()?;
+            self.login(first, "admin", &self.admin_password(), "1h").ok()
+        })
     }
 
     fn initial_cluster(&self) -> String {
         self.ports
             .iter()
-            .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
+            .map(|(id, port)| format!("{id}={}@127.0.0.1:{port}", node_certname(*id)))
             .collect::<Vec<_>>()
             .join(",")
     }
 
     fn add_process(&mut self, id: u64, initial: &str, extra: &[&str]) {
         let port = self.ports[&id];
+        self.issue_cert(&node_certname(id));
         let mut args: Vec<String> = vec![
             "server".into(),
             "--id".into(),
@@ -164,6 +260,12 @@ impl Cluster {
             format!("127.0.0.1:{port}"),
             "--initial-cluster".into(),
             initial.to_string(),
+            "--ssldir".into(),
+            self.ssldir.display().to_string(),
+            "--certname".into(),
+            node_certname(id),
+            "--tls-reload-secs".into(),
+            "1".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc {
@@ -179,22 +281,24 @@ impl Cluster {
     pub fn start_extra_node(&mut self, id: u64, extra: &[&str]) -> String {
         let port = free_port();
         self.ports.insert(id, port);
-        let initial = format!("{id}=127.0.0.1:{port}");
-        // Listing only itself with an id that is not the lowest founding id would initialise a
-        // one-node cluster; so list a founding member with a lower id first.
-        let first = self
+        let addr = format!("{}@127.0.0.1:{port}", node_certname(id));
+        // The current members come first: a node not yet added trusts raft traffic from the
+        // certnames of its --initial-cluster, and it lists itself with a higher id than the
+        // lowest founding id, so it never initialises a cluster of its own.
+        let members = self
             .ports
             .iter()
-            .next()
-            .map(|(i, p)| format!("{i}=127.0.0.1:{p}"))
-            .unwrap_or_default();
-        self.add_process(id, &format!("{first},{initial}"), extra);
+            .filter(|(i, _)| **i != id)
+            .map(|(i, p)| format!("{i}={}@127.0.0.1:{p}", node_certname(*i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.add_process(id, &format!("{members},{id}={addr}"), extra);
         wait_until(
             Duration::from_secs(20),
             &format!("node {id} to answer"),
-            || self.status(id),
+            || self.answers(id).then_some(()),
         );
-        format!("127.0.0.1:{port}")
+        addr
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {
@@ -202,7 +306,7 @@ impl Cluster {
     }
 
     pub fn url(&self, id: u64) -> String {
-        format!("http://127.0.0.1:{}", self.ports[&id])
+        format!("https://127.0.0.1:{}", self.ports[&id])
     }
 
     pub fn urls(&self) -> String {
@@ -233,6 +337,28 @@ impl Cluster {
         Some(status)
     }
 
+    /// Everything the agent printed so far.
+    pub fn agent_log(&self, certname: &str) -> String {
+        std::fs::read_to_string(&self.agents[certname].log).unwrap_or_default()
+    }
+
+    /// `DELETE /orchestrator/v1{path}` as the admin.
+    pub fn delete(&self, id: u64, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .delete(format!("{}/orchestrator/v1{path}", self.url(id)))
+            .header("X-Authentication", &self.token)
+            .send()
+            .unwrap_or_else(|e| panic!("DELETE {path} on node {id}: {e:?}"));
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// The harness's HTTPS client (trusts the cluster's CA, sends no token by itself).
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        &self.http
+    }
+
     /// Everything the node printed so far.
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
@@ -242,11 +368,22 @@ impl Cluster {
         self.nodes.get_mut(&id).expect("known node").spawn();
     }
 
+    /// Whether the node answers HTTPS at all (its API root, which needs no token: a node not
+    /// yet in the cluster cannot check tokens).
+    pub fn answers(&self, id: u64) -> bool {
+        self.http
+            .get(format!("{}/orchestrator", self.url(id)))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    }
+
     /// This node's own `/status`, if it answers.
     pub fn status(&self, id: u64) -> Option<Value> {
         let r = self
             .http
             .get(format!("{}/orchestrator/v1/status", self.url(id)))
+            .header("X-Authentication", &self.token)
             .timeout(Duration::from_secs(2))
             .send()
             .ok()?;
@@ -273,9 +410,18 @@ impl Cluster {
     }
 
     pub fn get(&self, id: u64, path: &str) -> (u16, Value) {
-        let r = self
+        self.get_as(id, path, Some(&self.token))
+    }
+
+    /// `GET /orchestrator/v1{path}` with this token (or none).
+    pub fn get_as(&self, id: u64, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self
             .http
-            .get(format!("{}/orchestrator/v1{path}", self.url(id)))
+            .get(format!("{}/orchestrator/v1{path}", self.url(id)));
+        if let Some(token) = token {
+            request = request.header("X-Authentication", token);
+        }
+        let r = request
             .send()
             .unwrap_or_else(|e| panic!("GET {path} on node {id}: {e:?}"));
         let status = r.status().as_u16();
@@ -283,9 +429,17 @@ impl Cluster {
     }
 
     pub fn post(&self, id: u64, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let token = self.token.clone();
+        let mut with_token = vec![("X-Authentication", token.as_str())];
+        with_token.extend_from_slice(headers);
+        self.post_raw(id, &format!("/orchestrator/v1{path}"), body, &with_token)
+    }
+
+    /// `POST {path}` (the full path) with exactly these headers.
+    pub fn post_raw(&self, id: u64, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
         let mut request = self
             .http
-            .post(format!("{}/orchestrator/v1{path}", self.url(id)))
+            .post(format!("{}{path}", self.url(id)))
             .body(body.to_string());
         for (k, v) in headers {
             request = request.header(*k, *v);
@@ -336,10 +490,20 @@ impl Cluster {
 
     /// Starts an agent for `certname` with the command runner, connected to all nodes.
     pub fn start_agent(&mut self, certname: &str, command: &Path) {
-        let args = vec![
+        self.issue_cert(certname);
+        self.start_agent_with(certname, command, &[]);
+    }
+
+    /// Starts an agent for `certname` with extra flags (e.g. another certificate).
+    pub fn start_agent_with(&mut self, certname: &str, command: &Path, extra: &[&str]) {
+        let mut args = vec![
             "agent".to_string(),
             "--certname".into(),
             certname.into(),
+            "--ssldir".into(),
+            self.ssldir.display().to_string(),
+            "--tls-reload-secs".into(),
+            "1".into(),
             "--service-url".into(),
             self.all_urls(),
             "--spool-dir".into(),
@@ -353,6 +517,7 @@ impl Cluster {
             "--command".into(),
             command.display().to_string(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc {
             args,
             log: self.dir.path().join(format!("agent-{certname}.log")),

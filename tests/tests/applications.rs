@@ -61,15 +61,10 @@ fn start_with(failing: &[&str], run_seconds: f64, extra: &[&str]) -> (Cluster, s
 fn puppet_job_run_application_runs_db_before_app_before_lb() {
     let (cluster, log) = start(&[]);
     let output = std::process::Command::new(porch_bin().with_file_name("puppet-job"))
-        .args([
-            "--service-url",
-            &cluster.urls(),
-            "run",
-            "-a",
-            "Lamp[prod]",
-            "-e",
-            "production",
-        ])
+        .args(["--service-url", &cluster.urls()])
+        .args(cluster.client_flags())
+        .args(["run", "-a", "Lamp[prod]", "-e", "production"])
+        .env("HOME", cluster.dir.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);

@@ -68,6 +68,7 @@ fn data_dir_of_another_node_is_refused() {
             &listen,
             "--initial-cluster",
             &cluster,
+            "--insecure-http",
         ])
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -84,6 +85,7 @@ fn data_dir_of_another_node_is_refused() {
         &listen,
         "--initial-cluster",
         &cluster,
+        "--insecure-http",
     ]);
     assert_ne!(code, 0);
     assert!(text.contains("node 2") && text.contains(&d), "{text}");
@@ -106,6 +108,7 @@ fn unwritable_data_dir_is_refused() {
         &listen,
         "--initial-cluster",
         "1=127.0.0.1:1",
+        "--insecure-http",
     ]);
     assert_ne!(code, 0);
     assert!(text.contains("--data-dir"), "{text}");
@@ -130,6 +133,7 @@ fn corrupt_sled_file_is_a_clear_error() {
             &listen,
             "--initial-cluster",
             &cluster,
+            "--insecure-http",
         ])
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -153,6 +157,7 @@ fn corrupt_sled_file_is_a_clear_error() {
             &listen,
             "--initial-cluster",
             &cluster,
+            "--insecure-http",
         ])
         .output()
         .unwrap();

@@ -4,13 +4,14 @@ use porch_tests::{Cluster, FAST, execution_logger, free_port, porch_bin, wait_un
 use std::process::{Command, Output};
 use std::time::Duration;
 
-fn puppet_job(urls: &str, args: &[&str]) -> Output {
+fn puppet_job(cluster: &Cluster, urls: &str, args: &[&str]) -> Output {
     let bin = porch_bin().with_file_name("puppet-job");
     Command::new(bin)
         .arg("--service-url")
         .arg(urls)
+        .args(cluster.client_flags())
         .args(args)
-        .env("USER", "tester")
+        .env("HOME", cluster.dir.path())
         .output()
         .expect("run puppet-job")
 }
@@ -34,9 +35,9 @@ fn puppet_job_exit_codes_reflect_the_outcome() {
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     cluster.wait_agents_connected(leader, &["good1", "good2", "broken"]);
     // The first URL is dead: the client fails over to the others.
-    let urls = format!("http://127.0.0.1:{},{}", free_port(), cluster.urls());
+    let urls = format!("https://127.0.0.1:{},{}", free_port(), cluster.urls());
 
-    let ok = puppet_job(&urls, &["run", "--nodes", "good1,good2"]);
+    let ok = puppet_job(&cluster, &urls, &["run", "--nodes", "good1,good2"]);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
     let out = text(&ok);
     assert!(out.contains("New job id created: 1"), "{out}");
@@ -46,7 +47,7 @@ fn puppet_job_exit_codes_reflect_the_outcome() {
     );
     assert!(out.contains("Success!"), "{out}");
 
-    let failures = puppet_job(&urls, &["run", "--nodes", "good1,broken"]);
+    let failures = puppet_job(&cluster, &urls, &["run", "--nodes", "good1,broken"]);
     assert_eq!(failures.status.code(), Some(1), "{}", text(&failures));
     assert!(text(&failures).contains("Finished puppet run on broken - Failed!"));
 
@@ -58,24 +59,24 @@ fn puppet_job_exit_codes_reflect_the_outcome() {
     let reply: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
     assert!(reply["job"]["name"].as_str().is_some(), "{reply}");
 
-    let shown = puppet_job(&urls, &["show"]);
+    let shown = puppet_job(&cluster, &urls, &["show"]);
     assert_eq!(shown.status.code(), Some(0));
     let table = String::from_utf8_lossy(&shown.stdout);
     assert!(table.starts_with("ID  STATUS"), "{table}");
     assert!(
-        table.contains("tester"),
-        "the owner is the submitting user: {table}"
+        table.contains("admin"),
+        "the owner is the token's user: {table}"
     );
 
-    assert_eq!(puppet_job(&urls, &["show", "999"]).status.code(), Some(6));
-    assert_eq!(puppet_job(&urls, &["stop", "999"]).status.code(), Some(6));
-    let bad = puppet_job(&urls, &["run", "--nodes", "a b"]);
+    assert_eq!(puppet_job(&cluster, &urls, &["show", "999"]).status.code(), Some(6));
+    assert_eq!(puppet_job(&cluster, &urls, &["stop", "999"]).status.code(), Some(6));
+    let bad = puppet_job(&cluster, &urls, &["run", "--nodes", "a b"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
-    let bad = puppet_job(&urls, &["run", "--query", "reports {}"]);
+    let bad = puppet_job(&cluster, &urls, &["run", "--query", "reports {}"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
-    assert_eq!(puppet_job(&urls, &["run"]).status.code(), Some(2));
-    let nowhere = format!("http://127.0.0.1:{}", free_port());
-    let unreachable = puppet_job(&nowhere, &["show"]);
+    assert_eq!(puppet_job(&cluster, &urls, &["run"]).status.code(), Some(2));
+    let nowhere = format!("https://127.0.0.1:{}", free_port());
+    let unreachable = puppet_job(&cluster, &nowhere, &["show"]);
     assert_eq!(unreachable.status.code(), Some(5), "{}", text(&unreachable));
     assert!(text(&unreachable).contains("cannot reach any orchestrator"));
 }
@@ -92,7 +93,7 @@ fn followed_job_that_is_stopped_exits_3() {
     cluster.wait_agents_connected(leader, &["s1", "s2"]);
     let urls = cluster.urls();
     let follower = std::thread::spawn(move || {
-        puppet_job(&urls, &["run", "--nodes", "s1,s2", "--concurrency", "1"])
+        puppet_job(&cluster, &urls, &["run", "--nodes", "s1,s2", "--concurrency", "1"])
     });
     wait_until(Duration::from_secs(10), "the first run", || {
         (!porch_tests::executions(&log).is_empty()).then_some(())

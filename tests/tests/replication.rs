@@ -220,14 +220,8 @@ fn membership_add_fourth_then_remove_one() {
     assert_eq!(voters, 4, "{members}");
     assert_eq!(cluster.job(4, job)["name"], job.to_string());
     let victim = (1..=3).find(|&id| id != leader).unwrap();
-    let r = reqwest::blocking::Client::new()
-        .delete(format!(
-            "{}/orchestrator/v1/cluster/members/{victim}",
-            cluster.url(leader)
-        ))
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let (status, reply) = cluster.delete(leader, &format!("/cluster/members/{victim}"));
+    assert_eq!(status, 200, "{reply}");
     cluster.kill9(victim);
     let next = cluster.submit(4, &["after-removal"], None);
     assert_eq!(cluster.job(leader, next)["name"], next.to_string());

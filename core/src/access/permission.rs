@@ -5,9 +5,11 @@
 use crate::job::Target;
 use serde::{Deserialize, Serialize};
 
-/// One grant of a role. A user holds the union of its roles' grants.
+/// One grant of a role. A user holds the union of its roles' grants. (Externally tagged:
+/// snapshots use bincode, which cannot read internally tagged enums; the API has its own
+/// JSON shape.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "permission", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Permission {
     /// Read jobs, inventory, environments and cluster status.
     View,
@@ -15,11 +17,8 @@ pub enum Permission {
     /// the job's environment is one of `environments`, every node of the plan matches one of
     /// the `nodes` globs, and the target is an application matching one of `applications`.
     Run {
-        #[serde(default)]
         environments: Vec<String>,
-        #[serde(default)]
         nodes: Vec<String>,
-        #[serde(default)]
         applications: Vec<String>,
     },
     /// Everything: cluster membership, users, roles, other users' tokens, the audit log.

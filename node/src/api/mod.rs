@@ -154,8 +154,24 @@ pub fn router(state: Arc<ApiState>) -> Router {
     needs_token
         .merge(public)
         .fallback(fallback)
+        .layer(axum::middleware::map_request(host_from_authority))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(state)
+}
+
+/// HTTP/2 clients name the host in the request's authority, not in a `Host` header: copy it,
+/// so the URLs in responses name the host the client used.
+async fn host_from_authority(mut request: axum::extract::Request) -> axum::extract::Request {
+    if !request.headers().contains_key(axum::http::header::HOST) {
+        if let Some(value) = request
+            .uri()
+            .authority()
+            .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            request.headers_mut().insert(axum::http::header::HOST, value);
+        }
+    }
+    request
 }
 
 async fn fallback(uri: Uri) -> ApiError {

@@ -54,11 +54,79 @@ fn user_view(user: &User) -> Value {
     })
 }
 
+/// A permission as the API shows and takes it:
+/// `{"permission": "run", "environments": [...], "nodes": [...], "applications": [...]}`.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct PermissionBody {
+    permission: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    environments: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    nodes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    applications: Vec<String>,
+}
+
+impl PermissionBody {
+    fn of(permission: &Permission) -> PermissionBody {
+        let (name, environments, nodes, applications) = match permission {
+            Permission::View => ("view", vec![], vec![], vec![]),
+            Permission::Admin => ("admin", vec![], vec![], vec![]),
+            Permission::Run {
+                environments,
+                nodes,
+                applications,
+            } => ("run", environments.clone(), nodes.clone(), applications.clone()),
+        };
+        PermissionBody {
+            permission: name.into(),
+            environments,
+            nodes,
+            applications,
+        }
+    }
+
+    fn into_permission(self) -> Result<Permission, ApiError> {
+        let restricted =
+            !(self.environments.is_empty() && self.nodes.is_empty() && self.applications.is_empty());
+        match self.permission.as_str() {
+            "run" => {
+                let long = self
+                    .environments
+                    .iter()
+                    .chain(&self.nodes)
+                    .chain(&self.applications)
+                    .find(|p| p.is_empty() || p.len() > 255);
+                if let Some(bad) = long {
+                    return Err(ApiError::validation(format!(
+                        "permission restriction {bad:?} must be 1-255 bytes"
+                    )));
+                }
+                Ok(Permission::Run {
+                    environments: self.environments,
+                    nodes: self.nodes,
+                    applications: self.applications,
+                })
+            }
+            "view" | "admin" if restricted => Err(ApiError::validation(format!(
+                "only the 'run' permission takes environments, nodes or applications, not {:?}",
+                self.permission
+            ))),
+            "view" => Ok(Permission::View),
+            "admin" => Ok(Permission::Admin),
+            other => Err(ApiError::validation(format!(
+                "unknown permission {other:?}: expected view, run or admin"
+            ))),
+        }
+    }
+}
+
 fn role_view(role: &Role) -> Value {
     json!({
         "name": role.name,
         "description": role.description,
-        "permissions": role.permissions,
+        "permissions": role.permissions.iter().map(PermissionBody::of).collect::<Vec<_>>(),
         "builtin": role.builtin,
     })
 }
@@ -400,7 +468,7 @@ struct NewRoleBody {
     name: String,
     #[serde(default)]
     description: String,
-    permissions: Vec<Permission>,
+    permissions: Vec<PermissionBody>,
     /// Shown in listings; ignored on input.
     #[serde(default)]
     #[allow(dead_code)]
@@ -421,10 +489,15 @@ pub async fn add_role(
             "'permissions' must hold 1 to 100 permissions",
         ));
     }
+    let permissions = body
+        .permissions
+        .into_iter()
+        .map(PermissionBody::into_permission)
+        .collect::<Result<Vec<_>, _>>()?;
     let command = Command::AddRole {
         name: body.name.clone(),
         description: body.description,
-        permissions: body.permissions,
+        permissions,
     };
     admin_write(&state, &principal, command).await?;
     let view = state.consensus.view.read();
