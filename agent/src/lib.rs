@@ -7,6 +7,10 @@
 //! on every new session until the cluster acknowledges it. The [`runner`] does the work:
 //! `puppet agent --onetime ...`, a command, or a seeded simulation.
 //!
+//! Sessions run over mutual TLS with the host's Puppet certificate ([`tls_flags`] loads and
+//! checks it at start; [`transport`] dials `https://` URLs through porch-tls's connector and
+//! turns TLS failures into words); plain HTTP only with `--insecure-http`.
+//!
 //! Entry points: [`args::AgentArgs`] + [`args::run_agent`] (used by `porch-agent` and
 //! `porch agent`).
 
