@@ -202,7 +202,13 @@ impl Cluster {
     }
 
     /// Logs in through node `id`; the token, or the error body.
-    pub fn login(&self, id: u64, login: &str, password: &str, lifetime: &str) -> Result<String, (u16, Value)> {
+    pub fn login(
+        &self,
+        id: u64,
+        login: &str,
+        password: &str,
+        lifetime: &str,
+    ) -> Result<String, (u16, Value)> {
         let body = serde_json::json!({"login": login, "password": password, "lifetime": lifetime});
         let r = self
             .http
@@ -222,8 +228,8 @@ impl Cluster {
     pub fn admin_password(&self) -> String {
         let first = *self.ports.keys().next().expect("a node");
         let path = self.data_dir(first).join("admin-credential");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         text.lines()
             .find_map(|l| l.strip_prefix("password:"))
             .map(|p| p.trim().to_string())
@@ -235,7 +241,8 @@ impl Cluster {
         wait_until(Duration::from_secs(30), "an admin login", || {
             let path = self.data_dir(first).join("admin-credential");
             std::fs::metadata(&path).ok()?;
-            self.login(first, "admin", &self.admin_password(), "1h").ok()
+            self.login(first, "admin", &self.admin_password(), "1h")
+                .ok()
         })
     }
 
@@ -436,7 +443,13 @@ impl Cluster {
     }
 
     /// `POST {path}` (the full path) with exactly these headers.
-    pub fn post_raw(&self, id: u64, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub fn post_raw(
+        &self,
+        id: u64,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut request = self
             .http
             .post(format!("{}{path}", self.url(id)))

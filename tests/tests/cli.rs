@@ -52,6 +52,7 @@ fn puppet_job_exit_codes_reflect_the_outcome() {
     assert!(text(&failures).contains("Finished puppet run on broken - Failed!"));
 
     let json = puppet_job(
+        &cluster,
         &urls,
         &["run", "--nodes", "good2", "--no-wait", "--format", "json"],
     );
@@ -68,8 +69,14 @@ fn puppet_job_exit_codes_reflect_the_outcome() {
         "the owner is the token's user: {table}"
     );
 
-    assert_eq!(puppet_job(&cluster, &urls, &["show", "999"]).status.code(), Some(6));
-    assert_eq!(puppet_job(&cluster, &urls, &["stop", "999"]).status.code(), Some(6));
+    assert_eq!(
+        puppet_job(&cluster, &urls, &["show", "999"]).status.code(),
+        Some(6)
+    );
+    assert_eq!(
+        puppet_job(&cluster, &urls, &["stop", "999"]).status.code(),
+        Some(6)
+    );
     let bad = puppet_job(&cluster, &urls, &["run", "--nodes", "a b"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     let bad = puppet_job(&cluster, &urls, &["run", "--query", "reports {}"]);
@@ -92,8 +99,15 @@ fn followed_job_that_is_stopped_exits_3() {
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     cluster.wait_agents_connected(leader, &["s1", "s2"]);
     let urls = cluster.urls();
+    let (flags, home) = (cluster.client_flags(), cluster.dir.path().to_path_buf());
     let follower = std::thread::spawn(move || {
-        puppet_job(&cluster, &urls, &["run", "--nodes", "s1,s2", "--concurrency", "1"])
+        Command::new(porch_bin().with_file_name("puppet-job"))
+            .args(["--service-url", &urls])
+            .args(flags)
+            .args(["run", "--nodes", "s1,s2", "--concurrency", "1"])
+            .env("HOME", home)
+            .output()
+            .expect("run puppet-job")
     });
     wait_until(Duration::from_secs(10), "the first run", || {
         (!porch_tests::executions(&log).is_empty()).then_some(())

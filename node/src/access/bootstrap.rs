@@ -29,6 +29,15 @@ pub fn write_admin_credential(data_dir: &Path) -> Result<String, String> {
          # create your own admin user, then delete this file (README: \"Access control\").\n\
          login: {ADMIN_LOGIN}\npassword: {password}\n"
     );
+    if path.exists() {
+        return Err(format!(
+            "{}: exists already (from an earlier cluster in this data dir?)",
+            path.display()
+        ));
+    }
+    // Written aside and renamed, so a reader never sees half a file.
+    let partial = path.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -37,10 +46,11 @@ pub fn write_admin_credential(data_dir: &Path) -> Result<String, String> {
         options.mode(0o600);
     }
     let mut file = options
-        .open(&path)
-        .map_err(|e| format!("{}: cannot create: {e}", path.display()))?;
+        .open(&partial)
+        .map_err(|e| format!("{}: cannot create: {e}", partial.display()))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&partial, &path))
         .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
     Ok(password)
 }
