@@ -34,6 +34,10 @@ pub struct FanoutArgs {
     /// Spools of the simulated agents (tmpfs keeps their fsyncs out of the measurement).
     #[arg(long, default_value = "/dev/shm")]
     pub spool_root: PathBuf,
+    /// Plain HTTP between agents, nodes and the bench, to measure what TLS costs (by default
+    /// everything talks mutual TLS with certificates from a throwaway CA).
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 #[derive(Args, Debug)]
@@ -224,10 +228,6 @@ impl PorchCluster {
         .into_iter()
         .chain(self.extra_args.iter().cloned())
         .collect()
-    }
-
-    pub(crate) fn pid(&self, index: usize) -> Option<u32> {
-        self.children[index].as_ref().and_then(|c| c.id())
     }
 
     pub(crate) fn spawn(&mut self, index: usize) -> Result<(), String> {

@@ -3,11 +3,21 @@
 //! first dispatch committed to the last result committed, time to first and last dispatch,
 //! the resident memory the session-holding node gains per connected agent, and — with the
 //! leader killed mid-job — the time until the next dispatch is committed.
+//!
+//! Everything talks mutual TLS with certificates from a throwaway CA ([`cluster::BenchPki`]):
+//! nodes with each other, agents with nodes, the bench with the API (as the first admin);
+//! `--insecure-http` measures the same over plain HTTP, to show what TLS costs.
 
-use crate::bench_cmd::{FanoutArgs, PorchCluster, tempfile_dir, wait_ready};
+mod cluster;
+
+use crate::bench_cmd::{FanoutArgs, tempfile_dir, wait_ready};
+use cluster::{BenchPki, FanoutCluster, NODES};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::process::Command;
+
+/// The simulated agents' certnames are this prefix and 1..N (`porch agent --sessions`).
+const AGENT_PREFIX: &str = "fan";
 
 fn rss_mb(pid: Option<u32>) -> f64 {
     pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
@@ -77,13 +87,12 @@ async fn wait_job(
                 .get(format!("{url}/orchestrator/v1/jobs/{job}"))
                 .send()
                 .await
+                && let Ok(v) = r.json::<Value>().await
             {
-                if let Ok(v) = r.json::<Value>().await {
-                    if matches!(v["state"].as_str(), Some("finished" | "stopped" | "failed")) {
-                        return Ok(v);
-                    }
-                    break;
+                if matches!(v["state"].as_str(), Some("finished" | "stopped" | "failed")) {
+                    return Ok(v);
                 }
+                break;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -128,34 +137,54 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         })
         .collect::<Result<_, _>>()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let pki = if args.insecure_http {
+        None
+    } else {
+        let started = Instant::now();
+        let mut pki = BenchPki::create(&tempfile_dir()?.join("fanout-pki"))?;
+        let most = counts.iter().copied().max().unwrap_or(0);
+        pki.issue_agents(AGENT_PREFIX, most)?;
+        eprintln!(
+            "  (issued certificates for {NODES} nodes and {most} agents in {:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+        Some(pki)
+    };
     println!(
-        "| agents | node runs/s | first dispatch ms | last dispatch ms | last result ms | RSS per agent KB | leader kill → new leader ms | leader kill → next dispatch ms |"
+        "Transport: {}",
+        if pki.is_some() {
+            "mutual TLS (agents, nodes and API)"
+        } else {
+            "plain HTTP (--insecure-http)"
+        }
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!();
+    println!(
+        "| agents | node runs/s | first dispatch ms | last dispatch ms | last result ms | RSS per agent KB | agent process RSS per session KB | leader kill → new leader ms | leader kill → next dispatch ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (round, &n) in counts.iter().enumerate() {
         let dir = tempfile_dir()?.join(format!("fanout-{n}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let base = args.base_port + (round as u16) * 10;
-        let mut cluster = PorchCluster {
+        let mut cluster = FanoutCluster {
             exe: exe.clone(),
             dir: dir.clone(),
-            ports: (0..3).map(|i| base + i).collect(),
-            children: vec![None, None, None],
+            ports: (0..NODES as u16).map(|i| base + i).collect(),
+            children: (0..NODES).map(|_| None).collect(),
             extra_args: vec![
                 "--runs-in-flight-max".into(),
                 n.max(1).to_string(),
                 "--agent-timeout-secs".into(),
                 "600".into(),
             ],
+            pki: pki.as_ref(),
         };
-        for i in 0..3 {
+        for i in 0..NODES {
             cluster.spawn(i)?;
         }
         let urls = cluster.urls();
+        let http = cluster.admin_client(Duration::from_secs(60)).await?;
         for url in &urls {
             if !wait_ready(&http, url, "/orchestrator/v1/jobs", Duration::from_secs(30)).await {
                 return Err(format!("porch at {url} did not become ready"));
@@ -167,11 +196,16 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         let spool = args
             .spool_root
             .join(format!("porch-fanout-{}-{n}", std::process::id()));
+        let transport: Vec<String> = match &pki {
+            Some(pki) => vec!["--ssldir".into(), pki.agent_ssldir().display().to_string()],
+            None => vec!["--insecure-http".into()],
+        };
         let mut agents = Command::new(&exe)
             .arg("agent")
+            .args(&transport)
             .args([
                 "--certname",
-                "fan",
+                AGENT_PREFIX,
                 "--sessions",
                 &n.to_string(),
                 "--runner",
@@ -218,7 +252,8 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss_after = rss_mb(cluster.pid(0));
         let follower_rss_after = rss_mb(cluster.pid(1));
-        let nodes: Vec<String> = (1..=n).map(|i| format!("fan{i}")).collect();
+        let agents_rss = rss_mb(agents.id());
+        let nodes: Vec<String> = (1..=n).map(|i| format!("{AGENT_PREFIX}{i}")).collect();
         let job = submit(&http, &urls, &nodes, None).await?;
         let done = wait_job(&http, &urls, &job, Duration::from_secs(900)).await?;
         let events = all_events(&http, &urls[0], &job).await;
@@ -273,12 +308,13 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
             }
         };
         println!(
-            "| {n} | {:.0} | {} | {} | {} | {:.1} | {elected_ms} | {failover_ms} |",
+            "| {n} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {elected_ms} | {failover_ms} |",
             finished.len() as f64 / span_s,
             first_dispatch.saturating_sub(created),
             last_dispatch.saturating_sub(created),
             last_result.saturating_sub(created),
             (rss_after - rss_before) * 1024.0 / n as f64,
+            agents_rss * 1024.0 / n as f64,
         );
         eprintln!(
             "  ({n} agents: job {} {}, {} finished; node 1 RSS {rss_before:.0} MB → {rss_after:.0} MB with agents connected; node 2, holding no session, {follower_rss_before:.0} MB → {follower_rss_after:.0} MB)",
@@ -293,7 +329,10 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
             let _ = child.wait().await;
         }
         let _ = std::fs::remove_dir_all(&spool);
+        // Logs stay behind only when a round fails.
+        let _ = std::fs::remove_dir_all(&dir);
     }
+    let _ = std::fs::remove_dir_all(tempfile_dir()?);
     Ok(())
 }
 
@@ -312,12 +351,11 @@ async fn new_leader_known(
                 .timeout(Duration::from_millis(500))
                 .send()
                 .await;
-            if let Ok(r) = status {
-                if let Ok(v) = r.json::<Value>().await {
-                    if v["leader"].as_u64().is_some_and(|l| l != killed) {
-                        return Some(now_ms());
-                    }
-                }
+            if let Ok(r) = status
+                && let Ok(v) = r.json::<Value>().await
+                && v["leader"].as_u64().is_some_and(|l| l != killed)
+            {
+                return Some(now_ms());
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
