@@ -124,3 +124,50 @@ pub fn spawn_reloader(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use porch_tls::dev_ca::{DevCa, Validity};
+
+    #[tokio::test]
+    async fn one_reloader_picks_up_every_agents_renewed_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::create(&dir.path().join("ca")).unwrap();
+        let ssldir = dir.path().join("ssl");
+        let identities: Vec<Arc<TlsIdentity>> = ["fan1", "fan2"]
+            .iter()
+            .map(|certname| {
+                TlsIdentity::load(
+                    ca.issue(&ssldir, certname, &[], Validity::default())
+                        .unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let before: Vec<_> = identities.iter().map(|i| i.client_config()).collect();
+        let reloader = spawn_reloader(&identities, Duration::from_millis(20));
+        for certname in ["fan1", "fan2"] {
+            ca.issue(&ssldir, certname, &[], Validity::default())
+                .unwrap();
+        }
+        let renewed = |identities: &[Arc<TlsIdentity>]| {
+            identities
+                .iter()
+                .zip(&before)
+                .all(|(identity, old)| !Arc::ptr_eq(&identity.client_config(), old))
+        };
+        for _ in 0..250 {
+            if renewed(&identities) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(renewed(&identities), "both identities reloaded within 5 s");
+        drop(identities);
+        tokio::time::timeout(Duration::from_secs(5), reloader)
+            .await
+            .expect("the reloader ends once every identity is dropped")
+            .unwrap();
+    }
+}

@@ -190,3 +190,22 @@ async fn a_refused_session_logs_the_servers_reason_and_backs_off() {
         "expected 2..=5 sessions attempted in 2 s, got {attempts}"
     );
 }
+
+#[tokio::test]
+async fn a_node_that_is_down_is_reported_as_refusing_connections_not_as_tls() {
+    let (logs, _guard) = Logs::capture();
+    let pki = Pki::new();
+    pki.issue_agent("web1", Validity::default());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("https://127.0.0.1:{port}");
+    let ssldir = format!("--ssldir={}", pki.ssldir().display());
+    let agent = start(&flags(&pki, "web1", &url, &[ssldir]));
+    let line = logs.wait_for("cannot open a session").await;
+    agent.abort();
+    assert!(
+        line.contains("WARN") && line.contains("Connection refused") && !line.contains("TLS"),
+        "{line}"
+    );
+}
