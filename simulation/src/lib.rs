@@ -15,6 +15,7 @@ compile_error!(
     "the simulation needs --cfg tokio_unstable (set in .cargo/config.toml) to seed tokio's scheduler"
 );
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod faults;

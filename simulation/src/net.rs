@@ -18,6 +18,7 @@
 
 use axum::body::Body;
 use porch_raft::network::Dialer;
+use porch_tls::PeerInfo;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
@@ -306,12 +307,20 @@ impl SimNet {
             to: to.to_string(),
             incarnation,
         };
+        let certname = match client {
+            Endpointed::Node { addr, .. } => porch_raft::member_certname(addr).to_string(),
+            Endpointed::Agent { certname } => certname.clone(),
+        };
         let faulty = FaultyRouter {
             net: self.clone(),
             router,
             from: client.name().to_string(),
             to: to.to_string(),
             between_nodes: matches!(client, Endpointed::Node { .. }),
+            peer: PeerInfo {
+                remote: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                certname: Some(certname),
+            },
         };
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
@@ -376,6 +385,9 @@ struct FaultyRouter {
     from: String,
     to: String,
     between_nodes: bool,
+    /// Who the connection proves to be, as a verified client certificate would in production:
+    /// a node's member certname, an agent's certname.
+    peer: PeerInfo,
 }
 
 enum Fate {
@@ -389,7 +401,10 @@ impl FaultyRouter {
         request: axum::http::Request<hyper::body::Incoming>,
     ) -> axum::http::Response<Body> {
         use tower::ServiceExt;
-        let request = request.map(Body::new);
+        let mut request = request.map(Body::new);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer.clone()));
         if !self.between_nodes {
             // Agent sessions: latency once, when the stream opens.
             let delay = self.net.lock().latency(&self.from, &self.to);
@@ -447,6 +462,7 @@ impl FaultyRouter {
             *request.uri_mut() = parts.uri.clone();
             *request.version_mut() = parts.version;
             *request.headers_mut() = parts.headers.clone();
+            *request.extensions_mut() = parts.extensions.clone();
             request
         };
         let first = self

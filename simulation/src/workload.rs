@@ -3,6 +3,7 @@
 //! timed-out submission through another node under the same request id; and stop jobs.
 //! Every submission and every acknowledgement is recorded for the checkers.
 
+use crate::access::{Setup, SimUser};
 use crate::models;
 use crate::world::World;
 use porch_core::{Command, JobId, JobSpec, Outcome, Plan, PlannedNode, Target};
@@ -23,6 +24,8 @@ pub struct Submission {
     /// Every acknowledgement received: (at ms, job id). Retries may be acknowledged too;
     /// they must all name the same job.
     pub acks: Vec<(u64, JobId)>,
+    /// Whose token it was sent with: a viewer's submission must never be acknowledged.
+    pub user: SimUser,
 }
 
 pub struct Workload {
@@ -33,6 +36,8 @@ pub struct Workload {
     /// Generated models that porch-lang failed to plan (a bug: they are valid by construction).
     pub model_errors: Vec<String>,
     pub submissions: Arc<Mutex<Vec<Submission>>>,
+    /// Users, roles and tokens, committed before the first submission.
+    access: Arc<Setup>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -48,6 +53,7 @@ impl Workload {
             submitted: 0,
             model_errors: Vec::new(),
             submissions: Arc::default(),
+            access: Arc::default(),
         }
     }
 
@@ -79,7 +85,18 @@ impl Workload {
         if live.is_empty() {
             return;
         }
+        if !self.access.done() {
+            self.access
+                .attempt(live[self.rng.random_range(0..live.len())].clone());
+            return;
+        }
         self.submitted += 1;
+        // One in ten submissions is a viewer's: `apply` must refuse every one of them.
+        let user = if self.rng.random_bool(0.1) {
+            SimUser::Viewer
+        } else {
+            SimUser::Operator
+        };
         let plan = if self.rng.random_bool(0.5) {
             random_plan(&mut self.rng, self.agents)
         } else {
@@ -103,6 +120,7 @@ impl Workload {
                 plan: plan.clone(),
                 sent_ms,
                 acks: Vec::new(),
+                user,
             });
             submissions.len() - 1
         };
@@ -120,7 +138,11 @@ impl Workload {
             for via in [first, second] {
                 let reply = tokio::time::timeout(
                     SUBMIT_TIMEOUT,
-                    via.write(Some(request_id.clone()), command.clone()),
+                    via.write_on_behalf(
+                        Some(request_id.clone()),
+                        command.clone(),
+                        Some(user.origin(via.id)),
+                    ),
                 )
                 .await;
                 if let Ok(Ok(Outcome::JobSubmitted { job_id, .. })) = reply {
@@ -150,9 +172,9 @@ impl Workload {
         let via = live[self.rng.random_range(0..live.len())].clone();
         world.log(format!("client stops job {job_id}"));
         tokio::spawn(async move {
-            let _ =
-                tokio::time::timeout(SUBMIT_TIMEOUT, via.write(None, Command::StopJob { job_id }))
-                    .await;
+            let origin = Some(SimUser::Operator.origin(via.id));
+            let stop = via.write_on_behalf(None, Command::StopJob { job_id }, origin);
+            let _ = tokio::time::timeout(SUBMIT_TIMEOUT, stop).await;
         });
     }
 }
@@ -198,9 +220,10 @@ fn random_spec(rng: &mut SmallRng, plan: &Plan) -> JobSpec {
         trace: false,
         evaltrace: false,
         description: Some("simulated".into()),
+        // Whatever a request claims, `apply` makes the token's user the owner.
         owner: porch_core::Actor {
-            id: "sim".into(),
-            login: "sim".into(),
+            id: "forged".into(),
+            login: "forged".into(),
         },
     }
 }

@@ -3,6 +3,7 @@
 //! every acknowledged submission) and keeps whatever history its property needs.
 
 pub mod acknowledged_survive;
+pub mod authorized;
 pub mod committed_before_dispatch;
 pub mod dependencies_finished;
 pub mod leader_per_term;
@@ -140,6 +141,7 @@ impl Checkers {
         committed_before_dispatch::check(observation, &mut violations);
         dependencies_finished::check_at_start(observation, &mut violations);
         limits::check(observation, &mut violations);
+        authorized::check(observation, &mut violations);
         self.terminal.check(observation, &mut violations);
         violations
     }
