@@ -25,7 +25,7 @@ pub fn write_admin_credential(data_dir: &Path) -> Result<String, String> {
     let path = credential_path(data_dir);
     let text = format!(
         "# porch: the first admin's credential, written when this cluster was initialised.\n\
-         # Log in with it (porch access login --username admin --password-file <this file>),\n\
+         # Log in with it (porch access login --username admin, then paste the password),\n\
          # create your own admin user, then delete this file (README: \"Access control\").\n\
          login: {ADMIN_LOGIN}\npassword: {password}\n"
     );
