@@ -33,6 +33,9 @@ pub struct NodeEnv {
     pub clock: Arc<dyn Clock>,
     pub dialer: Arc<dyn Dialer>,
     pub disk: Arc<dyn Disk>,
+    /// The node's TLS identity, whose current CRL cuts off sessions of certificates revoked
+    /// after they connected (`None`: plain HTTP, or the simulation's network).
+    pub tls: Option<Arc<porch_tls::TlsIdentity>>,
 }
 
 /// A running node: its consensus handle and the service that answers its address.
@@ -130,6 +133,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         AGENT_HEARTBEAT_INTERVAL,
         tasks.clone(),
         !config.insecure_http,
+        env.tls.clone(),
     )))
     .into_axum_router();
     let peer_policy = Arc::new(PeerPolicy {
@@ -238,6 +242,7 @@ async fn serve_seeded(config: NodeConfig) -> Result<(), String> {
         clock: Arc::new(SystemClock),
         dialer,
         disk: Arc::new(disk),
+        tls: identity.clone(),
     };
     let node = build(&config, env).await?;
     set_up_first_admin(&node, &config.data_dir)?;

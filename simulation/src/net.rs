@@ -320,6 +320,7 @@ impl SimNet {
             peer: PeerInfo {
                 remote: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                 certname: Some(certname),
+                serial: None,
             },
         };
         tokio::spawn(async move {

@@ -179,6 +179,7 @@ impl World {
             clock: self.clock.clone(),
             dialer: self.net.node_dialer(&addr, incarnation),
             disk: Arc::new(self.nodes[index].disk.clone()),
+            tls: None,
         };
         let node_seed = self
             .seed

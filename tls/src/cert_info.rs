@@ -45,9 +45,14 @@ pub(crate) fn crl_issuer(der: &[u8]) -> Result<String, String> {
     Ok(crl.issuer().to_string())
 }
 
-/// The subject common name of a DER certificate, if it parses and has one.
-pub(crate) fn common_name(der: &[u8]) -> Option<String> {
-    cert_facts(der).ok().and_then(|facts| facts.common_name)
+/// The serials (as [`serial_hex`]) a DER CRL revokes.
+pub(crate) fn revoked_serials(der: &[u8]) -> Result<Vec<String>, String> {
+    let (_, crl) =
+        CertificateRevocationList::from_der(der).map_err(|e| format!("not a valid CRL ({e})"))?;
+    Ok(crl
+        .iter_revoked_certificates()
+        .map(|revoked| serial_hex(revoked.raw_serial()))
+        .collect())
 }
 
 /// Uppercase hex without separators, leading zero bytes dropped (but at least one byte).

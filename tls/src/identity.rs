@@ -18,6 +18,8 @@ use crate::verifier::RecordingClientVerifier;
 /// The configurations built from one load of the files.
 struct Current {
     certname: String,
+    /// Serials the CRL revokes (uppercase hex).
+    revoked: std::collections::BTreeSet<String>,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
     contents: FileContents,
@@ -72,6 +74,12 @@ impl TlsIdentity {
         self.current.load().client.clone()
     }
 
+    /// Whether the current CRL revokes the certificate with this serial (uppercase hex, as
+    /// [`crate::PeerInfo::serial`]): connections that outlive a CRL reload check with this.
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.current.load().revoked.contains(serial)
+    }
+
     /// Reloads if any file changed since the last load. Ok(true) when new configurations
     /// were swapped in; on error the previous configurations stay in use.
     pub fn reload_now(&self) -> Result<bool, TlsError> {
@@ -122,7 +130,16 @@ fn build(paths: &TlsPaths, contents: FileContents) -> Result<Current, TlsError> 
     let material = material::load(paths, contents)?;
     let server = server_config(&material)?;
     let client = client_config(&material)?;
+    let mut revoked = std::collections::BTreeSet::new();
+    for crl in &material.crls {
+        let serials = crate::cert_info::revoked_serials(crl).map_err(|why| {
+            let path = paths.crl.clone().unwrap_or_default();
+            TlsError::file(FileRole::Crl, &path, why)
+        })?;
+        revoked.extend(serials);
+    }
     Ok(Current {
+        revoked,
         certname: material.certname,
         server: Arc::new(server),
         client: Arc::new(client),

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 
-use crate::cert_info::{CertFacts, common_name, format_date};
+use crate::cert_info::{CertFacts, cert_facts, format_date};
 use crate::describe::{TlsSide, describe_rustls_error, find_rustls_error};
 use crate::identity::TlsIdentity;
 use crate::verifier::REFUSED_CERT;
@@ -23,6 +23,9 @@ use crate::verifier::REFUSED_CERT;
 pub struct PeerInfo {
     pub remote: SocketAddr,
     pub certname: Option<String>,
+    /// The verified client certificate's serial (uppercase hex, as Puppet's CA lists it): a
+    /// long-lived session checks it against later CRLs ([`crate::TlsIdentity::is_revoked`]).
+    pub serial: Option<String>,
 }
 
 /// How long a client has to finish its handshake before its connection is dropped.
@@ -91,6 +94,7 @@ impl Listener for TlsListener {
         Ok(PeerInfo {
             remote: self.tcp.local_addr()?,
             certname: Some(self.identity.certname()),
+            serial: None,
         })
     }
 }
@@ -106,13 +110,24 @@ async fn handshake(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
-            let certname = stream
+            let facts = stream
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .and_then(|cert| common_name(cert));
-            Some((stream, PeerInfo { remote, certname }))
+                .and_then(|cert| cert_facts(cert).ok());
+            let (certname, serial) = match facts {
+                Some(facts) => (facts.common_name, Some(facts.serial_hex)),
+                None => (None, None),
+            };
+            Some((
+                stream,
+                PeerInfo {
+                    remote,
+                    certname,
+                    serial,
+                },
+            ))
         }
         Ok(Err(error)) => {
             let refused = REFUSED_CERT.with(|slot| slot.borrow_mut().take());
@@ -219,6 +234,7 @@ impl Listener for PlainListener {
                         PeerInfo {
                             remote,
                             certname: None,
+                            serial: None,
                         },
                     );
                 }
@@ -231,6 +247,7 @@ impl Listener for PlainListener {
         Ok(PeerInfo {
             remote: self.tcp.local_addr()?,
             certname: None,
+            serial: None,
         })
     }
 }

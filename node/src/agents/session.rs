@@ -49,6 +49,8 @@ pub struct SessionService {
     /// Sessions are opened only for the certname of the connection's client certificate
     /// (false with `--insecure-http`, where connections carry none).
     require_certificates: bool,
+    /// Whose CRL a session's certificate is checked against at every heartbeat.
+    tls: Option<Arc<porch_tls::TlsIdentity>>,
 }
 
 impl SessionService {
@@ -58,10 +60,12 @@ impl SessionService {
         heartbeat_interval: Duration,
         tasks: Arc<TaskGroup>,
         require_certificates: bool,
+        tls: Option<Arc<porch_tls::TlsIdentity>>,
     ) -> SessionService {
         let boot_ms = consensus.clock().now_ms();
         SessionService {
             require_certificates,
+            tls,
             consensus,
             tasks,
             registry,
@@ -166,6 +170,9 @@ impl AgentSessions for SessionService {
             session_id,
             tx,
             heartbeat_interval: self.heartbeat_interval,
+            certificate: peer
+                .and_then(|p| p.serial)
+                .and_then(|serial| self.tls.clone().map(|tls| (serial, tls))),
         };
         self.tasks.spawn(driver.run(inbound));
         Ok(Response::new(outbound))
@@ -183,9 +190,17 @@ struct SessionDriver {
     session_id: u64,
     tx: SessionSender,
     heartbeat_interval: Duration,
+    /// The serial of the certificate this session was opened with, and whose CRL to check it
+    /// against: a certificate revoked after the session opened ends it at the next heartbeat.
+    certificate: Option<(String, Arc<porch_tls::TlsIdentity>)>,
 }
 
 impl SessionDriver {
+    fn certificate_revoked(&self) -> Option<&str> {
+        let (serial, tls) = self.certificate.as_ref()?;
+        tls.is_revoked(serial).then_some(serial.as_str())
+    }
+
     async fn run(self, mut inbound: Streaming<AgentMessage>) {
         let this = Arc::new(self);
         {
@@ -222,6 +237,13 @@ impl SessionDriver {
                         tracing::warn!("cut off from the cluster's quorum; sending agent {} elsewhere", this.certname);
                         let _ = this.tx.try_send(message(Kind::Refused(Refused {
                             reason: "this orchestrator node is cut off from the cluster; try another".into(),
+                        })));
+                        break;
+                    }
+                    if let Some(serial) = this.certificate_revoked() {
+                        tracing::warn!("agent {}'s certificate (serial {serial}) is revoked; closing its session", this.certname);
+                        let _ = this.tx.try_send(message(Kind::Refused(Refused {
+                            reason: format!("certificate '{}' (serial {serial}) has been revoked", this.certname),
                         })));
                         break;
                     }

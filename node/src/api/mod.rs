@@ -168,7 +168,9 @@ async fn host_from_authority(mut request: axum::extract::Request) -> axum::extra
             .authority()
             .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
         {
-            request.headers_mut().insert(axum::http::header::HOST, value);
+            request
+                .headers_mut()
+                .insert(axum::http::header::HOST, value);
         }
     }
     request

@@ -77,7 +77,12 @@ impl PermissionBody {
                 environments,
                 nodes,
                 applications,
-            } => ("run", environments.clone(), nodes.clone(), applications.clone()),
+            } => (
+                "run",
+                environments.clone(),
+                nodes.clone(),
+                applications.clone(),
+            ),
         };
         PermissionBody {
             permission: name.into(),
@@ -88,8 +93,9 @@ impl PermissionBody {
     }
 
     fn into_permission(self) -> Result<Permission, ApiError> {
-        let restricted =
-            !(self.environments.is_empty() && self.nodes.is_empty() && self.applications.is_empty());
+        let restricted = !(self.environments.is_empty()
+            && self.nodes.is_empty()
+            && self.applications.is_empty());
         match self.permission.as_str() {
             "run" => {
                 let long = self
