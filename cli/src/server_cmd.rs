@@ -96,23 +96,13 @@ impl TlsArgs {
             return Ok(None);
         }
         let certname = self.certname.as_deref().unwrap_or(default_certname);
-        let ssldir = self
-            .ssldir
-            .clone()
-            .unwrap_or_else(porch_tls::default_ssldir);
-        let mut paths = porch_tls::TlsPaths::from_ssldir(&ssldir, certname);
-        if let Some(cert) = &self.cert {
-            paths.cert = cert.clone();
-        }
-        if let Some(key) = &self.key {
-            paths.key = key.clone();
-        }
-        if let Some(cacert) = &self.cacert {
-            paths.cacert = cacert.clone();
-        }
-        if let Some(crl) = &self.crl {
-            paths.crl = Some(crl.clone());
-        }
+        let ssldir = self.ssldir.clone().unwrap_or_else(porch_tls::default_ssldir);
+        let paths = porch_tls::TlsPaths::from_ssldir(&ssldir, certname).with_overrides(
+            self.cert.as_deref(),
+            self.key.as_deref(),
+            self.cacert.as_deref(),
+            self.crl.as_deref(),
+        );
         Ok(Some(paths))
     }
 }

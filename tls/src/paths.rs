@@ -26,6 +26,29 @@ impl TlsPaths {
             crl: crl.exists().then_some(crl),
         }
     }
+
+    /// These paths with each file given on its own (flags such as `--cert`) in place of its.
+    pub fn with_overrides(
+        mut self,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        cacert: Option<&Path>,
+        crl: Option<&Path>,
+    ) -> TlsPaths {
+        if let Some(cert) = cert {
+            self.cert = cert.to_path_buf();
+        }
+        if let Some(key) = key {
+            self.key = key.to_path_buf();
+        }
+        if let Some(cacert) = cacert {
+            self.cacert = cacert.to_path_buf();
+        }
+        if let Some(crl) = crl {
+            self.crl = Some(crl.to_path_buf());
+        }
+        self
+    }
 }
 
 /// Puppet's default ssldir for the current user: `/etc/puppetlabs/puppet/ssl` for root,
