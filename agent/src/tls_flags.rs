@@ -45,20 +45,12 @@ impl TlsArgs {
     /// `--cert`/`--key` name one certificate, so they only apply to a single agent.
     pub fn paths(&self, certname: &str) -> TlsPaths {
         let ssldir = self.ssldir.clone().unwrap_or_else(default_ssldir);
-        let mut paths = TlsPaths::from_ssldir(&ssldir, certname);
-        if let Some(cert) = &self.cert {
-            paths.cert = cert.clone();
-        }
-        if let Some(key) = &self.key {
-            paths.key = key.clone();
-        }
-        if let Some(cacert) = &self.cacert {
-            paths.cacert = cacert.clone();
-        }
-        if let Some(crl) = &self.crl {
-            paths.crl = Some(crl.clone());
-        }
-        paths
+        TlsPaths::from_ssldir(&ssldir, certname).with_overrides(
+            self.cert.as_deref(),
+            self.key.as_deref(),
+            self.cacert.as_deref(),
+            self.crl.as_deref(),
+        )
     }
 
     /// Loads and checks the identity of `certname`: every file readable and consistent, the
