@@ -2,6 +2,11 @@
 //!
 //! - [`lexer`] and [`parser`]: text → tokens with spans → [`ast::Statement`]s; statements
 //!   outside the subset are parsed past; errors name file:line:column.
+//! - [`environment`]: an environment's files → [`Environment`] (applications, capability
+//!   mappings and types, the `site`), read from PE's layout (`manifests/`, `modules/`) and from
+//!   the porch-only `orchestration/` directory that Puppet ≥ 6 never parses, merged.
+//! - [`graph`] → [`plan`]: instances, components and capability edges → the node-level plan;
+//!   [`render`] and [`views`] show them to people and to PE's API.
 //!
 //! Nothing here panics on input: every failure is a [`error::LangError`].
 

@@ -151,3 +151,125 @@ fn parse_errors_carry_the_location() {
         "manifests/site.pp:2:14: expected ':' after the title of a lamp resource, found 'nodes'"
     );
 }
+
+/// An environment whose `(path, text)` files span both layouts.
+fn merged(files: &[(&str, &str)]) -> Result<Environment, porch_lang::LangError> {
+    Environment::from_sources(
+        "production",
+        files
+            .iter()
+            .map(|(path, text)| (PathBuf::from(path), text.to_string()))
+            .collect(),
+    )
+}
+
+const SITE: &str = "site {\n  lamp { 'p': nodes => { Node['a'] => [Lamp::Db['p'], Lamp::App['p'], Lamp::Lb['p']] } }\n}\n";
+
+#[test]
+fn layouts_merge_an_application_in_a_module_with_a_site_in_orchestration() {
+    let env = merged(&[
+        ("modules/lamp/manifests/init.pp", APP),
+        ("orchestration/site.pp", SITE),
+    ])
+    .unwrap();
+    let report = env.plan_application("Lamp[p]").unwrap();
+    assert_eq!(report.applications, vec!["Lamp[p]"]);
+}
+
+#[test]
+fn an_application_in_both_layouts_is_an_error_naming_both_files() {
+    let err = merged(&[
+        ("modules/lamp/manifests/init.pp", APP),
+        ("orchestration/lamp.pp", APP),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "orchestration/lamp.pp:1:1: application Lamp is already defined at modules/lamp/manifests/init.pp:1:1"
+    );
+    assert_eq!(err.kind(), "puppetlabs.orchestrator/puppet-code-error");
+}
+
+#[test]
+fn a_site_in_both_layouts_is_an_error_naming_both_files() {
+    let err = merged(&[
+        ("manifests/site.pp", "node default { }\nsite { }\n"),
+        ("orchestration/site.pp", SITE),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "orchestration/site.pp:1:1: a second site block (the first is at manifests/site.pp:2:1)"
+    );
+}
+
+#[test]
+fn a_capability_mapping_defined_twice_is_an_error_naming_both_files() {
+    let err = merged(&[
+        (
+            "modules/lamp/manifests/db.pp",
+            "define lamp::db () { }\nLamp::Db produces Sql { host => $::fqdn }\n",
+        ),
+        (
+            "orchestration/lamp.pp",
+            "Lamp::Db consumes Sql { }\nLamp::Db produces Sql { }\n",
+        ),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "orchestration/lamp.pp:2:1: Lamp::Db produces Sql is already defined at modules/lamp/manifests/db.pp:2:1"
+    );
+}
+
+#[test]
+fn a_capability_type_declared_in_both_layouts_is_one_type() {
+    let rb = "Puppet::Type.newtype :sql, :is_capability => true do\nend\n";
+    let env = merged(&[
+        ("modules/lamp/lib/puppet/type/sql.rb", rb),
+        ("orchestration/types/sql.rb", rb),
+    ])
+    .unwrap();
+    assert_eq!(env.capability_types.len(), 1);
+}
+
+#[test]
+fn a_component_in_the_orchestration_directory_is_refused() {
+    let err = merged(&[(
+        "orchestration/lamp.pp",
+        "# components belong in modules\ndefine lamp::db () { }\n",
+    )])
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "orchestration/lamp.pp:2:1: define lamp::db in orchestration/ would never reach a node: \
+         Puppet Server does not read this directory; put components in a module's manifests and \
+         declare them through the node's classification"
+    );
+    let err = merged(&[("orchestration/site.pp", "lamp::db { 'p': }\n")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("orchestration/site.pp:1:1: a lamp::db resource in orchestration/"),
+        "{err}"
+    );
+    // The same definitions are fine among Puppet's own manifests.
+    merged(&[(
+        "manifests/site.pp",
+        "define lamp::db () { }\nlamp::db { 'p': }\n",
+    )])
+    .unwrap();
+}
+
+#[test]
+fn a_malformed_file_in_the_orchestration_directory_names_file_line_column() {
+    let err = merged(&[(
+        "orchestration/site.pp",
+        "site {\n  lamp { 'p':\n    nodes => { Node['a'] Lamp::Db['p'] },\n  }\n}\n",
+    )])
+    .unwrap_err();
+    assert_eq!(err.kind(), "puppetlabs.orchestrator/puppet-code-error");
+    assert!(
+        err.to_string().starts_with("orchestration/site.pp:3:"),
+        "{err}"
+    );
+}

@@ -109,7 +109,10 @@ fn partial_node_target_warns_and_keeps_edges_between_targeted_nodes() {
 
 #[test]
 fn environments_are_listed_and_unknown_ones_refused() {
-    assert_eq!(list_environments(&codedir()), vec!["production", "staging"]);
+    assert_eq!(
+        list_environments(&codedir()),
+        vec!["modern", "production", "staging"]
+    );
     let err = Environment::load(&codedir(), "nope").unwrap_err();
     assert_eq!(err.kind(), "puppetlabs.orchestrator/unknown-environment");
     let staging = Environment::load(&codedir(), "staging").unwrap();

@@ -1,0 +1,3 @@
+define webstack::cache (Integer $memory_mb = 256) {
+  file { "/etc/redis/webstack-${name}.conf": content => "maxmemory ${memory_mb}mb\n" }
+}

@@ -1,0 +1,3 @@
+define webstack::monitor () {
+  notify { "watching ${name}": }
+}
