@@ -22,6 +22,7 @@ struct Current {
     revoked: std::collections::BTreeSet<String>,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    http_client: Arc<ClientConfig>,
     contents: FileContents,
 }
 
@@ -72,6 +73,14 @@ impl TlsIdentity {
     /// For dialing peers: trusts only the CA (and its CRL), presents our certificate, ALPN h2.
     pub fn client_config(&self) -> Arc<ClientConfig> {
         self.current.load().client.clone()
+    }
+
+    /// For HTTP clients (reqwest) calling services outside porch, such as PuppetDB: the same
+    /// trust and certificate as [`TlsIdentity::client_config`], but ALPN offers h2 and
+    /// http/1.1, so a server that speaks only HTTP/1.1 (PuppetDB's Jetty) is not refused and
+    /// reqwest speaks whichever was negotiated. A new `Arc` after each reload.
+    pub fn http_client_config(&self) -> Arc<ClientConfig> {
+        self.current.load().http_client.clone()
     }
 
     /// Whether the current CRL revokes the certificate with this serial (uppercase hex, as
@@ -130,6 +139,8 @@ fn build(paths: &TlsPaths, contents: FileContents) -> Result<Current, TlsError> 
     let material = material::load(paths, contents)?;
     let server = server_config(&material)?;
     let client = client_config(&material)?;
+    let mut http_client = client.clone();
+    http_client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut revoked = std::collections::BTreeSet::new();
     for crl in &material.crls {
         let serials = crate::cert_info::revoked_serials(crl).map_err(|why| {
@@ -143,6 +154,7 @@ fn build(paths: &TlsPaths, contents: FileContents) -> Result<Current, TlsError> 
         certname: material.certname,
         server: Arc::new(server),
         client: Arc::new(client),
+        http_client: Arc::new(http_client),
         contents: material.contents,
     })
 }
