@@ -159,6 +159,17 @@ async fn authenticate(
     found.map(|actor| (actor, presented.id))
 }
 
+/// Whether a token already authenticated is still valid in this node's applied state now.
+fn still_valid(state: &ApiState, token_id: &str) -> Result<(), AccessRefusal> {
+    let now_ms = state.consensus.clock().now_ms();
+    let view = state.consensus.view.read();
+    let cluster = &view.cluster;
+    cluster
+        .access()
+        .token_user(token_id, now_ms.max(cluster.clock_ms()))
+        .map(|_| ())
+}
+
 /// Middleware for every route that needs a token.
 pub async fn require_token(
     State(state): State<Arc<ApiState>>,
@@ -173,13 +184,32 @@ pub async fn require_token(
         .map(|value| value.to_str().unwrap_or("\u{0}"));
     match authenticate(&state, header).await {
         Ok((actor, token_id)) => {
-            request.extensions_mut().insert(Principal {
+            let principal = Principal {
                 actor,
                 token_id,
                 source,
                 request_line,
-            });
-            next.run(request).await
+            };
+            request.extensions_mut().insert(principal.clone());
+            let response = next.run(request).await;
+            // The token was checked against this node's applied state, which may lag a
+            // revocation acknowledged through another node a moment ago. Handlers reading the
+            // state pass a read barrier first (and `apply` re-checks writes), after which this
+            // node has applied every write acknowledged before the request began: checked
+            // again now, a token revoked by then is refused instead of answered.
+            match still_valid(&state, &principal.token_id) {
+                Ok(()) => response,
+                Err(refusal) => {
+                    state.audit.record(AuditRecord {
+                        actor: Some(principal.actor.clone()),
+                        source: principal.source,
+                        action: AuditAction::Request,
+                        target: principal.request_line,
+                        result: AuditResult::Refused(refusal.clone()),
+                    });
+                    refusal_error(&refusal, Some(&principal.actor)).into_response()
+                }
+            }
         }
         Err((refusal, actor)) => {
             state.audit.record(AuditRecord {
