@@ -366,6 +366,48 @@ impl Cluster {
         &self.http
     }
 
+    /// Every `*.log` file in the harness's dir so far (nodes, agents, agents run to exit,
+    /// execution logs), by file name.
+    pub fn all_logs(&self) -> Vec<(String, String)> {
+        let mut logs = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).expect("the harness's temp dir") {
+            let path = entry.expect("a dir entry").path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                logs.push((
+                    name.to_string(),
+                    std::fs::read_to_string(&path).unwrap_or_default(),
+                ));
+            }
+        }
+        logs
+    }
+
+    /// `method path` (the full path) on node `id` with this token (or none) and JSON body.
+    pub fn request_as(
+        &self,
+        method: reqwest::Method,
+        id: u64,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url(id)));
+        if let Some(token) = token {
+            request = request.header("X-Authentication", token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let r = request
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {path} on node {id}: {e:?}"));
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
     /// Everything the node printed so far.
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default()
@@ -509,6 +551,52 @@ impl Cluster {
 
     /// Starts an agent for `certname` with extra flags (e.g. another certificate).
     pub fn start_agent_with(&mut self, certname: &str, command: &Path, extra: &[&str]) {
+        let args = self.agent_args(certname, command, extra);
+        let mut proc = Proc {
+            args,
+            log: self.dir.path().join(format!("agent-{certname}.log")),
+            child: None,
+        };
+        proc.spawn();
+        self.agents.insert(certname.to_string(), proc);
+    }
+
+    /// Runs an agent that is expected to stop by itself (a refused certificate): its exit
+    /// code (None if it was still running after `timeout` and was killed) and its output.
+    pub fn run_agent_to_exit(
+        &self,
+        certname: &str,
+        command: &Path,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> (Option<i32>, String) {
+        let log = self
+            .dir
+            .path()
+            .join(format!("agent-{certname}-{}.log", free_port()));
+        let mut proc = Proc {
+            args: self.agent_args(certname, command, extra),
+            log: log.clone(),
+            child: None,
+        };
+        proc.spawn();
+        let mut child = proc.child.take().expect("spawned");
+        let deadline = Instant::now() + timeout;
+        let code = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status.code();
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (code, std::fs::read_to_string(&log).unwrap_or_default())
+    }
+
+    fn agent_args(&self, certname: &str, command: &Path, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             "agent".to_string(),
             "--certname".into(),
@@ -531,13 +619,7 @@ impl Cluster {
             command.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut proc = Proc {
-            args,
-            log: self.dir.path().join(format!("agent-{certname}.log")),
-            child: None,
-        };
-        proc.spawn();
-        self.agents.insert(certname.to_string(), proc);
+        args
     }
 
     pub fn kill_agent(&mut self, certname: &str) {
