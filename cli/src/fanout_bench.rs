@@ -4,14 +4,12 @@
 //! the resident memory the session-holding node gains per connected agent, and — with the
 //! leader killed mid-job — the time until the next dispatch is committed.
 //!
-//! Everything talks mutual TLS with certificates from a throwaway CA ([`cluster::BenchPki`]):
+//! Everything talks mutual TLS with certificates from a throwaway CA ([`BenchPki`]):
 //! nodes with each other, agents with nodes, the bench with the API (as the first admin);
 //! `--insecure-http` measures the same over plain HTTP, to show what TLS costs.
 
-mod cluster;
-
-use crate::bench_cmd::{FanoutArgs, tempfile_dir, wait_ready};
-use cluster::{BenchPki, FanoutCluster, NODES};
+use crate::bench_cluster::{BenchPki, NODES, PorchCluster, tempfile_dir, wait_ready};
+use crate::bench_cmd::FanoutArgs;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::process::Command;
@@ -167,22 +165,18 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         let dir = tempfile_dir()?.join(format!("fanout-{n}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let base = args.base_port + (round as u16) * 10;
-        let mut cluster = FanoutCluster {
-            exe: exe.clone(),
-            dir: dir.clone(),
-            ports: (0..NODES as u16).map(|i| base + i).collect(),
-            children: (0..NODES).map(|_| None).collect(),
-            extra_args: vec![
+        let mut cluster = PorchCluster::new(
+            &dir,
+            base,
+            vec![
                 "--runs-in-flight-max".into(),
                 n.max(1).to_string(),
                 "--agent-timeout-secs".into(),
                 "600".into(),
             ],
-            pki: pki.as_ref(),
-        };
-        for i in 0..NODES {
-            cluster.spawn(i)?;
-        }
+            pki.as_ref(),
+        )?;
+        cluster.spawn_all()?;
         let urls = cluster.urls();
         let http = cluster.admin_client(Duration::from_secs(60)).await?;
         for url in &urls {
@@ -278,10 +272,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(500)).await;
             match cluster.leader(&http).await {
                 Some(leader) => {
-                    if let Some(mut child) = cluster.children[leader].take() {
-                        let _ = child.start_kill();
-                        let _ = child.wait().await;
-                    }
+                    cluster.kill(leader).await;
                     let killed = now_ms();
                     let survivors: Vec<String> = urls
                         .iter()
@@ -324,10 +315,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
         );
         let _ = agents.start_kill();
         let _ = agents.wait().await;
-        for child in cluster.children.iter_mut().flatten() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
+        cluster.kill_all().await;
         let _ = std::fs::remove_dir_all(&spool);
         // Logs stay behind only when a round fails.
         let _ = std::fs::remove_dir_all(&dir);

@@ -14,7 +14,9 @@
 pub mod access_cmd;
 pub mod app_cmd;
 pub mod audit_cmd;
+pub mod bench_cluster;
 pub mod bench_cmd;
+pub mod bench_submit;
 pub mod client;
 pub mod cluster_cmd;
 pub mod config;

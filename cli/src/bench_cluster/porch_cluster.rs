@@ -1,85 +1,47 @@
-//! The fanout bench's world: a throwaway CA with certificates for three nodes and every
-//! simulated agent, a 3-node cluster started with them (or with `--insecure-http`), and an
-//! API client holding the first admin's token.
+//! Three `porch server` processes on 127.0.0.1, started with a [`BenchPki`]'s certificates
+//! (or with `--insecure-http`), and API clients holding the first admin's token.
 
-use porch_tls::dev_ca::{DevCa, Validity};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
-pub const NODES: usize = 3;
+use super::NODES;
+use super::pki::{BenchPki, node_certname};
 
-/// Node `index`'s certname; its certificate is also for 127.0.0.1 and localhost, the hosts
-/// agents and the bench dial.
-fn node_certname(index: usize) -> String {
-    format!("porch{}", index + 1)
-}
-
-/// Certificates from a throwaway CA: one ssldir per node, one shared by the simulated agents
-/// (`<prefix>1` .. `<prefix>N`, as `porch agent --sessions` names them).
-pub struct BenchPki {
+pub struct PorchCluster<'a> {
+    exe: PathBuf,
     dir: PathBuf,
-    ca: DevCa,
-    agents_issued: usize,
+    ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    extra_args: Vec<String>,
+    /// None: `--insecure-http`.
+    pki: Option<&'a BenchPki>,
 }
 
-impl BenchPki {
-    pub fn create(dir: &Path) -> Result<BenchPki, String> {
-        let ca = DevCa::create(&dir.join("ca")).map_err(|e| e.to_string())?;
-        for index in 0..NODES {
-            ca.issue(
-                &dir.join(node_certname(index)),
-                &node_certname(index),
-                &["127.0.0.1", "localhost"],
-                Validity::default(),
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        Ok(BenchPki {
+impl<'a> PorchCluster<'a> {
+    /// A cluster of this binary's `porch server` on ports `base_port`.., data and logs under
+    /// `dir`; nothing runs until [`PorchCluster::spawn`].
+    pub fn new(
+        dir: &Path,
+        base_port: u16,
+        extra_args: Vec<String>,
+        pki: Option<&'a BenchPki>,
+    ) -> Result<PorchCluster<'a>, String> {
+        Ok(PorchCluster {
+            exe: std::env::current_exe().map_err(|e| e.to_string())?,
             dir: dir.to_path_buf(),
-            ca,
-            agents_issued: 0,
+            ports: (0..NODES as u16).map(|i| base_port + i).collect(),
+            children: (0..NODES).map(|_| None).collect(),
+            extra_args,
+            pki,
         })
     }
 
-    fn node_ssldir(&self, index: usize) -> PathBuf {
-        self.dir.join(node_certname(index))
+    pub fn is_tls(&self) -> bool {
+        self.pki.is_some()
     }
 
-    pub fn agent_ssldir(&self) -> PathBuf {
-        self.dir.join("agents")
-    }
-
-    /// Issues agent certificates up to `<prefix><count>` (the earlier ones are kept).
-    pub fn issue_agents(&mut self, prefix: &str, count: usize) -> Result<(), String> {
-        for i in self.agents_issued + 1..=count {
-            self.ca
-                .issue(
-                    &self.agent_ssldir(),
-                    &format!("{prefix}{i}"),
-                    &[],
-                    Validity::default(),
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        self.agents_issued = self.agents_issued.max(count);
-        Ok(())
-    }
-}
-
-/// Three `porch server` processes on 127.0.0.1.
-pub struct FanoutCluster<'a> {
-    pub exe: PathBuf,
-    pub dir: PathBuf,
-    pub ports: Vec<u16>,
-    pub children: Vec<Option<Child>>,
-    pub extra_args: Vec<String>,
-    /// None: `--insecure-http`.
-    pub pki: Option<&'a BenchPki>,
-}
-
-impl FanoutCluster<'_> {
     fn data_dir(&self, index: usize) -> PathBuf {
         self.dir.join(format!("porch{}", index + 1))
     }
@@ -119,6 +81,8 @@ impl FanoutCluster<'_> {
         args
     }
 
+    /// Starts node `index` (again, after [`PorchCluster::kill`]), its output to
+    /// `<dir>/porch<index+1>.log`.
     pub fn spawn(&mut self, index: usize) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.join(format!("porch{}.log", index + 1)))
             .map_err(|e| e.to_string())?;
@@ -133,6 +97,25 @@ impl FanoutCluster<'_> {
         Ok(())
     }
 
+    pub fn spawn_all(&mut self) -> Result<(), String> {
+        (0..NODES).try_for_each(|index| self.spawn(index))
+    }
+
+    /// kill -9 of node `index`, returning once it is gone.
+    pub async fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.children[index].take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Kills every node and waits until they are gone (a next cluster may bind the ports).
+    pub async fn kill_all(&mut self) {
+        for index in 0..NODES {
+            self.kill(index).await;
+        }
+    }
+
     pub fn pid(&self, index: usize) -> Option<u32> {
         self.children[index].as_ref().and_then(|c| c.id())
     }
@@ -145,27 +128,23 @@ impl FanoutCluster<'_> {
             .collect()
     }
 
-    /// An API client trusting the bench CA, logged in as the first admin (whose password the
-    /// initialising node, node 1, writes to its data directory). Waits up to `timeout` for
-    /// the cluster to elect a leader and commit the admin.
+    /// An API client for [`PorchCluster::client`], logged in as the first admin.
     pub async fn admin_client(&self, timeout: Duration) -> Result<reqwest::Client, String> {
-        let anonymous = self.client_builder()?.build().map_err(|e| e.to_string())?;
+        let token = self.admin_token(timeout).await?;
+        self.client(Some(&token), Duration::from_secs(60))
+    }
+
+    /// Logs in as the first admin (whose password the initialising node, node 1, writes to
+    /// its data directory), waiting up to `timeout` for the cluster to elect a leader and
+    /// commit the admin.
+    pub async fn admin_token(&self, timeout: Duration) -> Result<String, String> {
+        let anonymous = self.client(None, Duration::from_secs(10))?;
         let credential = porch_node::access::bootstrap::credential_path(&self.data_dir(0));
         let deadline = Instant::now() + timeout;
         let mut last_error = String::from("no attempt");
         while Instant::now() < deadline {
             match self.login(&anonymous, &credential).await {
-                Ok(token) => {
-                    let mut headers = reqwest::header::HeaderMap::new();
-                    let token = reqwest::header::HeaderValue::from_str(&token)
-                        .map_err(|_| "the token is not a header value".to_string())?;
-                    headers.insert("X-Authentication", token);
-                    return self
-                        .client_builder()?
-                        .default_headers(headers)
-                        .build()
-                        .map_err(|e| e.to_string());
-                }
+                Ok(token) => return Ok(token),
                 Err(error) => last_error = error,
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -175,16 +154,30 @@ impl FanoutCluster<'_> {
         ))
     }
 
-    /// Trusts only the bench CA (with its CRL), as `porch` with `--cacert` does.
-    fn client_builder(&self) -> Result<reqwest::ClientBuilder, String> {
-        let builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
-        let Some(pki) = self.pki else {
-            return Ok(builder);
+    /// An HTTP/2 client (ALPN with TLS, prior knowledge without, so both transports differ
+    /// only in TLS) trusting only the bench CA and its CRL, as `porch` with `--cacert` does,
+    /// sending `token` with every request. Its requests share one connection per node.
+    pub fn client(
+        &self,
+        token: Option<&str>,
+        request_timeout: Duration,
+    ) -> Result<reqwest::Client, String> {
+        let mut builder = reqwest::Client::builder().timeout(request_timeout);
+        if let Some(token) = token {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let token = reqwest::header::HeaderValue::from_str(token)
+                .map_err(|_| "the token is not a header value".to_string())?;
+            headers.insert("X-Authentication", token);
+            builder = builder.default_headers(headers);
+        }
+        builder = match self.pki {
+            Some(pki) => builder.use_preconfigured_tls(
+                porch_tls::client_config_trusting(&pki.cacert_path(), Some(&pki.crl_path()))
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => builder.http2_prior_knowledge(),
         };
-        let tls =
-            porch_tls::client_config_trusting(&pki.ca.cacert_path(), Some(&pki.ca.crl_path()))
-                .map_err(|e| e.to_string())?;
-        Ok(builder.use_preconfigured_tls(tls))
+        builder.build().map_err(|e| e.to_string())
     }
 
     async fn login(&self, http: &reqwest::Client, credential: &Path) -> Result<String, String> {

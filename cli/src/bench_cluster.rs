@@ -1,0 +1,36 @@
+//! What `porch bench submit` and `porch bench fanout` share: a throwaway CA ([`BenchPki`]),
+//! a local 3-node cluster started with its certificates or with `--insecure-http`
+//! ([`PorchCluster`]), API clients logged in as the first admin, and a scratch directory.
+
+mod pki;
+mod porch_cluster;
+
+pub use pki::BenchPki;
+pub use porch_cluster::PorchCluster;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Nodes in a bench cluster.
+pub const NODES: usize = 3;
+
+/// Polls `GET <url><path>` until it answers 2xx, for up to `timeout`.
+pub async fn wait_ready(http: &reqwest::Client, url: &str, path: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{url}{path}")).send().await
+            && r.status().is_success()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// `$TMPDIR/porch-bench-<pid>`, created.
+pub fn tempfile_dir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("porch-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
