@@ -47,8 +47,31 @@ pub struct ServerArgs {
     /// Puppet code directory (environments/<env>/manifests, modules).
     #[arg(long, default_value = "/etc/puppetlabs/code")]
     pub codedir: PathBuf,
+    /// Ended jobs (with their events and reports) are dropped this long after they ended, as
+    /// PE's `job-prune-threshold`: "30d", "12h"; a bare number is days.
+    #[arg(long, default_value = "30d")]
+    pub job_prune_threshold: String,
+    /// At most this many ended jobs are kept; beyond, the oldest are dropped first.
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs_kept_max: u64,
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+/// `--job-prune-threshold`: a duration, or a number of days as PE's setting counts.
+fn parse_prune_threshold(text: &str) -> Result<Duration, String> {
+    let duration = match text.trim().parse::<u64>() {
+        Ok(days) => Duration::from_secs(days.saturating_mul(24 * 3600)),
+        Err(_) => humantime::parse_duration(text.trim()).map_err(|e| {
+            format!(
+                "--job-prune-threshold {text:?}: {e} (e.g. \"30d\", \"12h\" or a number of days)"
+            )
+        })?,
+    };
+    if duration.is_zero() {
+        return Err("--job-prune-threshold must be positive".into());
+    }
+    Ok(duration)
 }
 
 /// Where a node's certificate comes from: Puppet's ssldir layout, or files named one by one.
@@ -96,7 +119,10 @@ impl TlsArgs {
             return Ok(None);
         }
         let certname = self.certname.as_deref().unwrap_or(default_certname);
-        let ssldir = self.ssldir.clone().unwrap_or_else(porch_tls::default_ssldir);
+        let ssldir = self
+            .ssldir
+            .clone()
+            .unwrap_or_else(porch_tls::default_ssldir);
         let paths = porch_tls::TlsPaths::from_ssldir(&ssldir, certname).with_overrides(
             self.cert.as_deref(),
             self.key.as_deref(),
@@ -159,6 +185,8 @@ impl ServerArgs {
             .paths(porch_raft::member_certname(&config.advertise))?;
         config.insecure_http = self.tls.insecure_http;
         config.tls_reload_every = Duration::from_secs(self.tls.tls_reload_secs.max(1));
+        config.job_prune_threshold = parse_prune_threshold(&self.job_prune_threshold)?;
+        config.jobs_kept_max = self.jobs_kept_max;
         Ok(config)
     }
 }

@@ -111,9 +111,12 @@ pub enum Command {
         via_node: u64,
         session: String,
     },
-    /// Drops job records that ended before `finished_before_ms` (history retention).
+    /// History retention, decided by the leader: drops the records (events, reports) of jobs
+    /// that ended before `finished_before_ms`, and of the oldest ended jobs beyond the newest
+    /// `ended_kept_max`. Jobs not yet ended are never dropped.
     PruneJobs {
         finished_before_ms: u64,
+        ended_kept_max: Option<u64>,
     },
     /// Carries only time: lets the leader advance the replicated clock.
     Tick,

@@ -565,4 +565,42 @@ mod tests {
         }
         assert_eq!(w.state.job(job).unwrap().runs_in_flight(), 0);
     }
+
+    #[test]
+    fn retention_drops_old_and_surplus_ended_jobs_never_running_ones() {
+        let mut w = World::new();
+        let running = w.submit(chain(&["busy"]), None);
+        let mut ended = Vec::new();
+        for i in 0..5 {
+            let job = w.submit(chain(&[&format!("n{i}")]), None);
+            w.apply(Command::StopJob { job_id: job });
+            ended.push(job);
+        }
+        w.step(&SchedulerLimits::default());
+        assert_eq!(w.state.ended_job_count(), 5);
+        // Keep the newest 3 ended jobs: the two oldest go, the running one stays.
+        let outcome = w.apply(Command::PruneJobs {
+            finished_before_ms: 0,
+            ended_kept_max: Some(3),
+        });
+        assert_eq!(outcome, Outcome::Pruned { jobs: 2 });
+        assert!(
+            w.state.job(running).is_some(),
+            "a job not yet ended is never dropped"
+        );
+        assert!(w.state.job(ended[0]).is_none() && w.state.job(ended[1]).is_none());
+        assert!(ended[2..].iter().all(|id| w.state.job(*id).is_some()));
+        // By age: everything that ended before now goes, the running job stays.
+        let now = w.now + 10;
+        let outcome = w.apply(Command::PruneJobs {
+            finished_before_ms: now,
+            ended_kept_max: None,
+        });
+        assert_eq!(outcome, Outcome::Pruned { jobs: 3 });
+        assert_eq!(w.state.jobs().len(), 1);
+        assert_eq!(w.state.oldest_ended_job_ms(), None);
+        // Ids continue after pruning.
+        let next = w.submit(chain(&["later"]), None);
+        assert_eq!(next.0, ended[4].0 + 1);
+    }
 }

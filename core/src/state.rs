@@ -208,7 +208,10 @@ impl ClusterState {
                     .disconnected(&certname, &session, self.clock_ms);
                 Outcome::Done
             }
-            Command::PruneJobs { finished_before_ms } => self.prune_jobs(finished_before_ms),
+            Command::PruneJobs {
+                finished_before_ms,
+                ended_kept_max,
+            } => self.prune_jobs(finished_before_ms, ended_kept_max),
             Command::Tick => Outcome::Done,
             command => self.apply_access_command(command),
         }
@@ -559,12 +562,22 @@ impl ClusterState {
         });
     }
 
-    fn prune_jobs(&mut self, finished_before_ms: u64) -> Outcome {
+    fn prune_jobs(&mut self, finished_before_ms: u64, ended_kept_max: Option<u64>) -> Outcome {
         let before = self.jobs.len();
+        let ended = self.ended_job_count();
+        let mut over_count = ended_kept_max.map_or(0, |max| ended.saturating_sub(max as usize));
+        // Oldest first (ids grow with submission): the count limit drops the oldest ended.
         let pruned: Vec<JobId> = self
             .jobs
             .iter()
-            .filter(|(_, job)| job.state().is_terminal() && job.timestamp_ms() < finished_before_ms)
+            .filter(|(_, job)| job.state().is_terminal())
+            .filter(|(_, job)| {
+                let too_many = over_count > 0;
+                if too_many {
+                    over_count -= 1;
+                }
+                too_many || job.timestamp_ms() < finished_before_ms
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in pruned {
@@ -573,6 +586,20 @@ impl ClusterState {
         Outcome::Pruned {
             jobs: (before - self.jobs.len()) as u64,
         }
+    }
+
+    /// Jobs that have ended (finished, stopped, failed): what retention may drop.
+    pub fn ended_job_count(&self) -> usize {
+        self.jobs.len() - self.active_jobs.len()
+    }
+
+    /// The end time of the oldest-submitted job that has ended, if any (the jobs before it in
+    /// id order are still running): what retention by age looks at.
+    pub fn oldest_ended_job_ms(&self) -> Option<u64> {
+        self.jobs
+            .values()
+            .find(|job| job.state().is_terminal())
+            .map(|job| job.timestamp_ms())
     }
 
     /// A job to change; the caller has checked it exists (an invariant of the indices).

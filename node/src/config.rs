@@ -34,6 +34,11 @@ pub struct NodeConfig {
     pub tls: Option<porch_tls::TlsPaths>,
     /// How often certificate and CRL files are looked at for changes.
     pub tls_reload_every: Duration,
+    /// History retention: ended jobs are dropped this long after they ended (PE's
+    /// `job-prune-threshold`) ...
+    pub job_prune_threshold: Duration,
+    /// ... and beyond this many ended jobs, the oldest first.
+    pub jobs_kept_max: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +90,8 @@ impl NodeConfig {
             insecure_http: false,
             tls: None,
             tls_reload_every: Duration::from_secs(10),
+            job_prune_threshold: Duration::from_secs(30 * 24 * 3600),
+            jobs_kept_max: 100_000,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Work only the leader does on a timer: give a new cluster its id. (The scheduler, which
-//! also runs only on the leader, lives in `scheduler_loop`.)
+//! Work only the leader does on a timer: give a new cluster its id, and keep history bounded
+//! (retention by age and by count, decided here and carried out by `apply` on every replica).
+//! (The scheduler, which also runs only on the leader, lives in `scheduler_loop`.)
 
 use crate::consensus::Consensus;
 use porch_core::Command;
@@ -8,14 +9,28 @@ use std::time::Duration;
 
 /// How often the leader checks for housekeeping work.
 const PERIOD: Duration = Duration::from_millis(200);
+/// How often the leader looks at retention: pruning walks the job map, so not every period.
+const RETENTION_EVERY: Duration = Duration::from_secs(5);
+
+/// How much history to keep.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub ended_for: Duration,
+    pub ended_kept_max: u64,
+}
 
 /// `entropy` makes cluster ids of clusters founded in the same millisecond differ (production:
 /// from the OS; the simulation: from its seed, so runs replay exactly).
-pub async fn run(consensus: Arc<Consensus>, entropy: u64) {
+pub async fn run(consensus: Arc<Consensus>, entropy: u64, retention: Retention) {
+    let mut last_retention = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(PERIOD).await;
         if !consensus.is_leader() {
             continue;
+        }
+        if last_retention.elapsed() >= RETENTION_EVERY {
+            last_retention = tokio::time::Instant::now();
+            prune_if_due(&consensus, retention).await;
         }
         let missing_id = consensus.view.read().cluster.cluster_id().is_none();
         if missing_id {
@@ -37,5 +52,32 @@ pub async fn run(consensus: Arc<Consensus>, entropy: u64) {
                 tracing::warn!("could not set the cluster id yet: {e}");
             }
         }
+    }
+}
+
+/// Proposes a prune when ended jobs exceed the count or the oldest ended one is past the age.
+async fn prune_if_due(consensus: &Consensus, retention: Retention) {
+    let now = consensus.clock().now_ms();
+    let cutoff = now.saturating_sub(retention.ended_for.as_millis() as u64);
+    let (ended, oldest) = {
+        let view = consensus.view.read();
+        (
+            view.cluster.ended_job_count() as u64,
+            view.cluster.oldest_ended_job_ms(),
+        )
+    };
+    if ended <= retention.ended_kept_max && !oldest.is_some_and(|ms| ms < cutoff) {
+        return;
+    }
+    let command = Command::PruneJobs {
+        finished_before_ms: cutoff,
+        ended_kept_max: Some(retention.ended_kept_max),
+    };
+    match consensus.write(None, command).await {
+        Ok(porch_core::Outcome::Pruned { jobs }) => {
+            tracing::info!("retention: dropped {jobs} ended jobs")
+        }
+        Ok(other) => tracing::warn!("retention: unexpected outcome {other:?}"),
+        Err(e) => tracing::warn!("retention: could not prune yet: {e}"),
     }
 }

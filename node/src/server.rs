@@ -163,7 +163,14 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         runs_in_flight_max: config.runs_in_flight_max,
         ..SchedulerLimits::default()
     };
-    tasks.spawn(crate::housekeeping::run(consensus.clone(), config.entropy));
+    tasks.spawn(crate::housekeeping::run(
+        consensus.clone(),
+        config.entropy,
+        crate::housekeeping::Retention {
+            ended_for: config.job_prune_threshold,
+            ended_kept_max: config.jobs_kept_max,
+        },
+    ));
     tasks.spawn(crate::scheduler_loop::run(
         consensus.clone(),
         registry.clone(),
