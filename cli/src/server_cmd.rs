@@ -47,6 +47,14 @@ pub struct ServerArgs {
     /// Puppet code directory (environments/<env>/manifests, modules).
     #[arg(long, default_value = "/etc/puppetlabs/code")]
     pub codedir: PathBuf,
+    /// PuppetDB for `--query` targets, `https://host:8081`: full PQL (facts, resources,
+    /// inventory), over TLS with this node's certificate. Without it, queries match certnames
+    /// of the agents the cluster knows.
+    #[arg(long)]
+    pub puppetdb_url: Option<String>,
+    /// Seconds a PuppetDB query may take, connecting included.
+    #[arg(long, default_value_t = 30)]
+    pub puppetdb_timeout_secs: u64,
     /// Ended jobs (with their events and reports) are dropped this long after they ended, as
     /// PE's `job-prune-threshold`: "30d", "12h"; a bare number is days.
     #[arg(long, default_value = "30d")]
@@ -180,6 +188,16 @@ impl ServerArgs {
         config.runs_in_flight_max = self.runs_in_flight_max;
         config.agent_unreachable_timeout = Duration::from_secs(self.agent_timeout_secs);
         config.codedir = self.codedir.clone();
+        if let Some(url) = &self.puppetdb_url {
+            if self.puppetdb_timeout_secs == 0 {
+                return Err("--puppetdb-timeout-secs must be positive".into());
+            }
+            config.puppetdb = Some(porch_node::puppetdb::PuppetDbConfig {
+                url: porch_node::config::parse_puppetdb_url(url)
+                    .map_err(|e| format!("--puppetdb-url: {e}"))?,
+                query_timeout: Duration::from_secs(self.puppetdb_timeout_secs),
+            });
+        }
         config.tls = self
             .tls
             .paths(porch_raft::member_certname(&config.advertise))?;

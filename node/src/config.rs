@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub job_prune_threshold: Duration,
     /// ... and beyond this many ended jobs, the oldest first.
     pub jobs_kept_max: u64,
+    /// Where `--query` targets are looked up (`--puppetdb-url`); without it, the certname
+    /// matcher over the agents the cluster knows.
+    pub puppetdb: Option<crate::puppetdb::PuppetDbConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +95,7 @@ impl NodeConfig {
             tls_reload_every: Duration::from_secs(10),
             job_prune_threshold: Duration::from_secs(30 * 24 * 3600),
             jobs_kept_max: 100_000,
+            puppetdb: None,
         }
     }
 
@@ -176,6 +180,24 @@ pub fn validate_addr(addr: &str) -> Result<(), String> {
     }
 }
 
+/// Checks `--puppetdb-url`: `https://host:port` (or `http://` for PuppetDB's local
+/// cleartext port), optionally with a path prefix; returned without a trailing slash.
+pub fn parse_puppetdb_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("'{text}': {e}"))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(format!("'{text}': expected https://host:port"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("'{text}' has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!(
+            "'{text}': give only scheme, host, port and an optional path prefix"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +241,32 @@ mod tests {
         );
         let members = parse_initial_cluster("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
         assert_eq!(members.len(), 2);
+    }
+
+    #[test]
+    fn puppetdb_url_errors_name_the_url() {
+        assert_eq!(
+            parse_puppetdb_url("https://puppetdb.example:8081/").unwrap(),
+            "https://puppetdb.example:8081"
+        );
+        assert_eq!(
+            parse_puppetdb_url("https://proxy.example/puppetdb").unwrap(),
+            "https://proxy.example/puppetdb"
+        );
+        assert!(
+            parse_puppetdb_url("puppetdb:8081")
+                .unwrap_err()
+                .contains("expected https://host:port")
+        );
+        assert!(
+            parse_puppetdb_url("https://:8081")
+                .unwrap_err()
+                .contains("'https://:8081'")
+        );
+        assert!(
+            parse_puppetdb_url("https://pdb:8081/?x=1")
+                .unwrap_err()
+                .contains("only scheme, host, port")
+        );
     }
 }

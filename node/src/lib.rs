@@ -5,7 +5,8 @@
 //! - [`consensus`]: commit through the leader from any node; linearizable read barrier;
 //!   membership; cluster status.
 //! - [`api`]: PE's Orchestrator API v1 over the applied state.
-//! - [`planner`]: a job's target resolved into its plan, once, before proposing.
+//! - [`planner`]: a job's target resolved into its plan, once, before proposing; `--query`
+//!   targets through [`puppetdb`] (`--puppetdb-url`) or, without it, [`query`]'s certname matcher.
 //! - [`access`]: tokens, the caller of each request, the first admin, audit batching.
 //! - [`housekeeping`]: leader-only timers.
 //!
@@ -24,6 +25,7 @@ pub mod housekeeping;
 pub mod identity;
 pub mod peer_auth;
 pub mod planner;
+pub mod puppetdb;
 pub mod query;
 pub mod scheduler_loop;
 pub mod server;

@@ -1,8 +1,9 @@
 //! Turns a job's target into its plan, once, on the node that accepts the submission. The
 //! plan then travels in the log entry, so no replica ever recomputes it (their code
-//! directories may differ; the log does not).
+//! directories may differ, and so may PuppetDB's answer a moment later; the log does not).
 
 use crate::api::error::ApiError;
+use crate::puppetdb::{PuppetDb, PuppetDbError};
 use axum::http::StatusCode;
 use porch_core::{Plan, PlanError, Target};
 use porch_lang::{Environment, LangError};
@@ -38,19 +39,55 @@ pub fn plan_for(
         Target::Query(query) => {
             let nodes = crate::query::resolve(query, &view.read().cluster)
                 .map_err(ApiError::query_error)?;
-            if nodes.is_empty() {
-                return Err(ApiError::empty_target(format!(
-                    "the query {query:?} matches no known node"
-                )));
-            }
-            Ok(PlanReport {
-                plan: Plan::independent(nodes).map_err(plan_error)?,
-                applications: Vec::new(),
-                warnings: Vec::new(),
-            })
+            query_plan(query, nodes, "no known node")
         }
     }
 }
+
+/// Plans a query target with PuppetDB (`--puppetdb-url`): the certnames of the query's result
+/// rows become independent nodes. Awaits PuppetDB without any lock held.
+pub async fn plan_query_in_puppetdb(
+    query: &str,
+    puppetdb: &PuppetDb,
+) -> Result<PlanReport, ApiError> {
+    crate::query::check_length(query).map_err(ApiError::query_error)?;
+    let nodes = puppetdb.certnames(query).await.map_err(puppetdb_error)?;
+    query_plan(
+        query,
+        nodes,
+        &format!("no node in PuppetDB at {}", puppetdb.url()),
+    )
+}
+
+fn query_plan(query: &str, nodes: Vec<String>, nothing: &str) -> Result<PlanReport, ApiError> {
+    if nodes.is_empty() {
+        return Err(ApiError::empty_target(format!(
+            "the query {query:?} matches {nothing}"
+        )));
+    }
+    Ok(PlanReport {
+        plan: Plan::independent(nodes).map_err(plan_error)?,
+        applications: Vec::new(),
+        warnings: Vec::new(),
+    })
+}
+
+/// PuppetDB's verdict on the query is the caller's `query-error` (400); PuppetDB out of reach
+/// is 503, PuppetDB answering wrongly 502.
+pub fn puppetdb_error(error: PuppetDbError) -> ApiError {
+    if error.is_query_error() {
+        return ApiError::query_error(error.to_string());
+    }
+    let status = if error.is_unavailable() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    ApiError::kind(status, PUPPETDB_ERROR, error.to_string())
+}
+
+/// The kind of errors where PuppetDB, not the request, is at fault.
+pub const PUPPETDB_ERROR: &str = "puppetlabs.orchestrator/puppetdb-error";
 
 pub fn plan_error(error: PlanError) -> ApiError {
     match error {

@@ -1,6 +1,7 @@
-//! `--query` targets: a subset of PQL evaluated against the agents the cluster knows.
+//! `--query` targets without PuppetDB: a subset of PQL evaluated against the agents the cluster
+//! knows. With `--puppetdb-url`, queries go to PuppetDB instead ([`crate::puppetdb`]).
 //!
-//! porch has no PuppetDB. The nodes a query can select are the agents in the replicated
+//! The nodes a query can select here are the agents in the replicated
 //! inventory (every certname that ever opened a session, connected or not), and the only
 //! field is `certname`. Supported, in both of PE's forms:
 //! - string: `nodes { certname ~ "^web" and not certname = "web3" }`, `inventory[certname] { ... }`,
@@ -35,18 +36,13 @@ impl Filter {
     }
 }
 
-/// Longest query text accepted, and deepest nesting.
-const QUERY_BYTES_MAX: usize = 8192;
+/// Longest query text accepted (here and for PuppetDB), and deepest nesting.
+pub const QUERY_BYTES_MAX: usize = 8192;
 const NESTING_MAX: usize = 64;
 
 /// The certnames `query` selects, sorted.
 pub fn resolve(query: &str, state: &ClusterState) -> Result<Vec<String>, String> {
-    if query.len() > QUERY_BYTES_MAX {
-        return Err(format!(
-            "the query is {} bytes; at most {QUERY_BYTES_MAX} are allowed",
-            query.len()
-        ));
-    }
+    check_length(query)?;
     let trimmed = query.trim();
     let filter = if trimmed.starts_with('[') {
         let ast: Value = serde_json::from_str(trimmed)
@@ -62,6 +58,17 @@ pub fn resolve(query: &str, state: &ClusterState) -> Result<Vec<String>, String>
         .filter(|name| filter.accepts(name))
         .cloned()
         .collect())
+}
+
+/// The bound on query text, for either way of resolving it.
+pub fn check_length(query: &str) -> Result<(), String> {
+    if query.len() > QUERY_BYTES_MAX {
+        return Err(format!(
+            "the query is {} bytes; at most {QUERY_BYTES_MAX} are allowed",
+            query.len()
+        ));
+    }
+    Ok(())
 }
 
 fn from_ast(ast: &Value) -> Result<Filter, String> {
@@ -124,7 +131,7 @@ fn ast_clause(clause: &Value, depth: usize) -> Result<Filter, String> {
 fn comparison(field: &str, op: &str, value: &str) -> Result<Filter, String> {
     if field != "certname" {
         return Err(format!(
-            "field {field:?}: porch knows only certname (it has no PuppetDB facts)"
+            "field {field:?}: without --puppetdb-url porch knows only certname (no facts)"
         ));
     }
     match op {

@@ -57,6 +57,25 @@ impl Node {
 
 pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
     let data_dir = config.data_dir.display().to_string();
+    let puppetdb = match &config.puppetdb {
+        Some(puppetdb) => {
+            if puppetdb.url.starts_with("http://") {
+                tracing::warn!(
+                    "--puppetdb-url {}: queries and their answers travel unencrypted",
+                    puppetdb.url
+                );
+            }
+            tracing::info!(
+                "--query targets are looked up in PuppetDB at {}",
+                puppetdb.url
+            );
+            Some(Arc::new(crate::puppetdb::PuppetDb::new(
+                puppetdb.clone(),
+                env.tls.clone(),
+            )?))
+        }
+        None => None,
+    };
     let fresh = identity::claim(env.disk.as_ref(), config.id, &data_dir).await?;
     let state_machine = StateMachineStore::open(env.disk.clone())
         .map_err(|e| format!("{data_dir}: cannot load the snapshot: {e}"))?;
@@ -99,16 +118,19 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         );
     }
     let (audit, audit_queue) = AuditRecorder::new();
-    let api_state = Arc::new(ApiState::new(
-        consensus.clone(),
-        config.codedir.clone(),
-        audit.clone(),
-        if config.insecure_http {
-            "http"
-        } else {
-            "https"
-        },
-    ));
+    let api_state = Arc::new(
+        ApiState::new(
+            consensus.clone(),
+            config.codedir.clone(),
+            audit.clone(),
+            if config.insecure_http {
+                "http"
+            } else {
+                "https"
+            },
+        )
+        .with_puppetdb(puppetdb),
+    );
     let grpc = tonic::service::Routes::new(
         RaftServer::new(RaftService::new(
             raft.clone(),

@@ -19,6 +19,9 @@ async fn plan_off_the_runtime(
     state: &ApiState,
     spec: &porch_core::JobSpec,
 ) -> Result<crate::planner::PlanReport, ApiError> {
+    if let (porch_core::Target::Query(query), Some(puppetdb)) = (&spec.target, &state.puppetdb) {
+        return crate::planner::plan_query_in_puppetdb(query, puppetdb).await;
+    }
     let reads_code = !matches!(spec.target, porch_core::Target::Query(_))
         && porch_lang::environment::valid_environment_name(&spec.environment)
         && state

@@ -34,6 +34,8 @@ pub struct ApiState {
     pub audit: Arc<AuditRecorder>,
     /// `https` unless the node serves plain HTTP (`--insecure-http`): URLs in responses.
     pub scheme: &'static str,
+    /// Where `--query` targets are looked up, when the node has `--puppetdb-url`.
+    pub puppetdb: Option<Arc<crate::puppetdb::PuppetDb>>,
     /// Makes node-generated request ids unique: `<node>-<boot ms>-<counter>`.
     boot_ms: u64,
     next_request: AtomicU64,
@@ -52,9 +54,15 @@ impl ApiState {
             codedir,
             audit,
             scheme,
+            puppetdb: None,
             boot_ms,
             next_request: AtomicU64::new(0),
         }
+    }
+
+    pub fn with_puppetdb(mut self, puppetdb: Option<Arc<crate::puppetdb::PuppetDb>>) -> ApiState {
+        self.puppetdb = puppetdb;
+        self
     }
 
     /// The client's `X-Porch-Request-Id` (so its retries dedupe), or a fresh one.
