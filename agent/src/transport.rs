@@ -80,8 +80,8 @@ fn endpoint(tonic_url: &str) -> Result<Endpoint, String> {
 }
 
 /// A failed call in words: the TLS problem when there is one (whose certificate, and what
-/// is wrong with it), otherwise the status with its causes ("connection refused" only when
-/// that is what happened).
+/// is wrong with it, including an alert h2 kept only as text), otherwise the status with its
+/// causes ("connection refused" only when that is what happened).
 pub fn describe_status(status: &tonic::Status) -> String {
     if let Some(tls) = describe_tls_error(status) {
         return format!("TLS: {tls}");
@@ -96,27 +96,7 @@ pub fn describe_status(status: &tonic::Status) -> String {
         }
         cause = error.source();
     }
-    match alert_in_text(&text) {
-        Some(alert) => {
-            let error = std::io::Error::other(rustls::Error::AlertReceived(alert));
-            describe_tls_error(&error).map_or(text, |tls| format!("TLS: {tls}"))
-        }
-        None => text,
-    }
-}
-
-/// The alert in rustls's words for `Error::AlertReceived` ("received fatal alert: Name").
-/// With TLS 1.3 a server checks our certificate after our side of the handshake is done, so
-/// its refusal arrives as an alert on h2's first read, and h2 keeps only the error's text.
-fn alert_in_text(text: &str) -> Option<rustls::AlertDescription> {
-    let name = text.split("received fatal alert: ").nth(1)?;
-    let name: String = name
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '(' || *c == ')')
-        .collect();
-    (0..=u8::MAX)
-        .map(rustls::AlertDescription::from)
-        .find(|alert| format!("{alert:?}") == name)
+    text
 }
 
 #[cfg(test)]

@@ -22,8 +22,36 @@ pub(crate) enum TlsSide {
 
 /// Finds a rustls error in `error`'s source chain and says what it means for a client (CLI,
 /// agent, raft peer), or None when the failure is not about TLS.
+///
+/// When the chain holds no rustls error but one of its errors says "received fatal alert:
+/// Name", that alert is described: with TLS 1.3 a server checks our certificate after our
+/// side of the handshake is done, so its refusal arrives on h2's first read, and h2 keeps
+/// only the text of the error.
 pub fn describe_tls_error(error: &(dyn StdError + 'static)) -> Option<String> {
-    find_rustls_error(error).map(|tls| describe_rustls_error(tls, TlsSide::Client))
+    if let Some(tls) = find_rustls_error(error) {
+        return Some(describe_rustls_error(tls, TlsSide::Client));
+    }
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if let Some(alert) = alert_in_text(&current.to_string()) {
+            return Some(describe_alert(alert, TlsSide::Client));
+        }
+        next = current.source();
+    }
+    None
+}
+
+/// The alert named in rustls's words for `Error::AlertReceived` ("received fatal alert:
+/// CertificateRevoked"), if `text` holds them.
+fn alert_in_text(text: &str) -> Option<AlertDescription> {
+    let name = text.split("received fatal alert: ").nth(1)?;
+    let name: String = name
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '(' || *c == ')')
+        .collect();
+    (0..=u8::MAX)
+        .map(AlertDescription::from)
+        .find(|alert| format!("{alert:?}") == name)
 }
 
 /// The first rustls error in the chain. `io::Error::source` skips the error it wraps, so each
@@ -211,6 +239,25 @@ mod tests {
             describe_rustls_error(&error, TlsSide::Client),
             "the server's certificate is for node1, not node2"
         );
+    }
+
+    #[test]
+    fn an_alert_known_only_by_its_text_is_still_described() {
+        // h2 keeps only the text of the error that ended the connection.
+        let flattened =
+            std::io::Error::other("connection error: received fatal alert: CertificateRevoked");
+        let outer = std::io::Error::new(std::io::ErrorKind::BrokenPipe, flattened);
+        assert_eq!(
+            describe_tls_error(&outer).as_deref(),
+            Some("the server refused our certificate: it is revoked")
+        );
+        let unknown_ca = std::io::Error::other("received fatal alert: UnknownCA; closing");
+        assert_eq!(
+            describe_tls_error(&unknown_ca).as_deref(),
+            Some("the server refused our certificate: it is not signed by a CA the server trusts")
+        );
+        let not_an_alert = std::io::Error::other("received fatal alert: NoSuchAlertName");
+        assert_eq!(describe_tls_error(&not_an_alert), None);
     }
 
     #[test]
