@@ -1,5 +1,6 @@
 //! `porch agent` / `porch-agent` flags, validated into agents ready to run.
 
+use crate::runner::puppet_config::{PuppetIdentity, PuppetPaths, config_print, is_inside};
 use crate::runner::{
     Runner, command::CommandRunner, puppet::PuppetRunner, simulate::SimulateRunner,
 };
@@ -39,18 +40,46 @@ pub struct AgentArgs {
     /// The executable the `command` runner runs.
     #[arg(long)]
     pub command: Option<PathBuf>,
+    /// puppet runner: the `puppet` executable.
     #[arg(long, default_value = "puppet")]
     pub puppet_bin: PathBuf,
-    #[arg(
-        long,
-        default_value = "/opt/puppetlabs/puppet/public/last_run_summary.yaml"
-    )]
-    pub lastrunfile: PathBuf,
-    #[arg(
-        long,
-        default_value = "/opt/puppetlabs/puppet/cache/state/last_run_report.yaml"
-    )]
-    pub lastrunreport: PathBuf,
+    /// puppet runner: the agent identity's confdir, passed as `--confdir` to
+    /// `puppet config print` and to every run (several identities on one host).
+    #[arg(long, value_name = "DIR")]
+    pub puppet_confdir: Option<PathBuf>,
+    /// puppet runner: passed as `--vardir`, like --puppet-confdir.
+    #[arg(long, value_name = "DIR")]
+    pub puppet_vardir: Option<PathBuf>,
+    /// puppet runner: passed as `--ssldir`, like --puppet-confdir (the Puppet agent's
+    /// certificates; --ssldir is porch's own).
+    #[arg(long, value_name = "DIR")]
+    pub puppet_ssldir: Option<PathBuf>,
+    /// puppet runner: one more argument for `puppet config print` and every run, verbatim;
+    /// repeat it for several (`--puppet-arg=--publicdir=/srv/web1/public`).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub puppet_arg: Vec<String>,
+    /// puppet runner: last_run_summary.yaml [default: `puppet config print lastrunfile`].
+    #[arg(long, value_name = "FILE")]
+    pub lastrunfile: Option<PathBuf>,
+    /// puppet runner: last_run_report.yaml [default: `puppet config print lastrunreport`].
+    #[arg(long, value_name = "FILE")]
+    pub lastrunreport: Option<PathBuf>,
+    /// puppet runner: present while Puppet is disabled [default: `puppet config print
+    /// agent_disabled_lockfile`].
+    #[arg(long, value_name = "FILE")]
+    pub agent_disabled_lockfile: Option<PathBuf>,
+    /// puppet runner: held by a run applying a catalog [default: `puppet config print
+    /// agent_catalog_run_lockfile`].
+    #[arg(long, value_name = "FILE")]
+    pub agent_catalog_run_lockfile: Option<PathBuf>,
+    /// puppet runner: how long `puppet config print` may take at start before the agent
+    /// gives up (it is killed).
+    #[arg(long, default_value_t = 60)]
+    pub puppet_config_timeout_secs: u64,
+    /// puppet runner: how long a run waits for another Puppet run (the daemon's, someone's
+    /// `puppet agent -t`) to release the run lock before it is errored; 0 refuses at once.
+    #[arg(long, default_value_t = 600)]
+    pub puppet_lock_wait_secs: u64,
     /// A run taking longer than this is errored (the process is killed).
     #[arg(long, default_value_t = 3600)]
     pub run_timeout_secs: u64,
@@ -102,12 +131,7 @@ impl AgentArgs {
     pub fn runner(&self) -> Result<Runner, String> {
         let timeout = Duration::from_secs(self.run_timeout_secs.max(1));
         Ok(match self.runner {
-            RunnerKind::Puppet => Runner::Puppet(PuppetRunner {
-                puppet_bin: self.puppet_bin.clone(),
-                lastrunfile: self.lastrunfile.clone(),
-                lastrunreport: self.lastrunreport.clone(),
-                timeout,
-            }),
+            RunnerKind::Puppet => Runner::Puppet(Box::new(self.puppet_runner(timeout)?)),
             RunnerKind::Command => Runner::Command(CommandRunner {
                 command: self
                     .command
@@ -130,6 +154,90 @@ impl AgentArgs {
                     failure_rate: self.simulate_failure_rate,
                 })
             }
+        })
+    }
+
+    /// The puppet runner, with the paths its Puppet reports for the identity unless every
+    /// one is given by a flag. Runs `puppet config print`: call it off the async threads.
+    pub fn puppet_runner(&self, timeout: Duration) -> Result<PuppetRunner, String> {
+        let identity = PuppetIdentity {
+            puppet_bin: self.puppet_bin.clone(),
+            confdir: self.puppet_confdir.clone(),
+            vardir: self.puppet_vardir.clone(),
+            ssldir: self.puppet_ssldir.clone(),
+            extra_args: self.puppet_arg.clone(),
+        };
+        let flags = [
+            &self.lastrunfile,
+            &self.lastrunreport,
+            &self.agent_disabled_lockfile,
+            &self.agent_catalog_run_lockfile,
+        ];
+        let printed = if flags.iter().all(|flag| flag.is_some()) {
+            // No `config print` to find out: check that there is a puppet at all.
+            find_executable(&identity.puppet_bin).ok_or_else(|| {
+                format!(
+                    "--puppet-bin {}: not found (install Puppet's agent, or name the executable)",
+                    identity.puppet_bin.display()
+                )
+            })?;
+            None
+        } else {
+            let limit = Duration::from_secs(self.puppet_config_timeout_secs.max(1));
+            Some(config_print(&identity, limit)?)
+        };
+        let pick = |flag: &Option<PathBuf>, printed: Option<&PathBuf>| {
+            // `printed` is there whenever a flag is missing.
+            flag.clone()
+                .or_else(|| printed.cloned())
+                .unwrap_or_default()
+        };
+        let from_puppet = printed.as_ref().map(|p| &p.paths);
+        let paths = PuppetPaths {
+            lastrunfile: pick(&self.lastrunfile, from_puppet.map(|p| &p.lastrunfile)),
+            lastrunreport: pick(&self.lastrunreport, from_puppet.map(|p| &p.lastrunreport)),
+            agent_disabled_lockfile: pick(
+                &self.agent_disabled_lockfile,
+                from_puppet.map(|p| &p.agent_disabled_lockfile),
+            ),
+            agent_catalog_run_lockfile: pick(
+                &self.agent_catalog_run_lockfile,
+                from_puppet.map(|p| &p.agent_catalog_run_lockfile),
+            ),
+        };
+        if let Some(printed) = &printed {
+            if !printed.certname.is_empty() && printed.certname != self.certname {
+                tracing::warn!(
+                    "the Puppet identity runs as certname {:?}, this agent is {:?}",
+                    printed.certname,
+                    self.certname
+                );
+            }
+            let own_identity = self.puppet_confdir.is_some() || self.puppet_vardir.is_some();
+            if own_identity && !is_inside(&paths.lastrunfile, &printed.vardir) {
+                tracing::warn!(
+                    "lastrunfile {} lies outside this identity's vardir {}: other Puppet \
+                     identities on this host write it too; set publicdir in its puppet.conf \
+                     (or --puppet-arg=--publicdir=DIR)",
+                    paths.lastrunfile.display(),
+                    printed.vardir.display()
+                );
+            }
+        }
+        tracing::info!(
+            "puppet runner: {} {}; summary {}, report {}, locks {} and {}",
+            identity.puppet_bin.display(),
+            identity.args().join(" "),
+            paths.lastrunfile.display(),
+            paths.lastrunreport.display(),
+            paths.agent_catalog_run_lockfile.display(),
+            paths.agent_disabled_lockfile.display()
+        );
+        Ok(PuppetRunner {
+            identity,
+            paths,
+            timeout,
+            lock_wait: Duration::from_secs(self.puppet_lock_wait_secs),
         })
     }
 
@@ -191,6 +299,17 @@ impl AgentArgs {
     }
 }
 
+/// `bin` itself if it names a file, or the first `bin` on PATH.
+fn find_executable(bin: &std::path::Path) -> Option<PathBuf> {
+    if bin.components().count() > 1 {
+        return bin.is_file().then(|| bin.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(bin))
+        .find(|candidate| candidate.is_file())
+}
+
 fn porch_certname_ok(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
@@ -240,5 +359,101 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn parse(extra: &[&str]) -> AgentArgs {
+        let mut args = vec![
+            "porch-agent",
+            "--certname=web1",
+            "--service-url=https://orch1:8143",
+            "--spool-dir=/tmp/spool",
+        ];
+        args.extend(extra);
+        Cli::try_parse_from(args).unwrap().agent
+    }
+
+    #[test]
+    fn puppet_paths_come_from_config_print_for_the_identity_unless_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let puppet = dir.path().join("puppet");
+        // Answers `config print` the way Puppet does, naming the confdir it was given.
+        std::fs::write(
+            &puppet,
+            "#!/bin/sh\necho \"$@\" > \"$(dirname $0)/args\"\n\
+             echo \"agent_catalog_run_lockfile = /id/var/state/agent_catalog_run.lock\"\n\
+             echo \"agent_disabled_lockfile = /id/var/state/agent_disabled.lock\"\n\
+             echo \"certname = web1\"\n\
+             echo \"lastrunfile = /id/var/public/last_run_summary.yaml\"\n\
+             echo \"lastrunreport = /id/var/state/last_run_report.yaml\"\n\
+             echo \"vardir = /id/var\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&puppet, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = format!("--puppet-bin={}", puppet.display());
+        let args = parse(&[
+            &bin,
+            "--puppet-confdir=/id/etc",
+            "--puppet-arg=--server=puppet.lab",
+            "--lastrunreport=/elsewhere/report.yaml",
+        ]);
+        let runner = args.puppet_runner(Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            runner.paths,
+            PuppetPaths {
+                lastrunfile: "/id/var/public/last_run_summary.yaml".into(),
+                lastrunreport: "/elsewhere/report.yaml".into(),
+                agent_disabled_lockfile: "/id/var/state/agent_disabled.lock".into(),
+                agent_catalog_run_lockfile: "/id/var/state/agent_catalog_run.lock".into(),
+            }
+        );
+        let asked = std::fs::read_to_string(dir.path().join("args")).unwrap();
+        assert!(
+            asked
+                .starts_with("config print --section agent --confdir /id/etc --server=puppet.lab "),
+            "{asked}"
+        );
+        assert_eq!(runner.lock_wait, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_missing_puppet_is_an_error_at_start_naming_it_but_only_for_the_puppet_runner() {
+        let missing = "--puppet-bin=/nonexistent/bin/puppet";
+        let error = match parse(&[missing]).runner() {
+            Err(e) => e,
+            Ok(_) => panic!("a missing puppet was accepted"),
+        };
+        assert!(
+            error.contains("/nonexistent/bin/puppet: not found"),
+            "{error}"
+        );
+        let all_paths = [
+            missing,
+            "--lastrunfile=/a",
+            "--lastrunreport=/b",
+            "--agent-disabled-lockfile=/c",
+            "--agent-catalog-run-lockfile=/d",
+        ];
+        let error = match parse(&all_paths).runner() {
+            Err(e) => e,
+            Ok(_) => panic!("a missing puppet was accepted"),
+        };
+        assert!(
+            error.contains("/nonexistent/bin/puppet: not found"),
+            "{error}"
+        );
+        assert!(parse(&[missing, "--runner=simulate"]).runner().is_ok());
     }
 }

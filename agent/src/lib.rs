@@ -5,7 +5,8 @@
 //! ([`session::Agent`]). Every transaction it accepts goes into the [`spool`] before it runs,
 //! so a transaction runs at most once however often it is requested, and its result is re-sent
 //! on every new session until the cluster acknowledges it. The [`runner`] does the work:
-//! `puppet agent --onetime ...`, a command, or a seeded simulation.
+//! `puppet agent --onetime ...` (paths and identity from `puppet config print`, results from the
+//! run's summary and report: [`runner::puppet`]), a command, or a seeded simulation.
 //!
 //! Sessions run over mutual TLS with the host's Puppet certificate ([`tls_flags`] loads and
 //! checks it at start; [`transport`] dials `https://` URLs through porch-tls's connector and
@@ -23,6 +24,8 @@ pub mod tls_flags;
 pub mod transport;
 
 /// Generated gRPC code for the agent protocol.
+// A result is the largest message and the rarest; boxing it would only move the allocation.
+#[allow(clippy::large_enum_variant)]
 pub mod proto {
     tonic::include_proto!("porch.agent.v1");
 }

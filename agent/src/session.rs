@@ -83,6 +83,11 @@ pub fn to_proto(transaction_id: &str, result: &StoredResult) -> RunResult {
         environment: result.environment.clone(),
         exit_code: result.exit_code,
         message: result.message.clone(),
+        noop: result.puppet.noop,
+        noop_pending: result.puppet.noop_pending,
+        report_sha256: result.puppet.report_sha256.clone(),
+        time_total_ms: result.puppet.time_total_ms,
+        events: result.puppet.events.clone().into_iter().collect(),
     }
 }
 

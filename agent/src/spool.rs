@@ -32,6 +32,20 @@ pub struct StoredResult {
     pub environment: String,
     pub exit_code: i32,
     pub message: String,
+    /// What only the puppet runner knows (empty for the others).
+    #[serde(default)]
+    pub puppet: PuppetRunDetails,
+}
+
+/// The puppet runner's facts about a run beyond the common ones (see `RunResult` in
+/// `proto/agent.proto`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PuppetRunDetails {
+    pub noop: bool,
+    pub noop_pending: bool,
+    pub report_sha256: String,
+    pub time_total_ms: Option<i64>,
+    pub events: BTreeMap<String, i64>,
 }
 
 impl StoredResult {
@@ -45,6 +59,7 @@ impl StoredResult {
             environment: String::new(),
             exit_code: -1,
             message: message.into(),
+            puppet: PuppetRunDetails::default(),
         }
     }
 }

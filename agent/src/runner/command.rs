@@ -74,6 +74,7 @@ impl CommandRunner {
             environment: request.environment.clone(),
             exit_code,
             message,
+            puppet: Default::default(),
         }
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod command;
 pub mod puppet;
+pub mod puppet_config;
+pub mod puppet_lock;
 pub mod simulate;
 pub mod summary;
 
@@ -12,7 +14,7 @@ use crate::spool::StoredResult;
 pub const MESSAGE_BYTES_MAX: usize = 16 * 1024;
 
 pub enum Runner {
-    Puppet(puppet::PuppetRunner),
+    Puppet(Box<puppet::PuppetRunner>),
     Command(command::CommandRunner),
     Simulate(simulate::SimulateRunner),
 }
@@ -63,6 +65,43 @@ pub async fn spawn(
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             other => return other,
+        }
+    }
+}
+
+/// Sends SIGKILL to the process group `leader` leads (spawned with `process_group(0)`): a run
+/// that is given up on takes its children with it (Puppet's `exec`s, a hung facter).
+pub fn kill_process_group(leader: u32) {
+    if let Ok(pgid) = libc::pid_t::try_from(leader)
+        && pgid > 0
+    {
+        // SAFETY: killpg takes plain integers; a group that is already gone yields ESRCH.
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Kills a process group when dropped, unless disarmed: a run future dropped mid-way (the
+/// agent shutting down, a timeout) leaves nothing running.
+pub struct ProcessGroupGuard {
+    leader: Option<u32>,
+}
+
+impl ProcessGroupGuard {
+    pub fn new(leader: Option<u32>) -> ProcessGroupGuard {
+        ProcessGroupGuard { leader }
+    }
+
+    pub fn disarm(&mut self) {
+        self.leader = None;
+    }
+}
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        if let Some(leader) = self.leader {
+            kill_process_group(leader);
         }
     }
 }

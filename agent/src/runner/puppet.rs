@@ -1,34 +1,66 @@
-//! The `puppet` runner: `puppet agent --onetime --no-daemonize --verbose --detailed-exitcodes`
-//! with the job's flags, mapped as pxp-module-puppet does (exit 0 unchanged, 2 changed,
-//! 4 failures, 6 changes and failures, anything else an error), metrics read from
-//! `last_run_summary.yaml`, transaction uuid and environment from `last_run_report.yaml`.
+//! The `puppet` runner: one `puppet agent --onetime --no-daemonize --verbose
+//! --detailed-exitcodes --job-id <job>` per transaction, with the job's noop / environment /
+//! debug flags and the identity's arguments ([`PuppetIdentity`]).
+//!
+//! The run goes as pxp-agent's puppet module runs it:
+//! 1. disabled (`agent_disabled_lockfile`): errored at once, `agent_disabled: ...` with the
+//!    reason given to `puppet agent --disable`;
+//! 2. another run holds `agent_catalog_run_lockfile`: wait for it, at most `lock_wait`, then
+//!    errored `agent_already_running: ...`; the same when Puppet itself says "already in
+//!    progress" (a run started between our look and our start: we wait and try once more);
+//! 3. the exit code decides the outcome — 0 unchanged and 2 changed are finished, 4 and 6
+//!    (resource failures) failed, 1 and anything else errored (`agent_exit_non_zero`);
+//! 4. for 0/2/4/6 the run's own files give the facts: `last_run_summary.yaml` the resource and
+//!    event counts, time and configuration version; `last_run_report.yaml` the transaction
+//!    uuid, status, noop and environment. Both must have been written by this run: a file that
+//!    is absent, older than the run, malformed, or from another run (configuration versions
+//!    disagree) makes the node errored with the file's name, never a result without metrics.
+//!
+//! A run that outlives `timeout` is killed with its whole process group.
 
-use super::summary::{from_report, from_summary};
-use super::{MESSAGE_BYTES_MAX, tail_utf8};
+use super::puppet_config::{PuppetIdentity, PuppetPaths};
+use super::puppet_lock::{disabled_reason, wait_for_run_lock};
+use super::summary::{RunReport, RunSummary, parse_report, parse_summary};
+use super::{MESSAGE_BYTES_MAX, ProcessGroupGuard, tail_utf8};
 use crate::proto::RunRequest;
-use crate::spool::{Outcome, StoredResult};
-use std::path::PathBuf;
-use std::time::Duration;
+use crate::spool::{Outcome, PuppetRunDetails, StoredResult};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, SystemTime};
+
+/// Largest run report read; a report is rewritten by every run, so a bigger one is not Puppet's.
+pub const REPORT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// How much older than the run's start a file written by the run may look: filesystems with
+/// whole-second timestamps round down.
+const MTIME_SLACK: Duration = Duration::from_secs(1);
 
 pub struct PuppetRunner {
-    pub puppet_bin: PathBuf,
-    pub lastrunfile: PathBuf,
-    pub lastrunreport: PathBuf,
+    pub identity: PuppetIdentity,
+    pub paths: PuppetPaths,
+    /// A run taking longer is killed, with its process group.
     pub timeout: Duration,
+    /// Longest wait for another Puppet run to release the run lock.
+    pub lock_wait: Duration,
 }
 
 /// The arguments of one run.
-pub fn puppet_args(request: &RunRequest) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "agent",
-        "--onetime",
-        "--no-daemonize",
-        "--verbose",
-        "--detailed-exitcodes",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+pub fn puppet_args(identity: &PuppetIdentity, request: &RunRequest) -> Vec<String> {
+    let mut args = vec!["agent".to_string()];
+    args.extend(identity.args());
+    args.extend(
+        [
+            "--onetime",
+            "--no-daemonize",
+            "--verbose",
+            "--detailed-exitcodes",
+        ]
+        .map(String::from),
+    );
+    // Puppet puts the job id into the catalog request and the report (PuppetDB keeps it).
+    args.push("--job-id".into());
+    args.push(request.job_id.to_string());
     if request.noop {
         args.push("--noop".into());
     }
@@ -51,192 +83,266 @@ pub fn puppet_args(request: &RunRequest) -> Vec<String> {
     args
 }
 
+/// The outcome and status word pxp-module-puppet gives an exit code of
+/// `puppet agent --detailed-exitcodes`, or None for an errored run.
+pub fn outcome_of_exit_code(exit_code: i32) -> Option<(Outcome, &'static str)> {
+    match exit_code {
+        0 => Some((Outcome::Finished, "unchanged")),
+        2 => Some((Outcome::Finished, "changed")),
+        4 | 6 => Some((Outcome::Failed, "failed")),
+        _ => None,
+    }
+}
+
+fn is_already_running(output: &str) -> bool {
+    output.contains("already in progress")
+}
+
+fn is_disabled(output: &str) -> bool {
+    output.contains("administratively disabled")
+}
+
 impl PuppetRunner {
     pub async fn run(&self, request: &RunRequest) -> StoredResult {
-        let mut command = tokio::process::Command::new(&self.puppet_bin);
+        if let Some(reason) = disabled_reason(&self.paths.agent_disabled_lockfile) {
+            return self.disabled(&reason);
+        }
+        let mut tries_left = 2;
+        loop {
+            tries_left -= 1;
+            let lock = &self.paths.agent_catalog_run_lockfile;
+            if let Some(pid) = wait_for_run_lock(lock, self.lock_wait).await {
+                let holder = if pid == 0 {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                };
+                return StoredResult::errored(format!(
+                    "agent_already_running: another Puppet run{holder} holds {} and did not \
+                     finish within {} s (--puppet-lock-wait-secs)",
+                    lock.display(),
+                    self.lock_wait.as_secs()
+                ));
+            }
+            let started = SystemTime::now();
+            let output = match self.execute(request).await {
+                Ok(output) => output,
+                Err(errored) => return errored,
+            };
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let exit_code = output.status.code().unwrap_or(-1);
+            if exit_code != 0 && is_disabled(&text) {
+                let reason = disabled_reason(&self.paths.agent_disabled_lockfile);
+                return self.disabled(reason.as_deref().unwrap_or(""));
+            }
+            if exit_code != 0 && is_already_running(&text) {
+                if tries_left > 0 {
+                    continue;
+                }
+                return StoredResult::errored(format!(
+                    "agent_already_running: a Puppet run is already in progress on this node \
+                     ({})",
+                    lock.display()
+                ));
+            }
+            return self.result(request, &output, &text, started);
+        }
+    }
+
+    fn disabled(&self, reason: &str) -> StoredResult {
+        let reason = if reason.is_empty() {
+            "no reason given".to_string()
+        } else {
+            format!("\"{reason}\"")
+        };
+        StoredResult::errored(format!(
+            "agent_disabled: Puppet is disabled on this node ({reason}; {}); \
+             `puppet agent --enable` re-enables it",
+            self.paths.agent_disabled_lockfile.display()
+        ))
+    }
+
+    /// Runs puppet in its own process group; a run past the timeout is killed with the group.
+    async fn execute(&self, request: &RunRequest) -> Result<Output, StoredResult> {
+        let bin = &self.identity.puppet_bin;
+        let mut command = tokio::process::Command::new(bin);
         command
-            .args(puppet_args(request))
+            .args(puppet_args(&self.identity, request))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true);
-        let child = super::spawn(&mut command).await;
-        let child = match child {
+        let child = match super::spawn(&mut command).await {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return StoredResult::errored(format!(
+                return Err(StoredResult::errored(format!(
                     "no_puppet_bin: {} not found",
-                    self.puppet_bin.display()
-                ));
+                    bin.display()
+                )));
             }
-            Err(e) => return StoredResult::errored(format!("agent_failed_to_start: {e}")),
-        };
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(Ok(output)) => output,
-            Ok(Err(e)) => return StoredResult::errored(format!("agent_failed_to_start: {e}")),
-            Err(_) => {
-                return StoredResult::errored(format!(
-                    "the puppet run did not finish within {} s",
-                    self.timeout.as_secs()
-                ));
+            Err(e) => {
+                return Err(StoredResult::errored(format!(
+                    "agent_failed_to_start: {}: {e}",
+                    bin.display()
+                )));
             }
         };
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        if text.contains("already in progress") {
-            return StoredResult::errored(
-                "agent_already_running: a Puppet run is already in progress on this node",
-            );
+        let mut group = ProcessGroupGuard::new(child.id());
+        match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(Ok(output)) => {
+                group.disarm();
+                Ok(output)
+            }
+            Ok(Err(e)) => Err(StoredResult::errored(format!(
+                "agent_failed_to_start: {}: {e}",
+                bin.display()
+            ))),
+            Err(_) => Err(StoredResult::errored(format!(
+                "agent_timeout: the puppet run did not finish within {} s (--run-timeout-secs); \
+                 it was killed with its child processes",
+                self.timeout.as_secs()
+            ))),
         }
-        if text.contains("administratively disabled") {
-            return StoredResult::errored(
-                "agent_disabled: Puppet is administratively disabled on this node",
-            );
-        }
-        let exit_code = output.status.code().unwrap_or(-1);
-        let (outcome, status) = match exit_code {
-            0 => (Outcome::Finished, "unchanged"),
-            2 => (Outcome::Finished, "changed"),
-            4 | 6 => (Outcome::Failed, "failed"),
-            _ => {
+    }
+
+    fn result(
+        &self,
+        request: &RunRequest,
+        output: &Output,
+        text: &str,
+        started: SystemTime,
+    ) -> StoredResult {
+        let Some(exit_code) = output.status.code() else {
+            let mut result = StoredResult::errored(format!(
+                "agent_exit_non_zero: puppet was ended by a signal ({}): {}",
+                output.status,
+                tail_utf8(text, MESSAGE_BYTES_MAX / 2)
+            ));
+            result.exit_code = -1;
+            return result;
+        };
+        let Some((outcome, exit_status)) = outcome_of_exit_code(exit_code) else {
+            let mut result = StoredResult::errored(format!(
+                "agent_exit_non_zero: puppet exited {exit_code}: {}",
+                tail_utf8(text, MESSAGE_BYTES_MAX / 2)
+            ));
+            result.exit_code = exit_code;
+            return result;
+        };
+        let facts = self.read_run_files(started);
+        let (summary, report, report_sha256) = match facts {
+            Ok(facts) => facts,
+            Err(problem) => {
                 let mut result = StoredResult::errored(format!(
-                    "agent_exit_non_zero: puppet exited {exit_code}: {}",
-                    tail_utf8(&text, MESSAGE_BYTES_MAX / 2)
+                    "{problem}; puppet exited {exit_code} ({exit_status}): {}",
+                    tail_utf8(text, MESSAGE_BYTES_MAX / 2)
                 ));
                 result.exit_code = exit_code;
                 return result;
             }
         };
-        let (metrics, configuration_version) = match std::fs::read_to_string(&self.lastrunfile) {
-            Ok(summary) => from_summary(&summary),
-            Err(_) => Default::default(),
-        };
-        let (puppet_transaction_uuid, environment) =
-            match std::fs::read_to_string(&self.lastrunreport) {
-                Ok(report) => from_report(&report),
-                Err(_) => Default::default(),
-            };
+        let mut metrics = summary.resources.clone();
+        if let Some(noop) = summary.events.get("noop") {
+            metrics.insert("noop".into(), *noop);
+        }
         StoredResult {
             outcome,
-            status: status.into(),
+            status: if report.status.is_empty() {
+                exit_status.to_string()
+            } else {
+                report.status.clone()
+            },
             metrics,
-            configuration_version,
-            puppet_transaction_uuid,
-            environment: if environment.is_empty() {
+            configuration_version: if summary.configuration_version.is_empty() {
+                report.configuration_version.clone()
+            } else {
+                summary.configuration_version.clone()
+            },
+            puppet_transaction_uuid: report.transaction_uuid.clone(),
+            environment: if report.environment.is_empty() {
                 request.environment.clone()
             } else {
-                environment
+                report.environment.clone()
             },
             exit_code,
-            message: tail_utf8(&text, MESSAGE_BYTES_MAX),
+            message: tail_utf8(text, MESSAGE_BYTES_MAX),
+            puppet: PuppetRunDetails {
+                noop: report.noop,
+                noop_pending: report.noop_pending,
+                report_sha256,
+                time_total_ms: summary.time_total_ms,
+                events: summary.events,
+            },
         }
     }
+
+    /// The summary and report this run wrote, and the report's digest; or what is wrong with
+    /// them, in words that name the file.
+    fn read_run_files(
+        &self,
+        started: SystemTime,
+    ) -> Result<(RunSummary, RunReport, String), String> {
+        let summary_path = &self.paths.lastrunfile;
+        let report_path = &self.paths.lastrunreport;
+        let summary_bytes = read_written_since(summary_path, started, "--lastrunfile")
+            .map_err(|e| format!("no_last_run_summary: {e}"))?;
+        let summary = parse_summary(&String::from_utf8_lossy(&summary_bytes))
+            .map_err(|e| format!("invalid_last_run_summary: {}: {e}", summary_path.display()))?;
+        let report_bytes = read_written_since(report_path, started, "--lastrunreport")
+            .map_err(|e| format!("no_last_run_report: {e}"))?;
+        let report = parse_report(&String::from_utf8_lossy(&report_bytes))
+            .map_err(|e| format!("invalid_last_run_report: {}: {e}", report_path.display()))?;
+        if !summary.configuration_version.is_empty()
+            && !report.configuration_version.is_empty()
+            && summary.configuration_version != report.configuration_version
+        {
+            return Err(format!(
+                "invalid_last_run_summary: {} is of configuration version {} but this run's \
+                 report ({}) of {}: does another Puppet identity on this host write the same \
+                 summary? (give each its own publicdir)",
+                summary_path.display(),
+                summary.configuration_version,
+                report_path.display(),
+                report.configuration_version
+            ));
+        }
+        let digest = Sha256::digest(&report_bytes);
+        let report_sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Ok((summary, report, report_sha256))
+    }
+}
+
+/// The bytes of `path` if it was written since `started`.
+fn read_written_since(path: &Path, started: SystemTime, flag: &str) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    let metadata = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "{shown} does not exist: is it where this Puppet writes it? ({flag}, or \
+             `puppet config print` for the identity)"
+        ),
+        _ => format!("{shown}: {e}"),
+    })?;
+    let modified = metadata.modified().map_err(|e| format!("{shown}: {e}"))?;
+    if modified + MTIME_SLACK < started {
+        return Err(format!(
+            "{shown} was not written by this run (it is older than the run): is it where this \
+             Puppet writes it? ({flag})"
+        ));
+    }
+    if metadata.len() > REPORT_BYTES_MAX {
+        return Err(format!(
+            "{shown} is {} bytes, more than the {REPORT_BYTES_MAX} read",
+            metadata.len()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("{shown}: {e}"))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn fake_puppet(dir: &std::path::Path, exit: i32, say: &str) -> PuppetRunner {
-        let summary = dir.join("last_run_summary.yaml");
-        let report = dir.join("last_run_report.yaml");
-        let script = dir.join("puppet");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\necho \"$@\" > {args}\necho '{say}'\nprintf -- '---\\nversion:\\n  config: 42\\nresources:\\n  changed: 1\\n  total: 5\\n' > {summary}\nprintf -- 'transaction_uuid: abc\\nenvironment: production\\n' > {report}\nexit {exit}\n",
-                args = dir.join("args").display(),
-                summary = summary.display(),
-                report = report.display(),
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        PuppetRunner {
-            puppet_bin: script,
-            lastrunfile: summary,
-            lastrunreport: report,
-            timeout: Duration::from_secs(30),
-        }
-    }
-
-    fn request() -> RunRequest {
-        RunRequest {
-            transaction_id: "t".into(),
-            job_id: 1,
-            environment: "production".into(),
-            noop: true,
-            enforce_environment: true,
-            ..Default::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn exit_codes_map_as_pxp_does() {
-        for (exit, outcome, status) in [
-            (0, Outcome::Finished, "unchanged"),
-            (2, Outcome::Finished, "changed"),
-            (4, Outcome::Failed, "failed"),
-            (6, Outcome::Failed, "failed"),
-            (1, Outcome::Errored, "errored"),
-        ] {
-            let dir = tempfile::tempdir().unwrap();
-            let result = fake_puppet(dir.path(), exit, "ok").run(&request()).await;
-            assert_eq!(
-                (result.outcome.clone(), result.status.as_str()),
-                (outcome, status),
-                "exit {exit}: {}",
-                result.message
-            );
-            if exit != 1 {
-                assert_eq!(result.metrics["changed"], 1);
-                assert_eq!(result.configuration_version, "42");
-                assert_eq!(result.puppet_transaction_uuid, "abc");
-            }
-            let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
-            assert!(args.contains("--onetime --no-daemonize --verbose --detailed-exitcodes --noop --environment production"), "{args}");
-        }
-    }
-
-    #[tokio::test]
-    async fn run_in_progress_and_disabled_are_explicit_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let result = fake_puppet(
-            dir.path(),
-            1,
-            "Run of Puppet configuration client already in progress; skipping",
-        )
-        .run(&request())
-        .await;
-        assert!(
-            result.message.starts_with("agent_already_running"),
-            "{}",
-            result.message
-        );
-        let result = fake_puppet(
-            dir.path(),
-            1,
-            "Skipping run of Puppet configuration client; administratively disabled",
-        )
-        .run(&request())
-        .await;
-        assert!(
-            result.message.starts_with("agent_disabled"),
-            "{}",
-            result.message
-        );
-        let mut missing = fake_puppet(dir.path(), 0, "");
-        missing.puppet_bin = dir.path().join("no-such-puppet");
-        assert!(
-            missing
-                .run(&request())
-                .await
-                .message
-                .starts_with("no_puppet_bin")
-        );
-    }
-}
+#[path = "puppet_tests.rs"]
+mod tests;

@@ -70,6 +70,7 @@ impl SimulateRunner {
             environment: request.environment.clone(),
             exit_code: if failed { 4 } else { 2 },
             message: format!("simulated run of {} ms", duration.as_millis()),
+            puppet: Default::default(),
         }
     }
 }
