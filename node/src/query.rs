@@ -7,6 +7,7 @@
 //! - string: `nodes { certname ~ "^web" and not certname = "web3" }`, `inventory[certname] { ... }`,
 //!   `nodes {}` (all); operators `=`, `!=`, `~` (regex), `!~`, `and`, `or`, `not`, parentheses;
 //! - AST: `["from", "nodes", ["~", "certname", "^web"]]`, with `and`/`or`/`not` arrays.
+//!
 //! Anything else is a `query-error` naming what was not understood.
 
 use porch_core::ClusterState;
