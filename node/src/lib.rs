@@ -23,6 +23,7 @@ pub mod config;
 pub mod consensus;
 pub mod housekeeping;
 pub mod identity;
+pub mod metrics;
 pub mod peer_auth;
 pub mod planner;
 pub mod puppetdb;

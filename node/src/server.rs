@@ -81,6 +81,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         .map_err(|e| format!("{data_dir}: cannot load the snapshot: {e}"))?;
     let view = state_machine.view();
     let log_store = LogStore::new(env.disk.clone());
+    let (log_metrics, snapshot_metrics) = (log_store.metrics(), state_machine.metrics());
     let cluster_id: ClusterIdSource = {
         let view = view.clone();
         Arc::new(move || view.read().cluster.cluster_id().map(str::to_string))
@@ -131,14 +132,16 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         )
         .with_puppetdb(puppetdb),
     );
+    let raft_service = RaftService::new(
+        raft.clone(),
+        cluster_id,
+        Duration::from_millis(config.raft.election_timeout_max_ms),
+    );
+    let leader_contact = raft_service.leader_contact();
     let grpc = tonic::service::Routes::new(
-        RaftServer::new(RaftService::new(
-            raft.clone(),
-            cluster_id,
-            Duration::from_millis(config.raft.election_timeout_max_ms),
-        ))
-        .max_decoding_message_size(MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        RaftServer::new(raft_service)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX),
     )
     .add_service(
         ClusterServer::new(ClusterService::new(consensus.clone()))
@@ -177,7 +180,31 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
             peer_policy,
             require_member,
         ));
-    let router = api::router(api_state).merge(internal).route_service(
+    let sources = Arc::new(crate::metrics::Sources {
+        consensus: consensus.clone(),
+        agents: registry.clone(),
+        leader_contact,
+        log: log_metrics,
+        snapshots: snapshot_metrics,
+        flushes: env.disk.flush_metrics(),
+        quorum_contact_max: Duration::from_millis(config.raft.election_timeout_max_ms),
+        started: std::time::Instant::now(),
+    });
+    let http_metrics = Arc::new(crate::metrics::http::HttpMetrics::default());
+    let metrics = Arc::new(crate::metrics::NodeMetrics::new(
+        sources.clone(),
+        &http_metrics,
+    ));
+    // The request metrics wrap the public routes only (a layer applies to the routes merged
+    // so far): raft RPC and agent session streams would only blur the API's latencies.
+    let public = api::router(api_state.clone())
+        .merge(api::status::router(sources, api_state.clone()))
+        .merge(crate::metrics::router(metrics, api_state))
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            crate::metrics::http::observe,
+        ));
+    let router = public.merge(internal).route_service(
         "/porch.agent.v1.AgentSessions/{*method}",
         sessions.into_service(),
     );

@@ -99,6 +99,11 @@ pub trait Disk: Send + Sync + 'static {
     fn size_on_disk(&self) -> u64 {
         0
     }
+
+    /// Timings of this disk's flushes, for the metrics endpoint (`None`: not measured).
+    fn flush_metrics(&self) -> Option<std::sync::Arc<crate::storage_metrics::FlushMetrics>> {
+        None
+    }
 }
 
 /// The key of log index `index`.

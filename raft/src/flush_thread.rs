@@ -34,10 +34,11 @@ pub struct FlushThread {
 }
 
 impl FlushThread {
-    /// Starts the thread; `flush` makes every write made before it was called durable.
+    /// Starts the thread; `flush` makes every write made before it was called durable. It is
+    /// told how many requests it answers (for the group-commit batch size in the metrics).
     pub fn start(
         name: &str,
-        flush: impl Fn() -> io::Result<()> + Send + 'static,
+        flush: impl Fn(usize) -> io::Result<()> + Send + 'static,
     ) -> io::Result<FlushThread> {
         let shared = Arc::new(Shared::default());
         let worker = shared.clone();
@@ -84,7 +85,7 @@ fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn run(shared: &Shared, flush: impl Fn() -> io::Result<()>) {
+fn run(shared: &Shared, flush: impl Fn(usize) -> io::Result<()>) {
     loop {
         let batch = {
             let mut queue = lock(&shared.queue);
@@ -99,7 +100,7 @@ fn run(shared: &Shared, flush: impl Fn() -> io::Result<()>) {
             }
             std::mem::take(&mut queue.waiting)
         };
-        let result = flush();
+        let result = flush(batch.len());
         for done in batch {
             done(match &result {
                 Ok(()) => Ok(()),
@@ -123,7 +124,7 @@ mod tests {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = Mutex::new(release_rx);
         let counter = flushes.clone();
-        let thread = FlushThread::start("test-flush", move || {
+        let thread = FlushThread::start("test-flush", move |_| {
             counter.fetch_add(1, Ordering::SeqCst);
             let _ = entered_tx.send(());
             let _ = release_rx
@@ -158,7 +159,7 @@ mod tests {
     #[test]
     fn a_failed_flush_fails_every_request_it_covered_and_a_closed_store_refuses() {
         let thread =
-            FlushThread::start("test-flush", || Err(io::Error::other("disk gone"))).unwrap();
+            FlushThread::start("test-flush", |_| Err(io::Error::other("disk gone"))).unwrap();
         let (tx, rx) = mpsc::channel();
         thread.request(Box::new(move |r| {
             tx.send(r.map_err(|e| e.to_string())).unwrap()

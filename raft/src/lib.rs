@@ -8,16 +8,20 @@
 //! - [`log_store`]: openraft's log storage over a disk, honouring its durability contract.
 //! - [`state_machine_store`]: the pure `ClusterState` behind openraft's state machine trait,
 //!   snapshots on the disk, and the [`state_machine_store::AppliedView`] the node reads.
+//! - [`storage_metrics`], [`latency_histogram`]: what storage counts for the metrics endpoint
+//!   (atomics only on the write path).
 //! - [`network`]: raft RPC over tonic, behind a [`network::Dialer`] seam so the simulation can
 //!   run the same client over simulated sockets.
 
 pub mod background;
 pub mod disk;
 pub mod flush_thread;
+pub mod latency_histogram;
 pub mod log_store;
 pub mod sim_disk;
 pub mod sled_disk;
 pub mod state_machine_store;
+pub mod storage_metrics;
 pub mod types;
 pub mod wire;
 

@@ -14,6 +14,7 @@
 //! - no holes: entries are only ever added at the tail and removed from either end.
 
 use crate::disk::{Disk, Tree, Write, corrupt, log_index, log_key};
+use crate::storage_metrics::LogMetrics;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 use openraft::OptionalSend;
 use openraft::entry::RaftEntry;
@@ -35,11 +36,20 @@ const PURGE_CHUNK: usize = 1000;
 #[derive(Clone)]
 pub struct LogStore {
     disk: Arc<dyn Disk>,
+    metrics: Arc<LogMetrics>,
 }
 
 impl LogStore {
     pub fn new(disk: Arc<dyn Disk>) -> LogStore {
-        LogStore { disk }
+        LogStore {
+            disk,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// What this store measures (shared with every clone, read by the metrics endpoint).
+    pub fn metrics(&self) -> Arc<LogMetrics> {
+        self.metrics.clone()
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -175,6 +185,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut writes = Vec::new();
         for entry in entries {
             let bytes = crate::wire::encode(&entry)
@@ -184,8 +195,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.disk.append(Tree::Log, writes)?;
         // Readable now, durable when the callback fires: openraft replicates the entries
         // meanwhile, so the leader's fsync overlaps the followers' instead of preceding it.
-        self.disk
-            .flush_then(Box::new(move |flushed| callback.io_completed(flushed)));
+        let metrics = self.metrics.clone();
+        self.disk.flush_then(Box::new(move |flushed| {
+            metrics.append_to_durable.observe(started.elapsed());
+            callback.io_completed(flushed)
+        }));
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use crate::network::{CLUSTER_ID_HEADER, ClusterIdSource, RpcReply};
 use crate::proto::Payload;
 use crate::proto::raft_server::Raft as RaftRpc;
 use crate::types::{Raft, SnapshotMeta, TypeConfig, Vote};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
@@ -21,7 +21,28 @@ pub struct RaftService {
     /// candidate for this long after it last heard from a leader.
     leader_lease: Duration,
     /// When this node last accepted an AppendEntries (entries or heartbeat) from a leader.
-    last_leader_contact: Mutex<Option<tokio::time::Instant>>,
+    last_leader_contact: Arc<LeaderContact>,
+}
+
+/// When this node last accepted an AppendEntries (entries or heartbeat) from a leader: a
+/// follower's only sign that it is still in touch with a quorum (openraft's metrics keep the
+/// last leader known, however long ago it was heard). Shared with the status API.
+#[derive(Debug, Default)]
+pub struct LeaderContact(Mutex<Option<tokio::time::Instant>>);
+
+impl LeaderContact {
+    /// How long ago a leader was last heard from (`None`: never, since this process started).
+    pub fn elapsed(&self) -> Option<Duration> {
+        self.last().map(|at| at.elapsed())
+    }
+
+    fn last(&self) -> Option<tokio::time::Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+    }
 }
 
 impl RaftService {
@@ -30,8 +51,13 @@ impl RaftService {
             raft,
             cluster_id,
             leader_lease,
-            last_leader_contact: Mutex::new(None),
+            last_leader_contact: Arc::default(),
         }
+    }
+
+    /// This node's last contact with a leader, as the status API reads it.
+    pub fn leader_contact(&self) -> Arc<LeaderContact> {
+        self.last_leader_contact.clone()
     }
 
     /// Campaigns at once when a candidate was refused for having a shorter log than this
@@ -47,10 +73,7 @@ impl RaftService {
         if response.vote_granted || response.last_log_id <= request.last_log_id {
             return;
         }
-        let contact = *self
-            .last_leader_contact
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let contact = self.last_leader_contact.last();
         if contact.is_some_and(|at| at.elapsed() < self.leader_lease) {
             return;
         }
@@ -120,10 +143,7 @@ impl RaftRpc for RaftService {
         let rpc = self.decode(request)?;
         let result = self.raft.append_entries(rpc).await;
         if result.as_ref().is_ok_and(|r| r.is_success()) {
-            *self
-                .last_leader_contact
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+            self.last_leader_contact.touch();
         }
         reply(result)
     }

@@ -18,6 +18,7 @@ pub struct SledDisk {
     db: sled::Db,
     /// Every fsync happens here (see [`crate::flush_thread`]).
     flusher: FlushThread,
+    flush_metrics: std::sync::Arc<crate::storage_metrics::FlushMetrics>,
     log: sled::Tree,
     meta: sled::Tree,
 }
@@ -37,13 +38,22 @@ impl SledDisk {
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", blob_dir.display())))?;
         remove_unfinished_blob_writes(&blob_dir);
         let flushed_db = db.clone();
-        let flusher = FlushThread::start("sled-flush", move || {
-            flushed_db.flush().map(|_| ()).map_err(io_error)
+        let flush_metrics = std::sync::Arc::new(crate::storage_metrics::FlushMetrics::default());
+        let timed = flush_metrics.clone();
+        let flusher = FlushThread::start("sled-flush", move |requests| {
+            let started = std::time::Instant::now();
+            let flushed = flushed_db.flush().map(|_| ()).map_err(io_error);
+            timed.flush.observe(started.elapsed());
+            timed
+                .requests
+                .fetch_add(requests as u64, std::sync::atomic::Ordering::Relaxed);
+            flushed
         })
         .map_err(|e| io::Error::new(e.kind(), format!("cannot start the flush thread: {e}")))?;
         Ok(SledDisk {
             blob_dir,
             flusher,
+            flush_metrics,
             log: open_tree(Tree::Log)?,
             meta: open_tree(Tree::Meta)?,
             db,
@@ -189,6 +199,10 @@ impl Disk for SledDisk {
 
     fn flush_then(&self, done: FlushDone) {
         self.flusher.request(done);
+    }
+
+    fn flush_metrics(&self) -> Option<std::sync::Arc<crate::storage_metrics::FlushMetrics>> {
+        Some(self.flush_metrics.clone())
     }
 
     fn write_blob(&self, name: &str, data: Vec<u8>) -> BoxFuture<'static, io::Result<()>> {

@@ -12,6 +12,7 @@
 
 use crate::disk::Disk;
 use crate::log_store::{decode, encode};
+use crate::storage_metrics::SnapshotMetrics;
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
@@ -69,6 +70,12 @@ impl AppliedView {
     pub fn applied_index(&self) -> watch::Receiver<u64> {
         self.applied_index_tx.subscribe()
     }
+
+    /// Applied outcomes the slowest listener (delivery, the scheduler loop) has not taken
+    /// yet; at [`APPLIED_BROADCAST_CAPACITY`] it lags and re-reads the state instead.
+    pub fn listener_backlog(&self) -> usize {
+        self.applied_tx.len()
+    }
 }
 
 #[derive(Clone)]
@@ -83,6 +90,7 @@ pub struct StateMachineStore {
     /// after a newer installed snapshot whose log the node had already purged, so a restart
     /// would load a state with a hole after it. One writer at a time, and never backwards.
     saved_snapshot: Arc<tokio::sync::Mutex<Option<LogId>>>,
+    metrics: Arc<SnapshotMetrics>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -95,6 +103,10 @@ impl StateMachineStore {
     pub fn open(disk: Arc<dyn Disk>) -> io::Result<StateMachineStore> {
         let loaded = load_snapshot(disk.as_ref())?;
         let saved_snapshot = loaded.as_ref().and_then(|(meta, _)| meta.last_log_id);
+        let metrics = Arc::new(SnapshotMetrics::default());
+        if let Some((meta, data)) = &loaded {
+            metrics.record(meta, data.len());
+        }
         let state = match loaded {
             Some((_, data)) => decode_state(&data, "snapshot")?,
             None => AppliedState {
@@ -113,11 +125,17 @@ impl StateMachineStore {
             }),
             disk,
             saved_snapshot: Arc::new(tokio::sync::Mutex::new(saved_snapshot)),
+            metrics,
         })
     }
 
     pub fn view(&self) -> Arc<AppliedView> {
         self.view.clone()
+    }
+
+    /// Snapshot sizes and timings (shared with every clone, read by the metrics endpoint).
+    pub fn metrics(&self) -> Arc<SnapshotMetrics> {
+        self.metrics.clone()
     }
 
     fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, AppliedState> {
@@ -210,7 +228,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     ) -> Result<openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
         // Copy under the lock, encode outside it: encoding a large state takes long enough
         // to stall `apply` (which needs the write lock) if done while holding it.
-        // Wall time is only measured for the log line below; nothing depends on it.
+        // Wall time is only measured for the log line and the metrics; nothing depends on it.
         let started = std::time::Instant::now();
         let state = self.view.read().clone();
         let copied = started.elapsed();
@@ -221,6 +239,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let data = encode_off_the_workers(state).await?;
         let encoded = started.elapsed();
         self.save_snapshot(&meta, &data).await?;
+        self.metrics.build.observe(started.elapsed());
+        self.metrics.record(&meta, data.len());
         tracing::info!(
             last_log_id = ?meta.last_log_id,
             bytes = data.len(),
@@ -306,6 +326,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let index = installed.last_applied.map(|id| id.index).unwrap_or(0);
         *self.write_state() = installed;
+        self.metrics.record(meta, snapshot.len());
+        self.metrics
+            .installed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self
             .view
             .applied_tx

@@ -10,6 +10,7 @@ pub mod environments;
 pub mod error;
 pub mod jobs;
 pub mod rbac;
+pub mod status;
 pub mod views;
 
 use crate::access::audit_recorder::AuditRecorder;
