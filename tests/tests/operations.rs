@@ -13,6 +13,24 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Every `porch_*` metric name the Grafana dashboard's queries use.
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/grafana/porch.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("porch_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.insert(name);
+    }
+    assert!(names.len() >= 10, "few metrics in the dashboard: {names:?}");
+    names
+}
+
 fn scrape(cluster: &Cluster, id: u64) -> String {
     let response = cluster
         .http()
@@ -125,6 +143,14 @@ fn every_node_exposes_metrics_that_reflect_the_cluster_and_a_job() {
         }
     }
     assert_eq!(leaders, 1.0, "exactly one node is leader");
+    // The dashboard in the repository graphs only what a node exposes.
+    let exposed = scrape(&cluster, leader);
+    for name in dashboard_metrics() {
+        assert!(
+            exposed.lines().any(|line| line.starts_with(&name)),
+            "ops/grafana/porch.json uses {name}, which the leader does not expose"
+        );
+    }
     assert_eq!(agents, names.len() as f64, "each agent has one session");
 
     // Without credentials: refused. With a bearer token, or a client certificate from the
