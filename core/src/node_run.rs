@@ -47,6 +47,15 @@ pub struct RunResult {
     pub exit_code: Option<i32>,
     /// Runner output or error text, kept short (see `RESULT_MESSAGE_BYTES_MAX`).
     pub message: Option<String>,
+    /// The run was in noop mode, and (noop_pending) found changes it did not make.
+    pub noop: bool,
+    pub noop_pending: bool,
+    /// SHA-256 (hex) of the run's report file as the agent wrote it.
+    pub report_sha256: Option<String>,
+    /// Puppet's own measure of the run (`time: total`), in milliseconds.
+    pub run_time_ms: Option<i64>,
+    /// Event counts: total, success, failure, noop.
+    pub events: BTreeMap<String, i64>,
 }
 
 /// Longest result message kept in the replicated state; longer ones are cut at a char boundary.

@@ -427,6 +427,11 @@ pub fn to_outcome(result: RunResult) -> RunOutcome {
         environment: non_empty(result.environment),
         exit_code: Some(result.exit_code),
         message: non_empty(message.clone()),
+        noop: result.noop,
+        noop_pending: result.noop_pending,
+        report_sha256: non_empty(result.report_sha256),
+        run_time_ms: result.time_total_ms,
+        events: result.events.into_iter().collect(),
     };
     match run_result::Outcome::try_from(result.outcome) {
         Ok(run_result::Outcome::Finished) => RunOutcome::Finished(record),

@@ -95,6 +95,11 @@ fn run_result(run: &NodeRun, job: &Job) -> Value {
         "exit_code": result.exit_code,
         "noop": {"noop": job.spec.noop, "no_noop": job.spec.no_noop},
         "message": result.message,
+        "hash": result.report_sha256,
+        "run_noop": result.noop,
+        "noop_pending": result.noop_pending,
+        "run_time": result.run_time_ms.map(|ms| ms as f64 / 1000.0),
+        "events": result.events,
     })
 }
 
