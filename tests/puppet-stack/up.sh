@@ -4,7 +4,9 @@
 #
 #   up.sh [up]              install what is missing, start everything, wait until it answers
 #   up.sh agents N [PREFIX] N agent identities PREFIX1..PREFIXN (default prefix "agent")
-#   up.sh certs NAME...     one signed identity per NAME (for porch nodes, clients, agents)
+#   up.sh certs NAME...     one signed identity per NAME for porch nodes and clients: like an
+#                           agent's, plus the alternative names localhost and 127.0.0.1 (a node
+#                           on loopback serves agents and clients that dial https://127.0.0.1)
 #   up.sh status            what answers, where things are
 #   up.sh down              stop the Puppet Server and PuppetDB this script started, and PostgreSQL
 #
@@ -139,6 +141,25 @@ server:
     cache: yaml
 EOF
     mkdir -p /etc/puppet/code/environments/production/manifests /etc/puppet/code/modules
+    configure_ca
+}
+
+# The CA signs requests that carry alternative names (porch nodes on loopback need
+# 127.0.0.1): a lab CA, where every request comes from this script. A running Puppet Server
+# reads ca.conf only at start, so a change restarts it.
+CA_CONF=/etc/puppet/puppetserver/conf.d/ca.conf
+configure_ca() {
+    local wanted
+    wanted='# Written by porch'"'"'s tests/puppet-stack/up.sh.
+certificate-authority: {
+    allow-subject-alt-names: true
+}'
+    [[ $(cat "$CA_CONF" 2>/dev/null) == "$wanted" ]] && return
+    printf '%s\n' "$wanted" >"$CA_CONF"
+    if pid_alive "$STACK_DIR/puppetserver.pid"; then
+        log "ca.conf changed: restarting puppetserver"
+        stop_service puppetserver
+    fi
 }
 
 setup_ca() {
@@ -264,27 +285,40 @@ ssldir = $dir/ssl
 rundir = $dir/run
 logdir = $dir/log
 codedir = $dir/etc/code
+# Debian's puppet puts lastrunfile under /var/cache/puppet/public whatever the vardir: each
+# identity keeps its own, or their run summaries overwrite one another.
+publicdir = $dir/var/public
 EOF
 }
 
+# Alternative names of `certs` identities, besides DNS:<name> (which the CA always adds).
+LOOPBACK_ALT_NAMES="DNS:localhost,IP:127.0.0.1"
+
+# identity_valid NAME KIND: KIND "loopback" also wants the loopback alternative names.
 identity_valid() {
     local dir
     dir=$(identity_dir "$1")
     [[ -f $dir/ssl/certs/$1.pem && -f $dir/ssl/private_keys/$1.pem ]] \
-        && openssl verify -CAfile "$SSLDIR/certs/ca.pem" "$dir/ssl/certs/$1.pem" >/dev/null 2>&1
+        && openssl verify -CAfile "$SSLDIR/certs/ca.pem" "$dir/ssl/certs/$1.pem" >/dev/null 2>&1 \
+        || return 1
+    [[ ${2:-} != loopback ]] \
+        || openssl x509 -in "$dir/ssl/certs/$1.pem" -noout -ext subjectAltName 2>/dev/null \
+            | grep -q 'IP Address:127.0.0.1'
 }
 
 # Keys and CSRs come from openssl and travel over the CA's HTTP API, as `puppet ssl` would send
 # them: one Ruby start (the signing) instead of two per identity, which on two busy cores is the
 # difference between seconds and a minute.
 submit_request() {
-    local name=$1 dir ca_url=https://$SERVER:8140/puppet-ca/v1
+    local name=$1 kind=${2:-} dir ca_url=https://$SERVER:8140/puppet-ca/v1
+    local alt=()
+    [[ $kind == loopback ]] && alt=(-addext "subjectAltName=DNS:$name,$LOOPBACK_ALT_NAMES")
     dir=$(identity_dir "$name")
     mkdir -p "$dir/ssl/private_keys" "$dir/ssl/certs" "$dir/ssl/certificate_requests"
     chmod 0750 "$dir/ssl/private_keys"
     openssl genrsa -traditional -out "$dir/ssl/private_keys/$name.pem" 2048 2>/dev/null
     chmod 0640 "$dir/ssl/private_keys/$name.pem"
-    openssl req -new -key "$dir/ssl/private_keys/$name.pem" -subj "/CN=$name" \
+    openssl req -new -key "$dir/ssl/private_keys/$name.pem" -subj "/CN=$name" "${alt[@]}" \
         -out "$dir/ssl/certificate_requests/$name.pem"
     cp "$SSLDIR/certs/ca.pem" "$dir/ssl/certs/ca.pem"
     curl -sSf --max-time 30 --cacert "$dir/ssl/certs/ca.pem" -X PUT -H 'Content-Type: text/plain' \
@@ -301,12 +335,17 @@ download_cert() {
         -o "$dir/ssl/crl.pem" "$ca_url/certificate_revocation_list/ca"
 }
 
+# create_identities KIND NAME...: KIND "agent", or "loopback" for porch nodes and clients.
 create_identities() {
+    local kind=$1
+    shift
     curl -skf --max-time 5 "$PUPPETSERVER_STATUS" >/dev/null 2>&1 \
         || die "Puppet Server does not answer $PUPPETSERVER_STATUS: run '$0 up' first"
     local todo=() name
     for name in "$@"; do
-        identity_valid "$name" && continue
+        # Rewritten every time, so settings added here reach identities made before.
+        write_identity_conf "$name"
+        identity_valid "$name" "$kind" && continue
         todo+=("$name")
     done
     if ((${#todo[@]})); then
@@ -314,20 +353,19 @@ create_identities() {
         local stale=()
         for name in "${todo[@]}"; do
             rm -rf "$(identity_dir "$name")/ssl"
-            write_identity_conf "$name"
-            submit_request "$name" 2>/dev/null || stale+=("$name")
+            submit_request "$name" "$kind" 2>/dev/null || stale+=("$name")
         done
         # The CA refuses a request for a name it signed before (the identity directory was
         # removed): revoke and forget the old certificate, then ask again.
         if ((${#stale[@]})); then
             log "the CA already knows ${stale[*]}: cleaning"
             puppetserver ca clean --certname "$(IFS=,; echo "${stale[*]}")" >/dev/null
-            for name in "${stale[@]}"; do submit_request "$name"; done
+            for name in "${stale[@]}"; do submit_request "$name" "$kind"; done
         fi
         puppetserver ca sign --certname "$(IFS=,; echo "${todo[*]}")"
         for name in "${todo[@]}"; do
             download_cert "$name"
-            identity_valid "$name" || die "identity $name: no valid certificate after signing"
+            identity_valid "$name" "$kind" || die "identity $name: no valid certificate after signing"
         done
     fi
     for name in "$@"; do
@@ -368,18 +406,26 @@ Puppet stack (total $(printf '%.1f' "$(echo "$(date +%s.%N) - $T0" | bc)")s):
 EOF
 }
 
+# Stops a JVM this script started and waits until it is gone.
+stop_service() {
+    local name=$1
+    if pid_alive "$STACK_DIR/$name.pid"; then
+        # The pid is runuser's; the JVM is its child in the same session.
+        local pid
+        pid=$(cat "$STACK_DIR/$name.pid")
+        kill -- "-$pid" 2>/dev/null || kill "$pid"
+        local deadline=$((SECONDS + 60))
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
+        log "stopped $name (session $pid)"
+    fi
+    rm -f "$STACK_DIR/$name.pid"
+}
+
 cmd_down() {
     require_root
     local name
     for name in puppetserver puppetdb; do
-        if pid_alive "$STACK_DIR/$name.pid"; then
-            # The pid is runuser's; the JVM is its child in the same session.
-            local pid
-            pid=$(cat "$STACK_DIR/$name.pid")
-            kill -- "-$pid" 2>/dev/null || kill "$pid"
-            log "stopped $name (session $pid)"
-        fi
-        rm -f "$STACK_DIR/$name.pid"
+        stop_service "$name"
     done
     pg_lsclusters -h | awk '$4=="online" {print $1, $2}' | while read -r v c; do
         pg_ctlcluster "$v" "$c" stop && log "stopped postgresql $v/$c"
@@ -394,13 +440,13 @@ case ${1:-up} in
         prefix=${3:-agent}
         names=()
         for ((i = 1; i <= n; i++)); do names+=("$prefix$i"); done
-        phase identities; create_identities "${names[@]}"; phase
+        phase identities; create_identities agent "${names[@]}"; phase
         ;;
     certs)
         require_root
         shift
         (($#)) || die "usage: up.sh certs NAME..."
-        phase identities; create_identities "$@"; phase
+        phase identities; create_identities loopback "$@"; phase
         ;;
     status) cmd_status ;;
     down) cmd_down ;;
