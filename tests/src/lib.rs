@@ -8,6 +8,10 @@
 //! build it first (`cargo build --workspace --bins`, as `.ci/run` does). Every wait is a
 //! bounded poll that panics with what it expected and what it saw. Processes are killed when
 //! the harness is dropped; if the test panicked, the tail of every log is printed.
+//!
+//! [`Cluster::start_with_pki`] runs the nodes with certificates from an existing CA instead (a
+//! real Puppet Server's, `tests/puppet-stack/up.sh certs`), and [`Cluster::start_agent_flags`]
+//! starts agents whose certificates and runner the test chooses.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -83,6 +87,23 @@ pub struct Cluster {
     /// The admin's token (sent with every request of this harness) and the file holding it.
     pub token: String,
     pub token_file: PathBuf,
+    /// The nodes' certificates when they come from an existing CA (then `ca` issues none of
+    /// them).
+    existing_pki: Option<ExistingPki>,
+}
+
+/// Certificates from an existing CA, a Puppet Server's: the CA file clients trust, and each
+/// node's certname and the ssldir holding its certificate, key, CA and CRL.
+#[derive(Clone, Debug)]
+pub struct ExistingPki {
+    pub cacert: PathBuf,
+    pub nodes: BTreeMap<u64, NodeIdentity>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    pub certname: String,
+    pub ssldir: PathBuf,
 }
 
 /// The certname of node `id`'s certificate.
@@ -148,13 +169,27 @@ pub const FAST: &[&str] = &["--heartbeat-ms", "50", "--election-timeout-ms", "30
 impl Cluster {
     /// Starts `n` founding nodes with `extra` server flags and waits for a leader.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_nodes((1..=n).collect(), None, extra)
+    }
+
+    /// Starts the nodes of `pki` (ids and certificates from an existing CA) as founding
+    /// members with `extra` server flags and waits for a leader.
+    pub fn start_with_pki(pki: ExistingPki, extra: &[&str]) -> Cluster {
+        Cluster::start_nodes(pki.nodes.keys().copied().collect(), Some(pki), extra)
+    }
+
+    fn start_nodes(ids: Vec<u64>, existing_pki: Option<ExistingPki>, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports: BTreeMap<u64, u16> = (1..=n).map(|id| (id, free_port())).collect();
+        let ports: BTreeMap<u64, u16> = ids.iter().map(|id| (*id, free_port())).collect();
         let ca = porch_tls::dev_ca::DevCa::create(&dir.path().join("ca")).expect("a test CA");
         let ssldir = dir.path().join("ssl");
         let token_file = dir.path().join("token");
+        let cacert = match &existing_pki {
+            Some(pki) => pki.cacert.clone(),
+            None => ca.cacert_path(),
+        };
         let mut cluster = Cluster {
-            http: https_client(&ca.cacert_path()),
+            http: https_client(&cacert),
             ca,
             ssldir,
             token: String::new(),
@@ -163,9 +198,10 @@ impl Cluster {
             ports,
             nodes: BTreeMap::new(),
             agents: BTreeMap::new(),
+            existing_pki,
         };
         let initial = cluster.initial_cluster();
-        for id in 1..=n {
+        for id in ids {
             cluster.add_process(id, &initial, extra);
         }
         // A login needs a leader (it commits the token), so it comes first; `/status` needs it.
@@ -188,7 +224,22 @@ impl Cluster {
     }
 
     pub fn cacert(&self) -> PathBuf {
-        self.ssldir.join("certs").join("ca.pem")
+        match &self.existing_pki {
+            Some(pki) => pki.cacert.clone(),
+            None => self.ssldir.join("certs").join("ca.pem"),
+        }
+    }
+
+    /// The certname of node `id`'s certificate.
+    pub fn certname(&self, id: u64) -> String {
+        match self
+            .existing_pki
+            .as_ref()
+            .and_then(|pki| pki.nodes.get(&id))
+        {
+            Some(node) => node.certname.clone(),
+            None => node_certname(id),
+        }
     }
 
     /// The flags a client needs to reach this cluster as the admin.
@@ -249,14 +300,20 @@ impl Cluster {
     fn initial_cluster(&self) -> String {
         self.ports
             .iter()
-            .map(|(id, port)| format!("{id}={}@127.0.0.1:{port}", node_certname(*id)))
+            .map(|(id, port)| format!("{id}={}@127.0.0.1:{port}", self.certname(*id)))
             .collect::<Vec<_>>()
             .join(",")
     }
 
     fn add_process(&mut self, id: u64, initial: &str, extra: &[&str]) {
         let port = self.ports[&id];
-        self.issue_cert(&node_certname(id));
+        let (certname, ssldir) = match self.existing_pki.as_ref().and_then(|p| p.nodes.get(&id)) {
+            Some(node) => (node.certname.clone(), node.ssldir.clone()),
+            None => {
+                self.issue_cert(&node_certname(id));
+                (node_certname(id), self.ssldir.clone())
+            }
+        };
         let mut args: Vec<String> = vec![
             "server".into(),
             "--id".into(),
@@ -268,9 +325,9 @@ impl Cluster {
             "--initial-cluster".into(),
             initial.to_string(),
             "--ssldir".into(),
-            self.ssldir.display().to_string(),
+            ssldir.display().to_string(),
             "--certname".into(),
-            node_certname(id),
+            certname,
             "--tls-reload-secs".into(),
             "1".into(),
         ];
@@ -288,7 +345,7 @@ impl Cluster {
     pub fn start_extra_node(&mut self, id: u64, extra: &[&str]) -> String {
         let port = free_port();
         self.ports.insert(id, port);
-        let addr = format!("{}@127.0.0.1:{port}", node_certname(id));
+        let addr = format!("{}@127.0.0.1:{port}", self.certname(id));
         // The current members come first: a node not yet added trusts raft traffic from the
         // certnames of its --initial-cluster, and it lists itself with a higher id than the
         // lowest founding id, so it never initialises a cluster of its own.
@@ -296,7 +353,7 @@ impl Cluster {
             .ports
             .iter()
             .filter(|(i, _)| **i != id)
-            .map(|(i, p)| format!("{i}={}@127.0.0.1:{p}", node_certname(*i)))
+            .map(|(i, p)| format!("{i}={}@127.0.0.1:{p}", self.certname(*i)))
             .collect::<Vec<_>>()
             .join(",");
         self.add_process(id, &format!("{members},{id}={addr}"), extra);
@@ -552,6 +609,32 @@ impl Cluster {
     /// Starts an agent for `certname` with extra flags (e.g. another certificate).
     pub fn start_agent_with(&mut self, certname: &str, command: &Path, extra: &[&str]) {
         let args = self.agent_args(certname, command, extra);
+        let mut proc = Proc {
+            args,
+            log: self.dir.path().join(format!("agent-{certname}.log")),
+            child: None,
+        };
+        proc.spawn();
+        self.agents.insert(certname.to_string(), proc);
+    }
+
+    /// Starts an agent for `certname` connected to all nodes, with its own spool dir; `flags`
+    /// give everything else (certificates, runner).
+    pub fn start_agent_flags(&mut self, certname: &str, flags: &[String]) {
+        let mut args = vec![
+            "agent".to_string(),
+            "--certname".into(),
+            certname.into(),
+            "--service-url".into(),
+            self.all_urls(),
+            "--spool-dir".into(),
+            self.dir
+                .path()
+                .join(format!("spool-{certname}"))
+                .display()
+                .to_string(),
+        ];
+        args.extend(flags.iter().cloned());
         let mut proc = Proc {
             args,
             log: self.dir.path().join(format!("agent-{certname}.log")),
