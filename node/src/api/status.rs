@@ -17,6 +17,7 @@
 use super::ApiState;
 use super::error::ApiError;
 use crate::access::principal::{require_token, require_view};
+use crate::metrics::reading::JobCounts;
 use crate::metrics::{NodeReading, Sources, reading};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -53,6 +54,15 @@ impl Level {
             Some(other) => Err(data_invalid(format!(
                 "Invalid level: {other} (expected critical, info or debug)"
             ))),
+        }
+    }
+
+    /// Only `debug` shows jobs by state, which costs a pass over every job.
+    fn job_counts(self) -> JobCounts {
+        if self == Level::Debug {
+            JobCounts::ByState
+        } else {
+            JobCounts::Totals
         }
     }
 }
@@ -193,7 +203,7 @@ fn orchestrator(reading: &NodeReading, level: Level) -> Rendered {
         status = json!({
             "node_id": reading.node_id,
             "can_commit": alert.is_none(),
-            "jobs": {"active": reading.jobs_active(), "total": reading.jobs_total()},
+            "jobs": {"active": reading.jobs_active, "total": reading.jobs_total},
             "runs_in_flight": reading.runs_in_flight,
         });
     }
@@ -322,7 +332,7 @@ async fn all_services(
     Query(query): Query<StatusQuery>,
 ) -> Result<Response, ApiError> {
     let level = query.level()?;
-    let statuses = services(&reading::read(&sources), level);
+    let statuses = services(&reading::read(&sources, level.job_counts()), level);
     let code = http_status(summarize(statuses.values()));
     Ok((code, Json(statuses)).into_response())
 }
@@ -340,7 +350,7 @@ async fn one_service(
             "No status function with version {version} found for service {name}"
         )));
     }
-    let Some(status) = service(&reading::read(&sources), &name, level) else {
+    let Some(status) = service(&reading::read(&sources, level.job_counts()), &name, level) else {
         return Err(ApiError::kind(
             StatusCode::NOT_FOUND,
             "service-not-found",
@@ -363,23 +373,27 @@ fn plain(code: StatusCode, text: String) -> Response {
 }
 
 async fn simple_all(State(sources): State<Arc<Sources>>) -> Response {
-    let statuses = services(&reading::read(&sources), Level::Critical);
+    let statuses = services(&reading::read(&sources, JobCounts::Totals), Level::Critical);
     let state = summarize(statuses.values());
     plain(http_status(state), state.name().to_string())
 }
 
 async fn simple_one(State(sources): State<Arc<Sources>>, Path(name): Path<String>) -> Response {
-    match service(&reading::read(&sources), &name, Level::Critical) {
+    match service(
+        &reading::read(&sources, JobCounts::Totals),
+        &name,
+        Level::Critical,
+    ) {
         Some(status) => plain(http_status(status.state), status.state.name().to_string()),
         None => plain(StatusCode::NOT_FOUND, format!("not found: {name}")),
     }
 }
 
+/// Decoded as the handlers decode it (`level=%64ebug` is `debug` too); a query that does not
+/// decode is refused by the handler, so it needs no token here.
 fn asks_for_debug(request: &Request) -> bool {
-    request
-        .uri()
-        .query()
-        .is_some_and(|query| query.split('&').any(|pair| pair == "level=debug"))
+    Query::<StatusQuery>::try_from_uri(request.uri())
+        .is_ok_and(|Query(query)| query.level.as_deref() == Some("debug"))
 }
 
 async fn debug_needs_token(state: State<Arc<ApiState>>, request: Request, next: Next) -> Response {
@@ -425,6 +439,8 @@ mod tests {
                 .map(|(_, name)| (*name, 0))
                 .collect(),
             agents_connected: 4,
+            jobs_total: 3,
+            jobs_active: 1,
             ..NodeReading::default()
         }
     }
@@ -572,6 +588,23 @@ mod tests {
         statuses.get_mut("orchestrator-service").unwrap().state = ServiceState::Error;
         assert_eq!(summarize(statuses.values()), ServiceState::Error);
         assert_eq!(summarize(std::iter::empty()), ServiceState::Unknown);
+    }
+
+    #[test]
+    fn debug_needs_a_token_however_the_query_spells_it() {
+        let asks = |uri: &str| {
+            asks_for_debug(
+                &Request::builder()
+                    .uri(uri)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+        };
+        assert!(asks("/status/v1/services?level=debug"));
+        assert!(asks("/status/v1/services?timeout=5&level=%64ebug"));
+        assert!(asks("/status/v1/services/raft?level=debu%67"));
+        assert!(!asks("/status/v1/services?level=info"));
+        assert!(!asks("/status/v1/simple"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The scrape-time half of `/metrics`: each scrape takes a [`NodeReading`] and encodes it
 //! as gauges, then the storage layer's histograms and counters as they stand.
 
-use super::reading::{NodeReading, Sources, read};
+use super::reading::{JobCounts, NodeReading, Sources, read};
 use porch_raft::latency_histogram::LatencyHistogram;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -214,7 +214,7 @@ pub fn encode_reading(reading: &NodeReading, encoder: &mut DescriptorEncoder) ->
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let sources = &self.sources;
-        encode_reading(&read(sources), &mut encoder)?;
+        encode_reading(&read(sources, JobCounts::ByState), &mut encoder)?;
         histogram(
             &mut encoder,
             "porch_raft_append_to_durable_seconds",

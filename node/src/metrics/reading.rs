@@ -53,7 +53,11 @@ pub struct NodeReading {
     pub member_addrs: BTreeMap<u64, String>,
     /// On the leader: the last log index each other member is known to hold.
     pub replicated_index: BTreeMap<u64, Option<u64>>,
-    /// Jobs by state: every state present, zero or not.
+    /// Jobs kept, and those not yet terminal (both O(1) to read).
+    pub jobs_total: u64,
+    pub jobs_active: u64,
+    /// Jobs by state, every state present, when the reading was asked to count them (else
+    /// empty): a pass over every job kept.
     pub jobs_by_state: BTreeMap<&'static str, u64>,
     pub runs_in_flight: u64,
     pub agents_connected: u64,
@@ -97,28 +101,23 @@ impl NodeReading {
     pub fn apply_lag(&self) -> u64 {
         self.committed_index.saturating_sub(self.applied_index)
     }
-
-    pub fn jobs_total(&self) -> u64 {
-        self.jobs_by_state.values().sum()
-    }
-
-    /// Jobs not yet terminal.
-    pub fn jobs_active(&self) -> u64 {
-        JOB_STATES
-            .iter()
-            .filter(|(state, _)| !state.is_terminal())
-            .map(|(_, name)| self.jobs_by_state.get(name).copied().unwrap_or(0))
-            .sum()
-    }
 }
 
-/// Reads the node now. Counting jobs by state is one pass over every job kept (100,000 in
-/// a few milliseconds), over a copy taken under the lock in O(1), so `apply` never waits
-/// for it.
+/// How much a reading counts of the jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobCounts {
+    /// Totals only: what a health check needs, O(1).
+    Totals,
+    /// Also by state: one pass over every job kept (100,000 in a few milliseconds), over a
+    /// copy of the job map taken under the lock in O(1), so `apply` never waits for it.
+    ByState,
+}
+
+/// Reads the node now.
 // `millis_since_quorum_ack` is deprecated for `last_quorum_acked`, an instant of the
 // runtime's clock; the millisecond figure says the same thing without that type.
 #[allow(deprecated)]
-pub fn read(sources: &Sources) -> NodeReading {
+pub fn read(sources: &Sources, job_counts: JobCounts) -> NodeReading {
     let consensus = &sources.consensus;
     let metrics = consensus.metrics();
     let membership = metrics.membership_config.membership();
@@ -142,16 +141,26 @@ pub fn read(sources: &Sources) -> NodeReading {
     } else {
         sources.leader_contact.elapsed()
     };
-    let (jobs, runs_in_flight) = {
+    let (jobs, jobs_ended, runs_in_flight) = {
         let view = consensus.view.read();
-        (view.cluster.jobs().clone(), view.cluster.in_flight().len())
+        let cluster = &view.cluster;
+        let jobs = (job_counts == JobCounts::ByState).then(|| cluster.jobs().clone());
+        let total = cluster.jobs().len();
+        (
+            (jobs, total),
+            cluster.ended_job_count(),
+            cluster.in_flight().len(),
+        )
     };
-    let mut jobs_by_state: BTreeMap<&'static str, u64> =
-        JOB_STATES.iter().map(|(_, name)| (*name, 0)).collect();
-    for job in jobs.values() {
-        let state = job.state();
-        if let Some((_, name)) = JOB_STATES.iter().find(|(s, _)| *s == state) {
-            *jobs_by_state.entry(name).or_default() += 1;
+    let (jobs, jobs_total) = jobs;
+    let mut jobs_by_state = BTreeMap::new();
+    if let Some(jobs) = jobs {
+        jobs_by_state = JOB_STATES.iter().map(|(_, name)| (*name, 0)).collect();
+        for job in jobs.values() {
+            let state = job.state();
+            if let Some((_, name)) = JOB_STATES.iter().find(|(s, _)| *s == state) {
+                *jobs_by_state.entry(name).or_default() += 1;
+            }
         }
     }
     NodeReading {
@@ -181,6 +190,8 @@ pub fn read(sources: &Sources) -> NodeReading {
                     .collect()
             })
             .unwrap_or_default(),
+        jobs_total: jobs_total as u64,
+        jobs_active: jobs_total.saturating_sub(jobs_ended) as u64,
         jobs_by_state,
         runs_in_flight: runs_in_flight as u64,
         agents_connected: sources.agents.len() as u64,
