@@ -1,5 +1,5 @@
-//! `porch bench`: its flags, and the dispatch to [`crate::bench_submit`] and
-//! [`crate::fanout_bench`].
+//! `porch bench`: its flags, and the dispatch to [`crate::bench_submit`],
+//! [`crate::fanout_bench`] and [`crate::bench_levels`].
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -18,6 +18,38 @@ pub enum BenchWhat {
     /// A job over many simulated agents with instant runs: node runs/s, dispatch times, memory
     /// per connected agent, and the dispatch gap when the leader is killed mid-job.
     Fanout(FanoutArgs),
+    /// porch's overhead per level of an application job on real agents, against an existing
+    /// cluster: N jobs one after another, per level the wall time beyond the agents' runs.
+    Levels(LevelsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LevelsArgs {
+    /// The cluster's API URLs, comma-separated (`https://host:port`).
+    #[arg(long)]
+    pub service_url: String,
+    /// The CA certificate the nodes' certificates are checked against.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// A file holding a token allowed to deploy and read jobs.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// The application to deploy, e.g. `Shop[e2e]`.
+    #[arg(long)]
+    pub application: String,
+    #[arg(long)]
+    pub environment: String,
+    /// Jobs to run, one after another; the table shows each and the median per level.
+    #[arg(long, default_value_t = 5)]
+    pub jobs: usize,
+    /// The log of a `--puppet-bin` wrapper (`<certname> <start> <end> <args...>` per
+    /// invocation): subtracts each `puppet agent` process's wall time, not only Puppet's
+    /// `time: total`.
+    #[arg(long)]
+    pub process_log: Option<PathBuf>,
+    /// A job not done after this long stops the bench with an error.
+    #[arg(long, default_value_t = 600)]
+    pub job_timeout_secs: u64,
 }
 
 #[derive(Args, Debug)]
@@ -72,6 +104,7 @@ pub async fn run_bench(args: BenchArgs) -> ExitCode {
     let result = match args.what {
         BenchWhat::Submit(args) => crate::bench_submit::submit(args).await,
         BenchWhat::Fanout(args) => crate::fanout_bench::fanout(args).await,
+        BenchWhat::Levels(args) => crate::bench_levels::levels(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

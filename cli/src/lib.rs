@@ -16,6 +16,7 @@ pub mod app_cmd;
 pub mod audit_cmd;
 pub mod bench_cluster;
 pub mod bench_cmd;
+pub mod bench_levels;
 pub mod bench_submit;
 pub mod client;
 pub mod cluster_cmd;
