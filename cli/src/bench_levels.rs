@@ -3,16 +3,20 @@
 //! the API (`/command/plan` for each node's level, `/jobs/:id` and `/jobs/:id/nodes` for the
 //! leader-stamped times) how long each level took beyond the agents' own runs.
 //!
-//! Per level `L` of a job (times in ms, all from one machine's clock):
-//! - `ready` = job creation for level 0, else the last finish in level `L-1` — the moment
-//!   porch knew the level could start;
-//! - `dispatch` = first `start_timestamp` in `L` − `ready` (the scheduler's reaction);
-//! - `span` = last `finish_timestamp` in `L` − `ready`: the level's share of the job's wall time;
-//! - `overhead` = `span` − the agent-side time of the node that finished last (the level's
-//!   critical path). The agent-side time is the wall time of its `puppet agent` process when a
-//!   `--process-log` has it, else Puppet's own `time: total` (`result.run_time`), which leaves
-//!   out Ruby's start-up and the report upload: an overhead over `run_time` charges those to
-//!   porch. Both are printed when the log is there.
+//! porch starts a node as soon as its own producers finished, not when a whole level did, so
+//! levels overlap and each node is measured from its own `ready` (times in ms, all from one
+//! machine's clock):
+//! - `ready` = the last finish among the node's producers (`depends_on` in the plan), or the
+//!   job's creation for a node without any — the moment porch knew it could start the node;
+//! - `dispatch` = its `start_timestamp` − `ready` (the scheduler's reaction);
+//! - `overhead` = (`finish_timestamp` − `ready`) − the node's agent-side time: the wall time
+//!   of its `puppet agent` process when a `--process-log` has it, else Puppet's own `time:
+//!   total` (`result.run_time`), which leaves out Ruby's start-up and the report upload, so an
+//!   overhead over `run_time` charges those to porch. Both are printed when the log is there.
+//!
+//! A level reports its worst node (largest overhead, and its parts) and its `span`: its last
+//! finish − the previous level's last finish (job creation for level 0), the level's share of
+//! the job's wall time.
 //!
 //! The process log is written by a wrapper given to the porch agents as `--puppet-bin`; one
 //! line per `puppet` invocation: `<certname> <start> <end> <arguments...>`, times as Unix
@@ -33,6 +37,8 @@ const JOB_DONE_STATES: [&str; 3] = ["finished", "failed", "stopped"];
 pub struct NodeTiming {
     pub name: String,
     pub level: usize,
+    /// The producers' names, from the plan.
+    pub depends_on: Vec<String>,
     pub start_ms: f64,
     pub finish_ms: f64,
     /// Puppet's `time: total`.
@@ -46,48 +52,68 @@ pub struct NodeTiming {
 pub struct LevelTiming {
     pub level: usize,
     pub nodes: usize,
+    /// The largest `dispatch` in the level.
     pub dispatch_ms: f64,
     pub span_ms: f64,
-    /// `span` − the last finisher's process wall time (None without the process log).
+    /// The largest (finish − ready) − process wall time (None without the process log).
     pub overhead_process_ms: Option<f64>,
-    /// `span` − the last finisher's Puppet `time: total`.
+    /// The largest (finish − ready) − Puppet's `time: total`.
     pub overhead_run_time_ms: Option<f64>,
-    /// `ready` → the last finisher's process start: dispatch, delivery, spawning puppet.
+    /// For the node with the largest process overhead, `ready` → its process start:
+    /// dispatch, delivery, spawning puppet.
     pub before_process_ms: Option<f64>,
-    /// The last finisher's process end → its `finish_timestamp`: reading Puppet's files,
-    /// sending the result, committing it.
+    /// The same node's process end → its `finish_timestamp`: reading Puppet's files, sending
+    /// the result, committing it.
     pub after_process_ms: Option<f64>,
+}
+
+fn max_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    values.flatten().reduce(f64::max)
 }
 
 /// Per level: `created_ms` is the job's creation; `nodes` every node of the job.
 pub fn level_timings(created_ms: f64, nodes: &[NodeTiming]) -> Vec<LevelTiming> {
+    let finish_of = |name: &str| nodes.iter().find(|n| n.name == name).map(|n| n.finish_ms);
+    let ready_of = |node: &NodeTiming| {
+        node.depends_on
+            .iter()
+            .filter_map(|p| finish_of(p))
+            .fold(created_ms, f64::max)
+    };
     let levels = nodes.iter().map(|n| n.level + 1).max().unwrap_or(0);
-    let mut ready = created_ms;
+    let mut previous_finish = created_ms;
     let mut out = Vec::with_capacity(levels);
     for level in 0..levels {
         let in_level: Vec<&NodeTiming> = nodes.iter().filter(|n| n.level == level).collect();
-        let Some(last) = in_level
-            .iter()
-            .max_by(|a, b| a.finish_ms.total_cmp(&b.finish_ms))
-        else {
+        let Some(last_finish) = in_level.iter().map(|n| n.finish_ms).reduce(f64::max) else {
             continue;
         };
-        let first_start = in_level
+        let busy = |n: &NodeTiming| n.finish_ms - ready_of(n);
+        let process_overhead =
+            |n: &NodeTiming| n.process_ms.map(|(start, end)| busy(n) - (end - start));
+        let worst = in_level
             .iter()
-            .map(|n| n.start_ms)
-            .fold(f64::INFINITY, f64::min);
-        let span = last.finish_ms - ready;
+            .filter(|n| n.process_ms.is_some())
+            .max_by(|a, b| {
+                let key = |n: &NodeTiming| process_overhead(n).unwrap_or(f64::NEG_INFINITY);
+                key(a).total_cmp(&key(b))
+            });
         out.push(LevelTiming {
             level,
             nodes: in_level.len(),
-            dispatch_ms: first_start - ready,
-            span_ms: span,
-            overhead_process_ms: last.process_ms.map(|(s, e)| span - (e - s)),
-            overhead_run_time_ms: last.run_time_ms.map(|t| span - t),
-            before_process_ms: last.process_ms.map(|(s, _)| s - ready),
-            after_process_ms: last.process_ms.map(|(_, e)| last.finish_ms - e),
+            dispatch_ms: in_level
+                .iter()
+                .map(|n| n.start_ms - ready_of(n))
+                .fold(f64::NEG_INFINITY, f64::max),
+            span_ms: last_finish - previous_finish,
+            overhead_process_ms: max_of(in_level.iter().map(|n| process_overhead(n))),
+            overhead_run_time_ms: max_of(
+                in_level.iter().map(|n| n.run_time_ms.map(|t| busy(n) - t)),
+            ),
+            before_process_ms: worst.and_then(|n| n.process_ms.map(|(s, _)| s - ready_of(n))),
+            after_process_ms: worst.and_then(|n| n.process_ms.map(|(_, e)| n.finish_ms - e)),
         });
-        ready = last.finish_ms;
+        previous_finish = last_finish;
     }
     out
 }
@@ -160,7 +186,7 @@ fn client(args: &LevelsArgs) -> Result<Client, String> {
 async fn run_job(
     client: &Client,
     args: &LevelsArgs,
-    levels: &BTreeMap<String, usize>,
+    levels: &BTreeMap<String, (usize, Vec<String>)>,
 ) -> Result<(u64, f64, Vec<NodeTiming>), String> {
     let body = json!({"environment": args.environment, "scope": {"application": args.application}});
     let reply = client
@@ -212,11 +238,13 @@ async fn run_job(
                 item["state"]
             ));
         }
-        let level = *levels
+        let (level, depends_on) = levels
             .get(&name)
-            .ok_or_else(|| format!("{what}: not in the plan {levels:?}"))?;
+            .ok_or_else(|| format!("{what}: not in the plan {levels:?}"))?
+            .clone();
         timings.push(NodeTiming {
             level,
+            depends_on,
             start_ms: timestamp_ms(&item["start_timestamp"], &what)?,
             finish_ms: timestamp_ms(&item["finish_timestamp"], &what)?,
             run_time_ms: item["result"]["run_time"].as_f64().map(|s| s * 1000.0),
@@ -252,21 +280,26 @@ pub async fn levels(args: LevelsArgs) -> Result<(), String> {
         .post("/command/plan", &body)
         .await
         .map_err(|e| format!("plan {body}: {e}"))?;
-    let levels: BTreeMap<String, usize> = plan["nodes"]
+    let levels: BTreeMap<String, (usize, Vec<String>)> = plan["nodes"]
         .as_array()
         .ok_or_else(|| format!("plan without nodes: {plan}"))?
         .iter()
         .filter_map(|n| {
+            let depends_on = n["depends_on"].as_array()?;
+            let depends_on = depends_on
+                .iter()
+                .filter_map(|d| d.as_str().map(String::from));
+            let level = n["level"].as_u64()? as usize;
             Some((
                 n["name"].as_str()?.to_string(),
-                n["level"].as_u64()? as usize,
+                (level, depends_on.collect()),
             ))
         })
         .collect();
     eprintln!(
         "bench levels: {} nodes over {} levels, {} jobs",
         levels.len(),
-        levels.values().max().map_or(0, |l| l + 1),
+        levels.values().map(|(l, _)| l + 1).max().unwrap_or(0),
         args.jobs
     );
     let mut per_job = Vec::new();
@@ -278,7 +311,7 @@ pub async fn levels(args: LevelsArgs) -> Result<(), String> {
         per_job.push((job, timings));
     }
     println!(
-        "| job | level | nodes | dispatch ms | span ms | ready → puppet start ms | puppet end → finish ms | overhead vs process ms | overhead vs Puppet's time total ms |"
+        "| job | level | nodes | dispatch ms (max) | level span ms | ready → puppet start ms | puppet end → finish ms | overhead vs process ms (max) | overhead vs Puppet's time total ms (max) |"
     );
     println!("|:--|--:|--:|--:|--:|--:|--:|--:|--:|");
     for (job, timings) in &per_job {
@@ -318,6 +351,7 @@ mod tests {
     fn node(
         name: &str,
         level: usize,
+        depends_on: &[&str],
         start: f64,
         finish: f64,
         process: Option<(f64, f64)>,
@@ -325,6 +359,7 @@ mod tests {
         NodeTiming {
             name: name.into(),
             level,
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
             start_ms: start,
             finish_ms: finish,
             run_time_ms: Some(1000.0),
@@ -333,24 +368,28 @@ mod tests {
     }
 
     #[test]
-    fn each_level_is_measured_from_the_previous_levels_last_finish() {
+    fn each_node_is_measured_from_its_own_producers_last_finish() {
         let nodes = [
-            node("db", 0, 10.0, 2050.0, Some((20.0, 2020.0))),
-            node("app1", 1, 2060.0, 4000.0, Some((2070.0, 3990.0))),
-            node("app2", 1, 2065.0, 4100.0, Some((2080.0, 4080.0))),
+            node("db", 0, &[], 10.0, 2050.0, Some((20.0, 2020.0))),
+            node("app1", 1, &["db"], 2060.0, 4000.0, Some((2070.0, 3990.0))),
+            node("app2", 1, &["db"], 2065.0, 4100.0, Some((2080.0, 4080.0))),
+            // web1 starts before app2 finished: only app1 is its producer.
+            node("web1", 2, &["app1"], 4005.0, 6000.0, Some((4010.0, 5990.0))),
         ];
         let levels = level_timings(0.0, &nodes);
-        assert_eq!(levels.len(), 2);
+        assert_eq!(levels.len(), 3);
         assert_eq!(levels[0].dispatch_ms, 10.0);
         assert_eq!(levels[0].span_ms, 2050.0);
         assert_eq!(levels[0].overhead_process_ms, Some(50.0));
         assert_eq!(levels[0].overhead_run_time_ms, Some(1050.0));
-        assert_eq!(levels[1].dispatch_ms, 10.0, "from db's finish at 2050");
+        assert_eq!(levels[1].dispatch_ms, 15.0, "app2 from db's finish at 2050");
         assert_eq!(levels[1].span_ms, 2050.0);
-        // app2 finished last: its process (2000 ms) is the level's critical path.
+        // app1: 1950 − 1920 = 30; app2: 2050 − 2000 = 50.
         assert_eq!(levels[1].overhead_process_ms, Some(50.0));
         assert_eq!(levels[1].before_process_ms, Some(30.0));
         assert_eq!(levels[1].after_process_ms, Some(20.0));
+        assert_eq!(levels[2].dispatch_ms, 5.0, "from app1's finish, not app2's");
+        assert_eq!(levels[2].overhead_process_ms, Some(20.0));
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //!    PuppetDB knows with that fact;
 //! 4. the application with one app server's gate failing: that node failed, its web server
 //!    skipped, every other node ran.
+//!
+//! An ignored test drives `porch bench levels` on the same setup (BENCHMARKS.md, issue 12).
 
 use porch_tests::{Cluster, ExistingPki, NodeIdentity, https_client, poll_until, wait_until};
 use serde_json::{Value, json};
@@ -28,6 +30,8 @@ use std::time::{Duration, Instant};
 
 const ENVIRONMENT: &str = "porch_e2e";
 const APPLICATION: &str = "Shop[e2e]";
+/// `porch_e2e` again, under the name the ignored benchmark deploys.
+const BENCH_ENVIRONMENT: &str = "porch_bench_levels";
 /// Agent identities (`up.sh agents 5 e2e-agent`) and their `porch_role` fact, in level order.
 const AGENTS: [(&str, &str); 5] = [
     ("e2e-agent1", "db"),
@@ -135,9 +139,15 @@ impl Stack {
     /// Writes `tests/puppet-stack/porch_e2e` to Puppet Server's codedir as the environment
     /// `porch_e2e`, its stamps going to `stamp_dir`.
     fn write_environment(&self, stamp_dir: &Path) {
+        self.write_environment_as(ENVIRONMENT, stamp_dir);
+    }
+
+    /// The same environment under another name (the benchmark's, so that a test running
+    /// meanwhile does not rewrite it).
+    fn write_environment_as(&self, name: &str, stamp_dir: &Path) {
         let target = Path::new(self.var("PUPPET_CODEDIR"))
             .join("environments")
-            .join(ENVIRONMENT);
+            .join(name);
         if target.exists() {
             std::fs::remove_dir_all(&target).expect("remove the previous porch_e2e");
         }
@@ -497,6 +507,39 @@ fn failing_resource_fails_its_node_and_skips_its_dependents(cluster: &Cluster, s
     }
 }
 
+/// The three porch nodes on the stack's CA, codedir and PuppetDB, and the five agents
+/// connected to them; `more_flags` gives an agent's flags beyond [`Stack::agent_flags`].
+fn start_cluster_and_agents(stack: &Stack, more_flags: impl Fn(&str) -> Vec<String>) -> Cluster {
+    let mut cluster = Cluster::start_with_pki(
+        stack.pki(),
+        &[
+            "--codedir",
+            stack.var("PUPPET_CODEDIR"),
+            "--puppetdb-url",
+            stack.var("PUPPETDB_URL"),
+        ],
+    );
+    for (certname, _) in AGENTS {
+        let mut flags = stack.agent_flags(certname);
+        flags.extend(more_flags(certname));
+        cluster.start_agent_flags(certname, &flags);
+    }
+    let names: Vec<&str> = AGENTS.iter().map(|(n, _)| *n).collect();
+    // Each agent asks `puppet config print` for its paths before it connects.
+    poll_until(Duration::from_secs(120), || {
+        let (_, inventory) = cluster.get(1, "/inventory");
+        let connected: Vec<&str> = inventory["items"]
+            .as_array()?
+            .iter()
+            .filter(|i| i["connected"] == true)
+            .filter_map(|i| i["name"].as_str())
+            .collect();
+        names.iter().all(|n| connected.contains(n)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("agents {names:?} did not all connect within 120 s"));
+    cluster
+}
+
 #[test]
 fn real_puppet_agents_run_an_application_in_order_through_puppet_server_and_puppetdb() {
     let started = Instant::now();
@@ -514,31 +557,7 @@ fn real_puppet_agents_run_an_application_in_order_through_puppet_server_and_pupp
     stack.write_environment(stamp_dir.path());
     phase("identities and environment ready");
 
-    let mut cluster = Cluster::start_with_pki(
-        stack.pki(),
-        &[
-            "--codedir",
-            stack.var("PUPPET_CODEDIR"),
-            "--puppetdb-url",
-            stack.var("PUPPETDB_URL"),
-        ],
-    );
-    for (certname, _) in AGENTS {
-        cluster.start_agent_flags(certname, &stack.agent_flags(certname));
-    }
-    let names: Vec<&str> = AGENTS.iter().map(|(n, _)| *n).collect();
-    // Each agent asks `puppet config print` for its paths before it connects.
-    poll_until(Duration::from_secs(120), || {
-        let (_, inventory) = cluster.get(1, "/inventory");
-        let connected: Vec<&str> = inventory["items"]
-            .as_array()?
-            .iter()
-            .filter(|i| i["connected"] == true)
-            .filter_map(|i| i["name"].as_str())
-            .collect();
-        names.iter().all(|n| connected.contains(n)).then_some(())
-    })
-    .unwrap_or_else(|| panic!("agents {names:?} did not all connect within 120 s"));
+    let mut cluster = start_cluster_and_agents(&stack, |_| Vec::new());
     phase("cluster and agents up");
 
     let body = json!({"environment": ENVIRONMENT, "scope": {"application": APPLICATION}});
@@ -563,4 +582,69 @@ fn real_puppet_agents_run_an_application_in_order_through_puppet_server_and_pupp
     for (certname, _) in AGENTS {
         cluster.kill_agent(certname);
     }
+}
+
+/// A `puppet` for one agent that logs each invocation's wall time for `porch bench levels
+/// --process-log` (bash's `$EPOCHREALTIME`: no process spawned around the measured one; bash's
+/// own start-up, a few ms, counts as porch's).
+fn timing_puppet_wrapper(dir: &Path, certname: &str, log: &Path) -> PathBuf {
+    let script = format!(
+        "#!/bin/bash\n\
+         start=$EPOCHREALTIME\n\
+         puppet \"$@\"\n\
+         status=$?\n\
+         echo \"{certname} $start $EPOCHREALTIME $*\" >> '{}'\n\
+         exit $status\n",
+        log.display()
+    );
+    let path = dir.join(format!("puppet-{certname}"));
+    std::fs::write(&path, script).expect("write the timing puppet wrapper");
+    let mut permissions = std::fs::metadata(&path).expect("the wrapper").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).expect("make the wrapper executable");
+    path
+}
+
+/// Not a check: drives `porch bench levels` (BENCHMARKS.md, issue 12) on the real stack —
+/// the same cluster and agents as above, each agent's `puppet` wrapped to log its process
+/// wall time. `PORCH_BENCH_JOBS` jobs (default 5); the Markdown table goes to stdout:
+/// `cargo test --release -p porch-tests --test puppet_stack -- --ignored --nocapture bench`.
+#[test]
+#[ignore = "a benchmark (porch bench levels on the real stack), not a check"]
+fn bench_levels_on_real_puppet_agents() {
+    let Some(stack) = Stack::running() else {
+        return;
+    };
+    stack.ensure_identities();
+    let stamp_dir = tempfile::tempdir().expect("a stamp dir");
+    stack.write_environment_as(BENCH_ENVIRONMENT, stamp_dir.path());
+    let wrapper_dir = tempfile::tempdir().expect("a dir for the puppet wrappers");
+    let process_log = wrapper_dir.path().join("puppet-processes.log");
+    let cluster = start_cluster_and_agents(&stack, |certname| {
+        let wrapper = timing_puppet_wrapper(wrapper_dir.path(), certname, &process_log);
+        vec!["--puppet-bin".into(), wrapper.display().to_string()]
+    });
+    let jobs = std::env::var("PORCH_BENCH_JOBS").unwrap_or_else(|_| "5".to_string());
+    let status = Command::new(porch_tests::porch_bin())
+        .args([
+            "bench",
+            "levels",
+            "--service-url",
+            &cluster.urls(),
+            "--cacert",
+        ])
+        .arg(cluster.cacert())
+        .arg("--token-file")
+        .arg(&cluster.token_file)
+        .args([
+            "--application",
+            APPLICATION,
+            "--environment",
+            BENCH_ENVIRONMENT,
+        ])
+        .args(["--jobs", &jobs, "--process-log"])
+        .arg(&process_log)
+        .status()
+        .expect("run porch bench levels");
+    assert!(status.success(), "porch bench levels: {status}");
 }
