@@ -108,7 +108,7 @@ async fn handshake(
     // Nagle's algorithm plus delayed ACKs add ~40 ms to small request/response pairs.
     let _ = tcp.set_nodelay(true);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    match tokio::time::timeout(timeout, acceptor.accept(tcp).into_fallible()).await {
         Ok(Ok(stream)) => {
             let facts = stream
                 .get_ref()
@@ -129,7 +129,7 @@ async fn handshake(
                 },
             ))
         }
-        Ok(Err(error)) => {
+        Ok(Err((error, tcp))) => {
             let refused = REFUSED_CERT.with(|slot| slot.borrow_mut().take());
             let (reason, is_certificate) = refusal_reason(&error, refused.as_ref());
             if is_certificate {
@@ -137,6 +137,7 @@ async fn handshake(
             } else {
                 tracing::info!("refused a TLS connection from {remote}: {reason}");
             }
+            close_gently(tcp);
             None
         }
         Err(_) => {
@@ -146,6 +147,40 @@ async fn handshake(
             None
         }
     }
+}
+
+/// How long a refused connection is drained before it is closed.
+const REFUSED_LINGER: Duration = Duration::from_secs(2);
+/// Refused connections drained at once; beyond, they are closed at once (a flood of bad
+/// handshakes must not hold sockets).
+const REFUSED_LINGERING_MAX: usize = 256;
+static REFUSED_LINGERING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Closes a refused connection so that the client can read our alert. With TLS 1.3 the client
+/// learns that its certificate was refused only after it has sent its first data; closing a
+/// socket with that data unread makes the kernel send a reset, which discards the alert on the
+/// client's side ("broken pipe" instead of "certificate revoked"). So: send FIN, read and drop
+/// what the client still sends, for a bounded time.
+fn close_gently(mut tcp: TcpStream) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if REFUSED_LINGERING.fetch_add(1, Ordering::Relaxed) >= REFUSED_LINGERING_MAX {
+        REFUSED_LINGERING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    tokio::spawn(async move {
+        let _ = tcp.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let drain = async {
+            while let Ok(n) = tcp.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REFUSED_LINGER, drain).await;
+        REFUSED_LINGERING.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// Why a handshake failed, in words, and whether it was about the client's certificate
