@@ -52,6 +52,14 @@ impl Inventory {
         );
     }
 
+    /// Every session ended at `now_ms` (a restored cluster has none of the old sessions).
+    pub(crate) fn disconnect_all(&mut self, now_ms: u64) {
+        for record in self.agents.values_mut().filter(|r| r.connected) {
+            record.connected = false;
+            record.since_ms = now_ms;
+        }
+    }
+
     /// A disconnect of a session that is no longer the agent's current one is stale.
     pub(crate) fn disconnected(&mut self, certname: &str, session: &str, now_ms: u64) {
         if let Some(record) = self.agents.get_mut(certname) {

@@ -2,6 +2,7 @@
 //! per-node runs and the events. Everything here is derived from applied commands only.
 
 use crate::ids::{EventId, JobId};
+use crate::node_run::SkipCause;
 use crate::node_run::{NodeRun, NodeState};
 use crate::plan::Plan;
 use serde::{Deserialize, Serialize};
@@ -122,7 +123,37 @@ pub struct JobEvent {
     pub kind: EventKind,
     pub timestamp_ms: u64,
     pub node: Option<String>,
-    pub message: String,
+    /// The error text of a `NodeErrored` event (it came in the report).
+    pub error: Option<String>,
+    /// Why a `NodeSkipped` event's node was skipped.
+    pub skipped_because: Option<SkipCause>,
+}
+
+impl JobEvent {
+    /// The event in PE's words, rendered when read: the replicated state holds only facts, so
+    /// a reworded message never changes replicated bytes (nodes of two versions agree).
+    /// `job` is the job the event belongs to (its end state tells finished from failed).
+    pub fn message(&self, job: &Job) -> String {
+        let node = self.node.as_deref().unwrap_or("?");
+        match self.kind {
+            EventKind::NodeRunning => format!("Started puppet run on {node} ..."),
+            EventKind::NodeFinished => format!("Finished puppet run on {node} - Success!"),
+            EventKind::NodeFailed => format!("Finished puppet run on {node} - Failed!"),
+            EventKind::NodeErrored => format!(
+                "Error running puppet on {node}: {}",
+                self.error.as_deref().unwrap_or("unknown error")
+            ),
+            EventKind::NodeSkipped => match &self.skipped_because {
+                Some(cause) => format!("Skipped puppet run on {node}: {cause}"),
+                None => format!("Skipped puppet run on {node}"),
+            },
+            EventKind::JobAborted => format!("Job {} was stopped", job.id),
+            EventKind::JobFinished if job.state() == JobState::Failed => {
+                format!("Job {} failed: no node could run", job.id)
+            }
+            EventKind::JobFinished => format!("Job {} finished", job.id),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //!   [`Outcome`] of applying it.
 //! - [`state`]: [`ClusterState::apply`], the deterministic state machine every replica runs.
 //! - [`job`], [`node_run`], [`inventory`]: the records the state holds.
+//! - [`restore`]: what a cluster restored from a backup keeps of the backed-up state.
 //! - [`access`]: users, roles, tokens and the permission rule; [`audit`]: who did what.
 //!
 //! Nothing in this crate reads a clock, draws a random number or touches a socket or a file:
@@ -20,6 +21,7 @@ pub mod node_run;
 pub mod plan;
 pub mod planted;
 pub mod request_log;
+pub mod restore;
 pub mod scheduler;
 pub mod state;
 
@@ -27,6 +29,6 @@ pub use access::Actor;
 pub use command::{Command, Origin, Outcome, Rejection, Request, RunOutcome, RunStart, StartedRun};
 pub use ids::{EventId, JobId};
 pub use job::{EventKind, Job, JobEvent, JobSpec, JobState, StatusEntry, Target};
-pub use node_run::{NodeRun, NodeState, RunResult};
+pub use node_run::{NodeRun, NodeState, RunResult, SkipCause};
 pub use plan::{ComponentPlacement, Plan, PlanError, PlannedNode};
 pub use state::ClusterState;

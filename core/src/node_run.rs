@@ -71,8 +71,35 @@ pub struct NodeRun {
     pub start_ms: Option<u64>,
     pub finish_ms: Option<u64>,
     pub result: Option<RunResult>,
-    /// Why the node is in its state (skip reason, error text).
+    /// The error text an errored run was reported with (by its agent, or by the leader that
+    /// gave up on an unreachable one): words that came in a command, never made by `apply`.
     pub message: Option<String>,
+    /// Why a skipped node was skipped, as a fact; words come at read time ([`SkipCause`]'s
+    /// `Display`), so rewording them never changes replicated bytes.
+    pub skipped_because: Option<SkipCause>,
+}
+
+/// Why a node was skipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipCause {
+    /// The job was stopped before this node's run started.
+    JobStopped,
+    /// `node`, which this node depends on (directly or not), ended in `state`.
+    Dependency { node: String, state: NodeState },
+}
+
+impl std::fmt::Display for SkipCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipCause::JobStopped => {
+                f.write_str("the job was stopped before this node's run started")
+            }
+            SkipCause::Dependency { node, state } => {
+                write!(f, "skipped because {node} {}", state.as_str())
+            }
+        }
+    }
 }
 
 impl NodeRun {
@@ -85,6 +112,17 @@ impl NodeRun {
             finish_ms: None,
             result: None,
             message: None,
+            skipped_because: None,
+        }
+    }
+}
+
+impl NodeRun {
+    /// Why the node is in its state, in words (error text, skip reason), rendered now.
+    pub fn explanation(&self) -> Option<String> {
+        match &self.skipped_because {
+            Some(cause) => Some(cause.to_string()),
+            None => self.message.clone(),
         }
     }
 }

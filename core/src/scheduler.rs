@@ -403,6 +403,40 @@ mod tests {
         );
     }
 
+    /// Rewording a message must not change replicated bytes, or nodes of two versions would
+    /// hold different states after the same entries: the state keeps facts, and the words
+    /// are rendered when read.
+    #[test]
+    fn events_and_skips_are_stored_as_facts_and_rendered_when_read() {
+        let mut w = World::new();
+        let job = w.submit(chain(&["db", "app"]), None);
+        let limits = SchedulerLimits::default();
+        assert_eq!(w.step(&limits), vec!["db"]);
+        w.report(job, "db", false);
+        let stored = serde_json::to_string(&w.state).unwrap();
+        for words in ["puppet run", "skipped because", "Job 1"] {
+            assert!(
+                !stored.contains(words),
+                "the state holds display text {words:?}"
+            );
+        }
+        let j = w.state.job(job).unwrap();
+        let messages: Vec<String> = j.events.iter().map(|e| e.message(j)).collect();
+        assert_eq!(
+            messages,
+            [
+                "Started puppet run on db ...",
+                "Finished puppet run on db - Failed!",
+                "Skipped puppet run on app: skipped because db failed",
+                "Job 1 finished",
+            ]
+        );
+        assert_eq!(
+            j.runs[1].explanation().as_deref(),
+            Some("skipped because db failed")
+        );
+    }
+
     #[test]
     fn concurrency_one_runs_one_at_a_time() {
         let mut w = World::new();

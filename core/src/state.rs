@@ -13,7 +13,7 @@ use crate::command::{Command, Outcome, Rejection, Request, RunOutcome, RunStart,
 use crate::ids::{EventId, JobId};
 use crate::inventory::Inventory;
 use crate::job::{EventKind, Job, JobEvent, JobSpec, JobState};
-use crate::node_run::{NodeRun, NodeState, RESULT_MESSAGE_BYTES_MAX, truncate_utf8};
+use crate::node_run::{NodeRun, NodeState, RESULT_MESSAGE_BYTES_MAX, SkipCause, truncate_utf8};
 use crate::plan::Plan;
 use crate::request_log::RequestLog;
 use imbl::{OrdMap, OrdSet};
@@ -136,6 +136,14 @@ impl ClusterState {
 
     pub fn busy_nodes(&self) -> &BTreeMap<String, String> {
         &self.busy_nodes
+    }
+
+    pub(crate) fn clear_cluster_id(&mut self) {
+        self.cluster_id = None;
+    }
+
+    pub(crate) fn inventory_mut(&mut self) -> &mut Inventory {
+        &mut self.inventory
     }
 
     pub fn inventory(&self) -> &Inventory {
@@ -274,11 +282,7 @@ impl ClusterState {
                 .filter(|&i| job.runs[i].state == NodeState::New)
                 .collect();
             for index in waiting {
-                self.skip_node(
-                    job_id,
-                    index,
-                    "the job was stopped before this node's run started".into(),
-                );
+                self.skip_node(job_id, index, SkipCause::JobStopped);
             }
             let job = self.job_mut(job_id);
             if job.runs_in_flight() > 0 {
@@ -382,7 +386,8 @@ impl ClusterState {
                 kind: EventKind::NodeRunning,
                 timestamp_ms: now,
                 node: Some(name.clone()),
-                message: format!("Started puppet run on {name} ..."),
+                error: None,
+                skipped_because: None,
             });
             self.in_flight.insert(
                 transaction_id.clone(),
@@ -420,31 +425,19 @@ impl ClusterState {
         let run = &mut job.runs[index];
         debug_assert_eq!(run.state, NodeState::Running);
         run.finish_ms = Some(now);
-        let (state, kind, message) = match outcome {
+        let (state, kind, error) = match outcome {
             RunOutcome::Finished(result) => {
                 run.result = Some(clip_result(result));
-                (
-                    NodeState::Finished,
-                    EventKind::NodeFinished,
-                    format!("Finished puppet run on {name} - Success!"),
-                )
+                (NodeState::Finished, EventKind::NodeFinished, None)
             }
             RunOutcome::Failed(result) => {
                 run.result = Some(clip_result(result));
-                (
-                    NodeState::Failed,
-                    EventKind::NodeFailed,
-                    format!("Finished puppet run on {name} - Failed!"),
-                )
+                (NodeState::Failed, EventKind::NodeFailed, None)
             }
             RunOutcome::Errored { message } => {
                 let message = truncate_utf8(message, RESULT_MESSAGE_BYTES_MAX);
                 run.message = Some(message.clone());
-                (
-                    NodeState::Errored,
-                    EventKind::NodeErrored,
-                    format!("Error running puppet on {name}: {message}"),
-                )
+                (NodeState::Errored, EventKind::NodeErrored, Some(message))
             }
         };
         run.state = state;
@@ -453,13 +446,17 @@ impl ClusterState {
             kind,
             timestamp_ms: now,
             node: Some(name.clone()),
-            message,
+            error,
+            skipped_because: None,
         });
         if state != NodeState::Finished {
-            let reason = format!("skipped because {name} {}", state.as_str());
+            let cause = SkipCause::Dependency {
+                node: name.clone(),
+                state,
+            };
             for dependent in job.plan.transitive_dependents(index) {
                 if self.jobs[&txn.job_id].runs[dependent].state == NodeState::New {
-                    self.skip_node(txn.job_id, dependent, reason.clone());
+                    self.skip_node(txn.job_id, dependent, cause.clone());
                 }
             }
         }
@@ -504,7 +501,7 @@ impl ClusterState {
         Outcome::ReportAccepted { job_id, node }
     }
 
-    fn skip_node(&mut self, job_id: JobId, index: usize, reason: String) {
+    fn skip_node(&mut self, job_id: JobId, index: usize, cause: SkipCause) {
         let now = self.clock_ms;
         let event_id = self.take_event_id();
         let job = self.job_mut(job_id);
@@ -512,13 +509,14 @@ impl ClusterState {
         let run = &mut job.runs[index];
         debug_assert_eq!(run.state, NodeState::New);
         run.state = NodeState::Skipped;
-        run.message = Some(reason.clone());
+        run.skipped_because = Some(cause.clone());
         job.events.push(JobEvent {
             id: event_id,
             kind: EventKind::NodeSkipped,
             timestamp_ms: now,
-            node: Some(name.clone()),
-            message: format!("Skipped puppet run on {name}: {reason}"),
+            node: Some(name),
+            error: None,
+            skipped_because: Some(cause),
         });
     }
 
@@ -545,20 +543,17 @@ impl ClusterState {
         self.active_jobs.remove(&job_id);
         let job = self.job_mut(job_id);
         job.enter(end, now);
-        let (kind, message) = match end {
-            JobState::Stopped => (EventKind::JobAborted, format!("Job {job_id} was stopped")),
-            JobState::Failed => (
-                EventKind::JobFinished,
-                format!("Job {job_id} failed: no node could run"),
-            ),
-            _ => (EventKind::JobFinished, format!("Job {job_id} finished")),
+        let kind = match end {
+            JobState::Stopped => EventKind::JobAborted,
+            _ => EventKind::JobFinished,
         };
         job.events.push(JobEvent {
             id: event_id,
             kind,
             timestamp_ms: now,
             node: None,
-            message,
+            error: None,
+            skipped_because: None,
         });
     }
 

@@ -217,7 +217,7 @@ pub async fn events(
             .iter()
             .filter(|e| e.id.0 >= start)
             .take(PAGE_ITEMS_MAX)
-            .map(views::event_item)
+            .map(|event| views::event_item(event, job))
             .collect();
         let next = items
             .last()
@@ -245,7 +245,7 @@ pub async fn report(
                     .events
                     .iter()
                     .filter(|e| e.node.as_deref() == Some(name.as_str()))
-                    .map(views::event_item)
+                    .map(|event| views::event_item(event, job))
                     .collect();
                 json!({
                     "node": name,

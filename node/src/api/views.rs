@@ -108,7 +108,7 @@ fn run_result(run: &NodeRun, job: &Job) -> Value {
 pub fn node_item(job: &Job, index: usize, now_ms: u64) -> Value {
     let run = &job.runs[index];
     let planned = &job.plan.nodes()[index];
-    let mut details = json!({"message": run.message});
+    let mut details = json!({"message": run.explanation()});
     if run.state == NodeState::Running {
         if let Some(start) = run.start_ms {
             details["run-time"] = json!(now_ms.saturating_sub(start) / 1000);
@@ -134,13 +134,14 @@ pub fn node_item(job: &Job, index: usize, now_ms: u64) -> Value {
     })
 }
 
-pub fn event_item(event: &JobEvent) -> Value {
+/// One event of `job`, its message rendered now (the state holds only facts).
+pub fn event_item(event: &JobEvent, job: &Job) -> Value {
     json!({
         "id": event.id.to_string(),
         "type": event.kind.as_str(),
         "timestamp": format_time_ms(event.timestamp_ms),
         "details": {"node": event.node, "detail": {}},
-        "message": event.message,
+        "message": event.message(job),
     })
 }
 
