@@ -75,10 +75,9 @@ pub enum Command {
         /// Stamped by the leader (its `--runs-in-flight-max`): the runs of this job that may
         /// start at once start in this same entry, under this cluster-wide cap — one raft
         /// write per job instead of two, and the first dispatch a round trip sooner. `None`
-        /// (older entries, or a node without a scheduler) leaves them to the scheduler loop.
-        /// (Never `skip_serializing_if` here: snapshots encode the state with bincode, which
-        /// is not self-describing.)
-        #[serde(default)]
+        /// (a node without a scheduler) leaves them to the scheduler loop.
+        /// (Never `skip_serializing_if` here: entries and snapshots are bincode, which is not
+        /// self-describing.)
         start_under_cap: Option<u32>,
     },
     /// Idempotent: stopping a terminal job changes nothing and reports its node counts.
@@ -90,8 +89,7 @@ pub enum Command {
         runs: Vec<RunStart>,
         /// The cluster-wide cap the deciding leader applies; apply refuses starts beyond it
         /// (decisions made on an older state, and starts made by job submissions in between,
-        /// must not add up past it). `None`: no cap (older entries).
-        #[serde(default)]
+        /// must not add up past it). `None`: no cap.
         runs_in_flight_max: Option<u32>,
     },
     ReportRun {
@@ -198,7 +196,6 @@ pub enum Outcome {
         job_id: JobId,
         /// Runs started in the same entry (see `Command::SubmitJob::start_under_cap`).
         /// Outcomes live in the request log inside snapshots (bincode): no skipped fields.
-        #[serde(default)]
         started: Vec<StartedRun>,
     },
     JobStopped {

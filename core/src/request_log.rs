@@ -14,7 +14,6 @@ pub const REQUESTS_REMEMBERED_MAX: usize = 100_000;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 /// Persistent collections (see `ClusterState::jobs`): a snapshot's copy of up to
 /// [`REQUESTS_REMEMBERED_MAX`] outcomes shares structure instead of copying each id.
-/// Serialized exactly like `BTreeMap` and `VecDeque`, which earlier snapshots hold.
 pub struct RequestLog {
     outcomes: OrdMap<String, Outcome>,
     /// (applied_ms, request id) in apply order, for expiry.

@@ -1,5 +1,7 @@
 //! porch-raft: how porch's state is made durable and replicated.
 //!
+//! - [`envelope`]: format version and checksum around every log entry, snapshot, raft
+//!   message and backup; a record from a newer porch or with a bad checksum is refused.
 //! - [`types`]: openraft's type configuration (log entries carry `porch_core::Request`).
 //! - [`disk`]: the storage seam — ordered trees with an explicit flush; [`sled_disk`] in
 //!   production, [`sim_disk`] in the simulation (crash loses what was not flushed).
@@ -10,11 +12,14 @@
 //!   snapshots on the disk, and the [`state_machine_store::AppliedView`] the node reads.
 //! - [`storage_metrics`], [`latency_histogram`]: what storage counts for the metrics endpoint
 //!   (atomics only on the write path).
+//! - [`backup`]: backup files (magic, envelope, header) and seeding a new cluster from one.
 //! - [`network`]: raft RPC over tonic, behind a [`network::Dialer`] seam so the simulation can
 //!   run the same client over simulated sockets.
 
 pub mod background;
+pub mod backup;
 pub mod disk;
+pub mod envelope;
 pub mod flush_thread;
 pub mod latency_histogram;
 pub mod log_store;

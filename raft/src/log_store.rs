@@ -14,6 +14,7 @@
 //! - no holes: entries are only ever added at the tail and removed from either end.
 
 use crate::disk::{Disk, Tree, Write, corrupt, log_index, log_key};
+use crate::envelope::{self, Kind};
 use crate::storage_metrics::LogMetrics;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 use openraft::OptionalSend;
@@ -64,21 +65,35 @@ impl LogStore {
             .write(Tree::Meta, vec![Write::Put(key.to_vec(), encode(value)?)])
     }
 
+    /// Starts an empty log right after a snapshot at `log_id` (a restored node): purged up
+    /// to it and committed to it, so openraft sees the log end where the snapshot does.
+    pub async fn seed_after_snapshot(&self, log_id: LogId) -> io::Result<()> {
+        self.write_meta(LAST_PURGED_KEY, &log_id)?;
+        self.write_meta(COMMITTED_KEY, &Some(log_id))?;
+        self.disk.flush().await
+    }
+
     fn last_purged(&self) -> io::Result<Option<LogId>> {
         self.read_meta(LAST_PURGED_KEY)
     }
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| io::Error::other(format!("cannot encode: {e}")))
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> io::Result<T> {
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> io::Result<T> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(format!("corrupt {what} record: {e}")))
 }
 
+/// An entry as the log keeps it: refused (a storage error, which stops raft and the node)
+/// when its checksum fails or a newer porch wrote it, so it is never applied.
 fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
-    crate::wire::decode(bytes).map_err(|e| corrupt(format!("corrupt log entry record: {e}")))
+    envelope::decode(Kind::LogEntry, bytes).map_err(|e| corrupt(e.to_string()))
+}
+
+fn encode_entry(entry: &Entry) -> io::Result<Vec<u8>> {
+    envelope::encode(Kind::LogEntry, entry).map_err(|e| io::Error::other(e.to_string()))
 }
 
 fn start_index<RB: RangeBounds<u64>>(range: &RB) -> u64 {
@@ -188,8 +203,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let started = std::time::Instant::now();
         let mut writes = Vec::new();
         for entry in entries {
-            let bytes = crate::wire::encode(&entry)
-                .map_err(|e| io::Error::other(format!("cannot encode a log entry: {e}")))?;
+            let bytes = encode_entry(&entry)?;
             writes.push((log_key(entry.index()).to_vec(), bytes));
         }
         self.disk.append(Tree::Log, writes)?;
@@ -240,6 +254,34 @@ mod tests {
     use crate::SimDisk;
     use openraft::testing::{blank_ent, log_id};
     use openraft::type_config::TypeConfigExt;
+
+    /// An entry on disk written by a newer porch, or damaged, is never served: reading it is
+    /// a storage error naming the problem (raft stops before applying it).
+    #[tokio::test]
+    async fn an_entry_in_a_newer_format_or_corrupt_is_never_served() {
+        let disk = Arc::new(SimDisk::new());
+        let mut store = LogStore::new(disk.clone());
+        let (tx, rx) = TypeConfig::oneshot();
+        let entries: Vec<Entry> = (1..=3).map(|i| blank_ent::<TypeConfig>(1, 1, i)).collect();
+        store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+        let mut newer = disk.get(Tree::Log, &log_key(2)).unwrap().unwrap();
+        envelope::restamp_version(&mut newer, envelope::FORMAT_VERSION + 1);
+        disk.write(Tree::Log, vec![Write::Put(log_key(2).to_vec(), newer)])
+            .unwrap();
+        let error = store.try_get_log_entries(1..=3).await.unwrap_err();
+        assert!(
+            error.to_string().contains("newer than this porch"),
+            "{error}"
+        );
+
+        let mut flipped = disk.get(Tree::Log, &log_key(3)).unwrap().unwrap();
+        *flipped.last_mut().unwrap() ^= 1;
+        disk.write(Tree::Log, vec![Write::Put(log_key(3).to_vec(), flipped)])
+            .unwrap();
+        let error = store.get_log_state().await.unwrap_err();
+        assert!(error.to_string().contains("checksum"), "{error}");
+    }
 
     /// A purge answers at once and leaves the entries for a background task to delete: they
     /// must never be served meanwhile, and must be gone from disk soon after.

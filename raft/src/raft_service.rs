@@ -103,8 +103,12 @@ impl RaftService {
                 )));
             }
         }
-        crate::wire::decode(&request.into_inner().json)
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+        crate::wire::decode(&request.into_inner().json).map_err(|e| {
+            // Logged here too: a message from a newer porch is refused on every retry, and
+            // this node's operator must see why it does not follow.
+            tracing::warn!("refused a raft message: {e}");
+            Status::invalid_argument(format!("refused raft message: {e}"))
+        })
     }
 }
 

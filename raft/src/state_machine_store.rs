@@ -11,7 +11,7 @@
 //! to agents from it — dispatch happens only after the decision is committed *and* applied).
 
 use crate::disk::Disk;
-use crate::log_store::{decode, encode};
+use crate::envelope::{self, EnvelopeError, Kind};
 use crate::storage_metrics::SnapshotMetrics;
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use futures::{Stream, TryStreamExt};
@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use tokio::sync::{broadcast, watch};
 
 /// The blob holding the current snapshot.
-const SNAPSHOT_BLOB: &str = "snapshot";
+pub(crate) const SNAPSHOT_BLOB: &str = "snapshot";
 
 /// Applied outcomes kept for slow listeners; a listener that falls further behind is told it
 /// lagged and must re-read the state instead.
@@ -93,11 +93,6 @@ pub struct StateMachineStore {
     metrics: Arc<SnapshotMetrics>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotRecord {
-    meta: SnapshotMeta,
-}
-
 impl StateMachineStore {
     /// Opens the state machine: the last snapshot on `disk`, or an empty state.
     pub fn open(disk: Arc<dyn Disk>) -> io::Result<StateMachineStore> {
@@ -108,7 +103,7 @@ impl StateMachineStore {
             metrics.record(meta, data.len());
         }
         let state = match loaded {
-            Some((_, data)) => decode_state(&data, "snapshot")?,
+            Some((_, data)) => decode_state_of(&data, "snapshot file")?,
             None => AppliedState {
                 cluster: ClusterState::new(),
                 ..AppliedState::default()
@@ -142,14 +137,15 @@ impl StateMachineStore {
         self.view.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the snapshot as one blob: `[8-byte meta length][meta JSON][data]`, unless the
+    /// Writes the snapshot as one blob: `[8-byte meta length][meta][data]` (both enveloped), unless the
     /// snapshot on disk is already newer (see `saved_snapshot`). Returns whether it wrote.
-    async fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<bool> {
+    pub(crate) async fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<bool> {
         let mut saved = self.saved_snapshot.lock().await;
         if *saved > meta.last_log_id {
             return Ok(false);
         }
-        let record = encode(&SnapshotRecord { meta: meta.clone() })?;
+        let record = envelope::encode(Kind::SnapshotMeta, meta)
+            .map_err(|e| io::Error::other(e.to_string()))?;
         let mut blob = Vec::with_capacity(8 + record.len() + data.len());
         blob.extend_from_slice(&(record.len() as u64).to_be_bytes());
         blob.extend_from_slice(&record);
@@ -173,51 +169,42 @@ fn load_snapshot(disk: &dyn Disk) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>>
     let record = blob
         .get(8..8usize.saturating_add(length))
         .ok_or_else(|| corrupt("metadata runs past the end"))?;
-    let record: SnapshotRecord = decode(record, "snapshot metadata")?;
-    Ok(Some((record.meta, blob[8 + length..].to_vec())))
+    let meta: SnapshotMeta =
+        envelope::decode(Kind::SnapshotMeta, record).map_err(|e| corrupt(&format!("{e}")))?;
+    Ok(Some((meta, blob[8 + length..].to_vec())))
 }
 
-/// Snapshot data: a JSON header with openraft's own records (small), then the cluster state in
-/// bincode. The state grows with every job kept, and snapshots are taken while the cluster
-/// serves; bincode encodes it several times faster than JSON, which keeps snapshotting from
-/// starving the request path on a small machine.
+/// Snapshot data: the applied log id, membership and cluster state in bincode, inside an
+/// envelope (format version, checksum). The state grows with every job kept, and snapshots
+/// are taken while the cluster serves; bincode encodes it several times faster than JSON.
 /// Encodes on the low-priority background thread (see [`crate::background`]): a large
 /// state takes tens of milliseconds of CPU to encode, on every node at about the same time.
 async fn encode_off_the_workers(state: AppliedState) -> io::Result<Vec<u8>> {
     crate::background::run(move || encode_state(&state)).await?
 }
 
-fn encode_state(state: &AppliedState) -> io::Result<Vec<u8>> {
-    let cannot = |e: bincode::Error| io::Error::other(format!("cannot encode the state: {e}"));
-    let header = encode(&(&state.last_applied, &state.membership))?;
-    // Sized first and encoded in place: the state runs to tens of megabytes, and growing a
-    // buffer (or copying an encoded body after the header) doubles the memory traffic.
-    let body_len = bincode::serialized_size(&state.cluster).map_err(cannot)?;
-    let mut data = Vec::with_capacity(8 + header.len() + body_len as usize);
-    data.extend_from_slice(&(header.len() as u64).to_be_bytes());
-    data.extend_from_slice(&header);
-    bincode::serialize_into(&mut data, &state.cluster).map_err(cannot)?;
-    Ok(data)
+/// The snapshot data of `state`: what the snapshot file holds after its metadata, what an
+/// InstallSnapshot carries, and what a backup holds.
+pub fn encode_state(state: &AppliedState) -> io::Result<Vec<u8>> {
+    envelope::encode(
+        Kind::Snapshot,
+        &(&state.last_applied, &state.membership, &state.cluster),
+    )
+    .map_err(|e| io::Error::other(e.to_string()))
 }
 
-fn decode_state(data: &[u8], what: &str) -> io::Result<AppliedState> {
-    let corrupt = |detail: String| crate::disk::corrupt(format!("corrupt {what}: {detail}"));
-    let length: [u8; 8] = data
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt("shorter than its header".into()))?;
-    let length = u64::from_be_bytes(length) as usize;
-    let header = data
-        .get(8..8usize.saturating_add(length))
-        .ok_or_else(|| corrupt(format!("header of {length} bytes runs past the end")))?;
-    let (last_applied, membership): (Option<LogId>, StoredMembership) = decode(header, what)?;
-    let cluster: ClusterState =
-        bincode::deserialize(&data[8 + length..]).map_err(|e| corrupt(format!("state: {e}")))?;
+/// Reads what [`encode_state`] wrote; a bad checksum or a newer format is an error naming it.
+pub fn decode_state(data: &[u8]) -> Result<AppliedState, EnvelopeError> {
+    let (last_applied, membership, cluster) = envelope::decode(Kind::Snapshot, data)?;
     Ok(AppliedState {
         cluster,
         last_applied,
         membership,
     })
+}
+
+fn decode_state_of(data: &[u8], what: &str) -> io::Result<AppliedState> {
+    decode_state(data).map_err(|e| crate::disk::corrupt(format!("{what}: {e}")))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -309,7 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let installed = decode_state(&snapshot, "received snapshot")?;
+        let installed = decode_state_of(&snapshot, "received snapshot")?;
         if installed.last_applied != meta.last_log_id {
             return Err(crate::disk::corrupt(format!(
                 "received snapshot claims last log id {:?} but holds state at {:?}",
@@ -355,30 +342,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 mod tests {
     use super::*;
     use porch_core::{Command, JobSpec, Plan, PlannedNode, Request, Target};
-
-    /// The state's persistent maps and vectors must encode byte for byte like the
-    /// `BTreeMap` and `VecDeque` they replaced, or snapshots written before would not load.
-    #[test]
-    fn persistent_collections_encode_like_the_std_ones_earlier_snapshots_hold() {
-        use std::collections::{BTreeMap, VecDeque};
-        let pairs = [(3u64, "c".to_string()), (1, "a".into()), (2, "b".into())];
-        let std_map: BTreeMap<u64, String> = pairs.iter().cloned().collect();
-        let persistent_map: imbl::OrdMap<u64, String> = pairs.iter().cloned().collect();
-        let std_map_bytes = bincode::serialize(&std_map).unwrap();
-        assert_eq!(bincode::serialize(&persistent_map).unwrap(), std_map_bytes);
-        let decoded: imbl::OrdMap<u64, String> = bincode::deserialize(&std_map_bytes).unwrap();
-        assert_eq!(decoded, persistent_map);
-
-        let std_queue: VecDeque<(u64, String)> = pairs.iter().cloned().collect();
-        let persistent_queue: imbl::Vector<(u64, String)> = pairs.iter().cloned().collect();
-        let std_queue_bytes = bincode::serialize(&std_queue).unwrap();
-        assert_eq!(
-            bincode::serialize(&persistent_queue).unwrap(),
-            std_queue_bytes
-        );
-        let decoded: imbl::Vector<(u64, String)> = bincode::deserialize(&std_queue_bytes).unwrap();
-        assert_eq!(decoded, persistent_queue);
-    }
 
     /// Snapshots carry the state in bincode, which is not self-describing: a serde attribute
     /// that skips a field on output (`skip_serializing_if`) makes every snapshot unreadable.
@@ -489,11 +452,34 @@ mod tests {
             cluster,
             ..AppliedState::default()
         };
-        let decoded = decode_state(&encode_state(&state).unwrap(), "test snapshot").unwrap();
+        let decoded = decode_state(&encode_state(&state).unwrap()).unwrap();
         assert_eq!(
             serde_json::to_value(&decoded.cluster).unwrap(),
             serde_json::to_value(&state.cluster).unwrap()
         );
+    }
+
+    /// A snapshot written by a newer porch, or damaged on the way, is refused and the state
+    /// this node holds stays as it was (raft then stops, and the node exits naming it).
+    #[tokio::test]
+    async fn a_snapshot_in_a_newer_format_or_corrupt_is_refused_and_changes_nothing() {
+        let leader = store_at(Arc::new(crate::sim_disk::SimDisk::new()), 10);
+        let snapshot = leader.clone().build_snapshot().await.unwrap();
+        let mut newer = snapshot.snapshot.clone();
+        envelope::restamp_version(&mut newer, envelope::FORMAT_VERSION + 1);
+        let mut flipped = snapshot.snapshot.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0x10;
+        for (bytes, expected) in [(newer, "newer than this porch"), (flipped, "checksum")] {
+            let mut follower = store_at(Arc::new(crate::sim_disk::SimDisk::new()), 5);
+            let error = follower
+                .install_snapshot(&snapshot.meta, bytes)
+                .await
+                .unwrap_err();
+            assert!(error.to_string().contains(expected), "{error}");
+            assert_eq!(follower.view.read().last_applied.unwrap().index, 5);
+            assert!(follower.get_current_snapshot().await.unwrap().is_none());
+        }
     }
 
     fn store_at(disk: Arc<dyn Disk>, index: u64) -> StateMachineStore {
