@@ -222,6 +222,17 @@ impl Client {
             .await
     }
 
+    /// GET on the Orchestrator API whose answer is bytes, not JSON (a backup).
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        self.send_for_bytes(
+            reqwest::Method::GET,
+            &format!("/orchestrator/v1{path}"),
+            None,
+            None,
+        )
+        .await
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,
@@ -229,6 +240,17 @@ impl Client {
         body: Option<&Value>,
         request_id: Option<&str>,
     ) -> Result<Value, ClientError> {
+        let bytes = self.send_for_bytes(method, path, body, request_id).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn send_for_bytes(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        request_id: Option<&str>,
+    ) -> Result<Vec<u8>, ClientError> {
         let start = self.preferred.load(Ordering::Relaxed);
         let mut last = String::new();
         let mut tls_failure = None;
@@ -262,13 +284,22 @@ impl Client {
                 }
             };
             let status = response.status().as_u16();
-            let value: Value = response.json().await.unwrap_or(Value::Null);
+            let bytes = match response.bytes().await {
+                Ok(bytes) => bytes.to_vec(),
+                Err(e) => {
+                    last = format!("{base}: the answer was cut off: {}", describe(&e, base));
+                    continue;
+                }
+            };
+            let value = || serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
             if status == 503 || status == 502 || status == 504 {
+                let value = value();
                 last = format!("{base}: {}", value["msg"].as_str().unwrap_or("unavailable"));
                 continue;
             }
             self.preferred.store(index, Ordering::Relaxed);
             if status >= 400 {
+                let value = value();
                 return Err(ClientError::Api {
                     status,
                     kind: value["kind"]
@@ -281,7 +312,7 @@ impl Client {
                         .unwrap_or_else(|| format!("HTTP {status} (no message)")),
                 });
             }
-            return Ok(value);
+            return Ok(bytes);
         }
         // A certificate problem is what the user must fix, even if other URLs were down.
         Err(tls_failure.unwrap_or(ClientError::Unreachable {

@@ -14,6 +14,7 @@
 pub mod access_cmd;
 pub mod app_cmd;
 pub mod audit_cmd;
+pub mod backup_cmd;
 pub mod bench_cluster;
 pub mod bench_cmd;
 pub mod bench_levels;

@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 use porch_cli::config::GlobalArgs;
 use porch_cli::{
-    access_cmd, app_cmd, audit_cmd, bench_cmd, cluster_cmd, exit_code, job_cmd, rbac_cmd, run_main,
-    server_cmd,
+    access_cmd, app_cmd, audit_cmd, backup_cmd, bench_cmd, cluster_cmd, exit_code, job_cmd,
+    rbac_cmd, run_main, server_cmd,
 };
 use std::process::ExitCode;
 
@@ -65,6 +65,10 @@ enum Command {
         #[command(flatten)]
         args: audit_cmd::AuditArgs,
     },
+    /// Take a consistent backup of the cluster's state into a file (admin).
+    Backup(backup_cmd::BackupArgs),
+    /// Seed the founding node of a new cluster from a backup file.
+    Restore(backup_cmd::RestoreArgs),
     /// Benchmarks (results for BENCHMARKS.md).
     Bench(bench_cmd::BenchArgs),
     /// Deterministic simulation: the real cluster in one process under seeded faults.
@@ -90,6 +94,8 @@ fn main() -> ExitCode {
             Command::Access { global, command } => access_cmd::run_access(command, &global).await,
             Command::Rbac { global, command } => rbac_cmd::run_rbac(command, &global).await,
             Command::Audit { global, args } => audit_cmd::run_audit(args, &global).await,
+            Command::Backup(args) => backup_cmd::run_backup(args).await,
+            Command::Restore(args) => backup_cmd::run_restore(args).await,
             Command::Bench(args) => bench_cmd::run_bench(args).await,
             // The simulation builds its own seeded single-threaded runtime per seed, which
             // must not start inside this one: a plain thread has no runtime context.

@@ -90,6 +90,15 @@ pub struct Cluster {
     /// The nodes' certificates when they come from an existing CA (then `ca` issues none of
     /// them).
     existing_pki: Option<ExistingPki>,
+    /// The admin's password when it comes from a restored backup (no credential file then).
+    restored_admin_password: Option<String>,
+}
+
+/// A new cluster seeded from a backup (`porch restore` into the founding node's data dir).
+pub struct Restore<'a> {
+    pub backup: &'a Path,
+    /// The password of the backed-up cluster's admin, which the restored state keeps.
+    pub admin_password: &'a str,
 }
 
 /// Certificates from an existing CA, a Puppet Server's: the CA file clients trust, and each
@@ -169,16 +178,27 @@ pub const FAST: &[&str] = &["--heartbeat-ms", "50", "--election-timeout-ms", "30
 impl Cluster {
     /// Starts `n` founding nodes with `extra` server flags and waits for a leader.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
-        Cluster::start_nodes((1..=n).collect(), None, extra)
+        Cluster::start_nodes((1..=n).collect(), None, extra, None)
+    }
+
+    /// Starts `n` founding nodes of a cluster restored from `restore`: `porch restore` seeds
+    /// node 1's data dir first (and must succeed), the others start empty.
+    pub fn start_restored(n: u64, extra: &[&str], restore: Restore) -> Cluster {
+        Cluster::start_nodes((1..=n).collect(), None, extra, Some(restore))
     }
 
     /// Starts the nodes of `pki` (ids and certificates from an existing CA) as founding
     /// members with `extra` server flags and waits for a leader.
     pub fn start_with_pki(pki: ExistingPki, extra: &[&str]) -> Cluster {
-        Cluster::start_nodes(pki.nodes.keys().copied().collect(), Some(pki), extra)
+        Cluster::start_nodes(pki.nodes.keys().copied().collect(), Some(pki), extra, None)
     }
 
-    fn start_nodes(ids: Vec<u64>, existing_pki: Option<ExistingPki>, extra: &[&str]) -> Cluster {
+    fn start_nodes(
+        ids: Vec<u64>,
+        existing_pki: Option<ExistingPki>,
+        extra: &[&str],
+        restore: Option<Restore>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: BTreeMap<u64, u16> = ids.iter().map(|id| (*id, free_port())).collect();
         let ca = porch_tls::dev_ca::DevCa::create(&dir.path().join("ca")).expect("a test CA");
@@ -199,8 +219,31 @@ impl Cluster {
             nodes: BTreeMap::new(),
             agents: BTreeMap::new(),
             existing_pki,
+            restored_admin_password: restore.as_ref().map(|r| r.admin_password.to_string()),
         };
         let initial = cluster.initial_cluster();
+        if let Some(restore) = &restore {
+            let first = ids[0].to_string();
+            let data_dir = cluster.data_dir(ids[0]).display().to_string();
+            let backup = restore.backup.display().to_string();
+            let output = cluster.porch(&[
+                "restore",
+                "--from",
+                &backup,
+                "--data-dir",
+                &data_dir,
+                "--id",
+                &first,
+                "--initial-cluster",
+                &initial,
+            ]);
+            assert!(
+                output.status.success(),
+                "porch restore failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
         for id in ids {
             cluster.add_process(id, &initial, extra);
         }
@@ -275,8 +318,12 @@ impl Cluster {
         }
     }
 
-    /// The first admin's password, as the initialising node (the lowest id) wrote it.
+    /// The first admin's password, as the initialising node (the lowest id) wrote it (or
+    /// as the restored backup holds it).
     pub fn admin_password(&self) -> String {
+        if let Some(password) = &self.restored_admin_password {
+            return password.clone();
+        }
         let first = *self.ports.keys().next().expect("a node");
         let path = self.data_dir(first).join("admin-credential");
         let text =
@@ -291,7 +338,11 @@ impl Cluster {
         let first = *self.ports.keys().next().expect("a node");
         wait_until(Duration::from_secs(30), "an admin login", || {
             let path = self.data_dir(first).join("admin-credential");
-            std::fs::metadata(&path).ok()?;
+            if self.restored_admin_password.is_none() {
+                std::fs::metadata(&path).ok()?;
+            } else if !self.answers(first) {
+                return None;
+            }
             self.login(first, "admin", &self.admin_password(), "1h")
                 .ok()
         })
@@ -363,6 +414,15 @@ impl Cluster {
             || self.answers(id).then_some(()),
         );
         addr
+    }
+
+    /// Runs `porch ARGS` to its end (a client or offline command); its output.
+    pub fn porch(&self, args: &[&str]) -> std::process::Output {
+        Command::new(porch_bin())
+            .args(args)
+            .env("HOME", self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("run porch {args:?}: {e}"))
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {

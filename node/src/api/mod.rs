@@ -3,6 +3,7 @@
 //! first pass a linearizable read barrier, then render the local applied state.
 
 pub mod audit;
+pub mod backup;
 pub mod cluster;
 pub mod commands;
 pub mod deploy_request;
@@ -130,6 +131,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/environments/{env}/app_show", get(environments::app_show))
         .route("/status", get(cluster::status))
         .route("/cluster", get(cluster::cluster_status))
+        .route("/cluster/backup", get(backup::backup))
         .route("/cluster/members", post(cluster::add_member))
         .route("/cluster/members/{id}", delete(cluster::remove_member))
         .route("/audit", get(audit::list))
