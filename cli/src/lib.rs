@@ -1,7 +1,8 @@
 //! porch-cli: the command-line programs.
 //!
 //! - `porch`: `server` (an orchestrator node), `dev` (a local 3-node cluster), `agent`,
-//!   `job`/`app`/`cluster`/`access`/`rbac`/`audit` (clients), `bench`.
+//!   `job`/`app`/`cluster`/`access`/`rbac`/`audit` (clients), `bench`, `chaos` (a seeded
+//!   fault schedule against a local cluster of real processes, with a verdict).
 //! - `puppet-job`, `puppet-app` and `puppet-access`: the PE-compatible clients (same code as
 //!   `porch job|app|access`).
 //!
@@ -19,6 +20,7 @@ pub mod bench_cluster;
 pub mod bench_cmd;
 pub mod bench_levels;
 pub mod bench_submit;
+pub mod chaos;
 pub mod client;
 pub mod cluster_cmd;
 pub mod config;

@@ -71,6 +71,9 @@ enum Command {
     Restore(backup_cmd::RestoreArgs),
     /// Benchmarks (results for BENCHMARKS.md).
     Bench(bench_cmd::BenchArgs),
+    /// Seeded faults (partitions, slow links, pauses, kill -9) against a local cluster of real
+    /// processes, then a verdict: no acknowledged job lost, each run once, order kept.
+    Chaos(porch_cli::chaos::ChaosArgs),
     /// Deterministic simulation: the real cluster in one process under seeded faults.
     Sim(porch_simulation::cli::SimArgs),
 }
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
             Command::Backup(args) => backup_cmd::run_backup(args).await,
             Command::Restore(args) => backup_cmd::run_restore(args).await,
             Command::Bench(args) => bench_cmd::run_bench(args).await,
+            Command::Chaos(args) => porch_cli::chaos::run_chaos(args).await,
             // The simulation builds its own seeded single-threaded runtime per seed, which
             // must not start inside this one: a plain thread has no runtime context.
             Command::Sim(args) => std::thread::spawn(move || porch_simulation::cli::run_sim(args))

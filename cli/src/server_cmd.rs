@@ -243,7 +243,7 @@ pub struct DevArgs {
 }
 
 /// The nodes of the shipped example environment.
-const EXAMPLE_NODES: [&str; 9] = [
+pub(crate) const EXAMPLE_NODES: [&str; 9] = [
     "db1.example.com",
     "app1.example.com",
     "lb1.example.com",
@@ -257,27 +257,40 @@ const EXAMPLE_NODES: [&str; 9] = [
 
 /// The dev cluster's TLS material and client settings under its data dir: a throwaway CA,
 /// certificates for the three nodes and the example agents in one Puppet-style ssldir.
-struct DevPki {
-    ssldir: PathBuf,
-    cacert: PathBuf,
+pub(crate) struct DevPki {
+    pub(crate) ssldir: PathBuf,
+    pub(crate) cacert: PathBuf,
 }
 
-fn dev_certname(id: usize) -> String {
+pub(crate) fn dev_certname(id: usize) -> String {
     format!("porch-node{id}")
 }
 
 fn dev_pki(data_dir: &std::path::Path, agents: &[&str]) -> Result<DevPki, String> {
+    local_pki(data_dir, 3, &[], agents)
+}
+
+/// A throwaway CA under `data_dir` and certificates for `nodes` nodes (`porch-node<id>`,
+/// valid for loopback and `node_addresses`) and for `agents`, in one ssldir; certificates
+/// already there are kept.
+pub(crate) fn local_pki(
+    data_dir: &std::path::Path,
+    nodes: usize,
+    node_addresses: &[String],
+    agents: &[&str],
+) -> Result<DevPki, String> {
     use porch_tls::dev_ca::{DevCa, Validity};
     let ssldir = data_dir.join("ssl");
     let ca = DevCa::open_or_create(&data_dir.join("ca")).map_err(|e| e.to_string())?;
-    let loopback = ["127.0.0.1", "localhost", "::1"];
-    let names: Vec<String> = (1..=3)
-        .map(dev_certname)
-        .chain(agents.iter().map(|a| a.to_string()))
+    let mut hosts = vec!["127.0.0.1", "localhost", "::1"];
+    hosts.extend(node_addresses.iter().map(String::as_str));
+    let names: Vec<(String, &[&str])> = (1..=nodes)
+        .map(|id| (dev_certname(id), hosts.as_slice()))
+        .chain(agents.iter().map(|a| (a.to_string(), &hosts[..3])))
         .collect();
-    for name in &names {
+    for (name, hosts) in &names {
         if !ssldir.join("certs").join(format!("{name}.pem")).exists() {
-            ca.issue(&ssldir, name, &loopback, Validity::default())
+            ca.issue(&ssldir, name, hosts, Validity::default())
                 .map_err(|e| e.to_string())?;
         }
     }
@@ -288,7 +301,7 @@ fn dev_pki(data_dir: &std::path::Path, agents: &[&str]) -> Result<DevPki, String
 }
 
 /// Logs in as the first admin with the credential node 1 wrote, for up to `within`.
-async fn dev_admin_token(
+pub(crate) async fn dev_admin_token(
     data_dir: &std::path::Path,
     url: &str,
     cacert: &std::path::Path,
@@ -513,7 +526,7 @@ async fn dev(args: DevArgs) -> Result<ExitCode, String> {
 }
 
 /// The shipped example code next to the workspace, if it is there.
-fn default_codedir() -> PathBuf {
+pub(crate) fn default_codedir() -> PathBuf {
     let candidates = [
         PathBuf::from("lang/examples/code"),
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lang/examples/code"),
