@@ -48,9 +48,14 @@ pub struct ChaosArgs {
     /// Keep the run's directory after a passing run.
     #[arg(long)]
     pub keep: bool,
-    /// Puppet code for the application jobs [default: the shipped examples].
+    /// Puppet code holding the shipped example environment (its applications are the
+    /// workload's) [default: the shipped examples].
     #[arg(long)]
     pub codedir: Option<PathBuf>,
+    /// One more flag for every `porch server`, verbatim; repeat it for several
+    /// (`--server-flag=--heartbeat-ms=320`): rehearse your own raft timings.
+    #[arg(long, value_name = "FLAG", allow_hyphen_values = true)]
+    pub server_flag: Vec<String>,
     /// Judge a recorded run again (`DIR/history.json`, `DIR/runs.log`); starts nothing.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["seed", "cleanup", "dir"])]
     pub check: Option<PathBuf>,
@@ -143,6 +148,9 @@ fn replay_command(args: &ChaosArgs, seed: u64) -> String {
     }
     if args.no_network {
         command += " --no-network";
+    }
+    for flag in &args.server_flag {
+        command += &format!(" --server-flag={flag}");
     }
     command
 }
@@ -425,7 +433,7 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
         .collect::<Vec<_>>()
         .join(",");
     for id in 1..=nodes {
-        let args: Vec<OsString> = [
+        let server_args: Vec<OsString> = [
             "server".into(),
             "--id".into(),
             id.to_string().into(),
@@ -442,12 +450,14 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
             "--codedir".into(),
             codedir.clone().into_os_string(),
         ]
-        .into();
+        .into_iter()
+        .chain(args.server_flag.iter().map(OsString::from))
+        .collect();
         let netns = cluster.lab.as_ref().map(|lab| lab.namespace(id));
         let mut node = Process::new(
             format!("node {id}"),
             exe.clone(),
-            args,
+            server_args,
             netns,
             dir.join(format!("node{id}.log")),
         );
@@ -468,7 +478,7 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
     write_executable(&script, &history::run_logger_script(&runs_log)).map_err(failed)?;
     let mut agents = Vec::new();
     for name in EXAMPLE_NODES {
-        let args: Vec<OsString> = vec![
+        let agent_args: Vec<OsString> = vec![
             "agent".into(),
             "--certname".into(),
             name.into(),
@@ -486,7 +496,7 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
         let mut agent = Process::new(
             format!("agent {name}"),
             exe.clone(),
-            args,
+            agent_args,
             None,
             dir.join(format!("agent-{name}.log")),
         );
