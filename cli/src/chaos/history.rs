@@ -75,13 +75,14 @@ pub struct RunLine {
     pub time_ns: u128,
 }
 
-/// The script each agent runs: a start and an end line per run, around a short sleep.
+/// The script each agent runs: a start and an end line per run, around a sleep long enough
+/// for a fault (an agent's kill -9) to land in the middle of runs.
 pub fn run_logger_script(runs_log: &Path) -> String {
     let log = runs_log.display();
     format!(
         "#!/bin/sh\n\
          echo \"start $PORCH_NODE $PORCH_JOB_ID $PORCH_TRANSACTION_ID $(date +%s%N)\" >> '{log}'\n\
-         sleep 0.3\n\
+         sleep 0.8\n\
          echo \"end $PORCH_NODE $PORCH_JOB_ID $PORCH_TRANSACTION_ID $(date +%s%N)\" >> '{log}'\n\
          exit 0\n"
     )

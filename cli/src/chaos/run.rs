@@ -205,6 +205,7 @@ struct Cluster {
     lab: Option<Lab>,
     proxies: BTreeMap<(NodeId, NodeId), DelayProxy>,
     nodes: Vec<Process>,
+    agents: Vec<Process>,
     unexpected_exits: Vec<String>,
 }
 
@@ -249,6 +250,7 @@ impl Cluster {
                     node.kill9().await;
                 }
             }
+            Fault::KillAgent { agent } => self.agents[agent - 1].kill9().await,
         }
         Ok(())
     }
@@ -273,13 +275,15 @@ impl Cluster {
                     node.spawn()?;
                 }
             }
+            Fault::KillAgent { agent } => self.agents[agent - 1].spawn()?,
         }
         Ok(())
     }
 
-    /// Restarts nodes that exited on their own (a crash is a finding, noted in the timeline).
+    /// Restarts nodes and agents that exited on their own (a crash is a finding, noted in the
+    /// timeline).
     fn restart_exited(&mut self, timeline: &mut Timeline) -> Result<(), String> {
-        for node in &mut self.nodes {
+        for node in self.nodes.iter_mut().chain(&mut self.agents) {
             if let Some(status) = node.exited() {
                 let what = format!(
                     "{} exited on its own ({status}); see {}",
@@ -316,15 +320,20 @@ async fn drive_faults(
         tokio::time::sleep_until(timeline.start + Duration::from_millis(at)).await;
         cluster.restart_exited(timeline)?;
         let fault = &faults[i].fault;
+        let fault = match fault {
+            Fault::KillAgent { agent } => format!("{fault} ({})", cluster.agents[agent - 1].name),
+            _ => fault.to_string(),
+        };
+        let fault_to_apply = &faults[i].fault;
         if start {
             timeline.note(&format!(
                 "+ {fault} (for {:.1} s)",
                 faults[i].duration_ms as f64 / 1000.0
             ));
-            cluster.apply(fault).await?;
+            cluster.apply(fault_to_apply).await?;
         } else {
             timeline.note(&format!("- healed: {fault}"));
-            cluster.heal(fault).await?;
+            cluster.heal(fault_to_apply).await?;
         }
     }
     Ok(())
@@ -408,6 +417,7 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
         lab,
         proxies: BTreeMap::new(),
         nodes: Vec::new(),
+        agents: Vec::new(),
         unexpected_exits: Vec::new(),
     };
     if let Some(lab) = &cluster.lab {
@@ -476,7 +486,6 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
     let runs_log = dir.join("runs.log");
     let script = dir.join("run.sh");
     write_executable(&script, &history::run_logger_script(&runs_log)).map_err(failed)?;
-    let mut agents = Vec::new();
     for name in EXAMPLE_NODES {
         let agent_args: Vec<OsString> = vec![
             "agent".into(),
@@ -501,7 +510,7 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
             dir.join(format!("agent-{name}.log")),
         );
         agent.spawn().map_err(failed)?;
-        agents.push(agent);
+        cluster.agents.push(agent);
     }
     let api = Arc::new(workload::Api::new(&pki.cacert, &token, urls).map_err(failed)?);
     wait_agents_connected(&api, Duration::from_secs(60))
@@ -511,7 +520,13 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
         .await
         .map_err(failed)?;
 
-    let faults = schedule::schedule(seed, args.seconds * 1000, nodes, &kinds);
+    let faults = schedule::schedule(
+        seed,
+        args.seconds * 1000,
+        nodes,
+        cluster.agents.len(),
+        &kinds,
+    );
     let kind_names: Vec<String> = kinds.iter().map(|k| k.name()).collect();
     println!(
         "porch chaos: seed {seed}, {nodes} nodes{}, {} agents, {} s of faults ({}), data in {}",
@@ -522,7 +537,7 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
             ),
             None => " on loopback".to_string(),
         },
-        agents.len(),
+        cluster.agents.len(),
         args.seconds,
         kind_names.join(", "),
         dir.display()
@@ -572,12 +587,9 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
     };
     history::save(&history, &dir).map_err(failed)?;
     let _ = std::fs::write(dir.join("timeline.txt"), timeline.lines.join("\n") + "\n");
-    // Let the agents' last appends land before reading them back.
-    for agent in &mut agents {
-        agent.kill9().await;
-    }
-    for node in &mut cluster.nodes {
-        node.kill9().await;
+    // Nothing appends to runs.log while it is read back.
+    for process in cluster.agents.iter_mut().chain(&mut cluster.nodes) {
+        process.kill9().await;
     }
     let (history, runs) = history::load(&dir).map_err(failed)?;
     let code = verdict(&history, &runs, &replay_command(args, seed));

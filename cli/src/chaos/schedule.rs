@@ -28,6 +28,9 @@ pub enum Fault {
     Kill { node: NodeId },
     /// kill -9 of every node at once, then all restart.
     KillAll,
+    /// kill -9 of agent `agent` (1-based, in the run's agent order), then a restart on the
+    /// same spool: a run it started must never run again.
+    KillAgent { agent: usize },
 }
 
 /// Which kinds a schedule may draw (the network kinds need namespaces).
@@ -39,16 +42,18 @@ pub enum FaultKind {
     Pause,
     Kill,
     KillAll,
+    AgentKill,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Partition,
         FaultKind::OneWay,
         FaultKind::Slow,
         FaultKind::Pause,
         FaultKind::Kill,
         FaultKind::KillAll,
+        FaultKind::AgentKill,
     ];
 
     /// The name `--faults` takes.
@@ -73,6 +78,15 @@ impl Fault {
             Fault::Partition { .. } | Fault::KillAll => (1..=nodes).collect(),
             Fault::OneWayCut { from, to } | Fault::SlowLink { from, to, .. } => vec![*from, *to],
             Fault::Pause { node } | Fault::Kill { node } => vec![*node],
+            Fault::KillAgent { .. } => Vec::new(),
+        }
+    }
+
+    /// The agents this fault occupies while it lasts.
+    pub fn agents(&self) -> Vec<usize> {
+        match self {
+            Fault::KillAgent { agent } => vec![*agent],
+            _ => Vec::new(),
         }
     }
 }
@@ -88,6 +102,7 @@ impl fmt::Display for Fault {
             Fault::Pause { node } => write!(f, "pause node {node} (SIGSTOP)"),
             Fault::Kill { node } => write!(f, "kill -9 node {node}"),
             Fault::KillAll => write!(f, "kill -9 every node"),
+            Fault::KillAgent { agent } => write!(f, "kill -9 agent #{agent}"),
         }
     }
 }
@@ -109,16 +124,18 @@ const DURATION_MS: std::ops::Range<u64> = 1_000..6_000;
 /// Extra latency of a slow link, one way.
 const DELAY_MS: std::ops::Range<u64> = 20..250;
 
-/// The faults of a run of `phase_ms` over `nodes` nodes, drawn from `kinds`; every fault is
-/// healed by the end of the phase.
+/// The faults of a run of `phase_ms` over `nodes` nodes and `agents` agents, drawn from
+/// `kinds`; every fault is healed by the end of the phase.
 pub fn schedule(
     seed: u64,
     phase_ms: u64,
     nodes: usize,
+    agents: usize,
     kinds: &[FaultKind],
 ) -> Vec<ScheduledFault> {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0xc4a0_5c4e_d01e);
     let mut busy_until = vec![0u64; nodes + 1];
+    let mut agent_busy_until = vec![0u64; agents + 1];
     let mut faults = Vec::new();
     if kinds.is_empty() || nodes == 0 {
         return faults;
@@ -131,13 +148,22 @@ pub fn schedule(
             return faults;
         }
         let kind = kinds[rng.random_range(0..kinds.len())];
-        let fault = draw(&mut rng, kind, nodes);
+        if kind == FaultKind::AgentKill && agents == 0 {
+            continue;
+        }
+        let fault = draw(&mut rng, kind, nodes, agents);
         let touched = fault.nodes(nodes);
-        if touched.iter().any(|&n| busy_until[n] > at) {
+        let agents_touched = fault.agents();
+        if touched.iter().any(|&n| busy_until[n] > at)
+            || agents_touched.iter().any(|&a| agent_busy_until[a] > at)
+        {
             continue;
         }
         for n in touched {
             busy_until[n] = at + duration_ms;
+        }
+        for a in agents_touched {
+            agent_busy_until[a] = at + duration_ms;
         }
         faults.push(ScheduledFault {
             start_ms: at,
@@ -147,7 +173,7 @@ pub fn schedule(
     }
 }
 
-fn draw(rng: &mut SmallRng, kind: FaultKind, nodes: usize) -> Fault {
+fn draw(rng: &mut SmallRng, kind: FaultKind, nodes: usize, agents: usize) -> Fault {
     let node = |rng: &mut SmallRng| rng.random_range(1..=nodes);
     let pair = |rng: &mut SmallRng| {
         let from = rng.random_range(1..=nodes);
@@ -183,6 +209,9 @@ fn draw(rng: &mut SmallRng, kind: FaultKind, nodes: usize) -> Fault {
         FaultKind::Pause => Fault::Pause { node: node(rng) },
         FaultKind::Kill => Fault::Kill { node: node(rng) },
         FaultKind::KillAll => Fault::KillAll,
+        FaultKind::AgentKill => Fault::KillAgent {
+            agent: rng.random_range(1..=agents),
+        },
     }
 }
 
@@ -192,16 +221,16 @@ mod tests {
 
     #[test]
     fn the_same_seed_draws_the_same_schedule() {
-        let a = schedule(7, 60_000, 3, &FaultKind::ALL);
-        assert_eq!(a, schedule(7, 60_000, 3, &FaultKind::ALL));
-        assert_ne!(a, schedule(8, 60_000, 3, &FaultKind::ALL));
+        let a = schedule(7, 60_000, 3, 9, &FaultKind::ALL);
+        assert_eq!(a, schedule(7, 60_000, 3, 9, &FaultKind::ALL));
+        assert_ne!(a, schedule(8, 60_000, 3, 9, &FaultKind::ALL));
         assert!(a.len() >= 5, "a minute should hold several faults: {a:?}");
     }
 
     #[test]
     fn faults_never_overlap_on_a_node_and_end_within_the_phase() {
         for seed in 0..200 {
-            let faults = schedule(seed, 30_000, 3, &FaultKind::ALL);
+            let faults = schedule(seed, 30_000, 3, 9, &FaultKind::ALL);
             for (i, a) in faults.iter().enumerate() {
                 assert!(a.start_ms + a.duration_ms <= 30_000, "seed {seed}: {a:?}");
                 for b in &faults[i + 1..] {
@@ -221,7 +250,7 @@ mod tests {
     fn links_join_two_distinct_nodes_and_partitions_leave_a_majority() {
         for seed in 0..200 {
             for nodes in [3, 5] {
-                for f in schedule(seed, 60_000, nodes, &FaultKind::ALL) {
+                for f in schedule(seed, 60_000, nodes, 9, &FaultKind::ALL) {
                     match f.fault {
                         Fault::OneWayCut { from, to } | Fault::SlowLink { from, to, .. } => {
                             assert_ne!(from, to);
@@ -239,7 +268,7 @@ mod tests {
 
     #[test]
     fn only_the_kinds_asked_for_are_drawn() {
-        let faults = schedule(3, 60_000, 3, &[FaultKind::Pause]);
+        let faults = schedule(3, 60_000, 3, 9, &[FaultKind::Pause]);
         assert!(!faults.is_empty());
         assert!(
             faults
