@@ -18,6 +18,7 @@ pub mod audit_cmd;
 pub mod backup_cmd;
 pub mod bench_cluster;
 pub mod bench_cmd;
+pub mod bench_envelope;
 pub mod bench_levels;
 pub mod bench_submit;
 pub mod chaos;

@@ -44,6 +44,8 @@ pub fn free_port() -> u16 {
 }
 
 struct Proc {
+    /// The `porch` binary this process runs (another build's in the upgrade test).
+    bin: PathBuf,
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
@@ -56,7 +58,7 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(porch_bin())
+        let child = Command::new(&self.bin)
             .args(&self.args)
             .env("PORCH_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
@@ -92,6 +94,8 @@ pub struct Cluster {
     existing_pki: Option<ExistingPki>,
     /// The admin's password when it comes from a restored backup (no credential file then).
     restored_admin_password: Option<String>,
+    /// The `porch` binary new node processes run.
+    node_bin: PathBuf,
 }
 
 /// A new cluster seeded from a backup (`porch restore` into the founding node's data dir).
@@ -178,19 +182,25 @@ pub const FAST: &[&str] = &["--heartbeat-ms", "50", "--election-timeout-ms", "30
 impl Cluster {
     /// Starts `n` founding nodes with `extra` server flags and waits for a leader.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
-        Cluster::start_nodes((1..=n).collect(), None, extra, None)
+        Cluster::start_nodes((1..=n).collect(), None, extra, None, &porch_bin())
     }
 
     /// Starts `n` founding nodes of a cluster restored from `restore`: `porch restore` seeds
     /// node 1's data dir first (and must succeed), the others start empty.
     pub fn start_restored(n: u64, extra: &[&str], restore: Restore) -> Cluster {
-        Cluster::start_nodes((1..=n).collect(), None, extra, Some(restore))
+        Cluster::start_nodes((1..=n).collect(), None, extra, Some(restore), &porch_bin())
     }
 
     /// Starts the nodes of `pki` (ids and certificates from an existing CA) as founding
     /// members with `extra` server flags and waits for a leader.
     pub fn start_with_pki(pki: ExistingPki, extra: &[&str]) -> Cluster {
-        Cluster::start_nodes(pki.nodes.keys().copied().collect(), Some(pki), extra, None)
+        Cluster::start_nodes(
+            pki.nodes.keys().copied().collect(),
+            Some(pki),
+            extra,
+            None,
+            &porch_bin(),
+        )
     }
 
     fn start_nodes(
@@ -198,6 +208,7 @@ impl Cluster {
         existing_pki: Option<ExistingPki>,
         extra: &[&str],
         restore: Option<Restore>,
+        bin: &Path,
     ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: BTreeMap<u64, u16> = ids.iter().map(|id| (*id, free_port())).collect();
@@ -220,6 +231,7 @@ impl Cluster {
             agents: BTreeMap::new(),
             existing_pki,
             restored_admin_password: restore.as_ref().map(|r| r.admin_password.to_string()),
+            node_bin: bin.to_path_buf(),
         };
         let initial = cluster.initial_cluster();
         if let Some(restore) = &restore {
@@ -384,6 +396,7 @@ impl Cluster {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc {
+            bin: self.node_bin.clone(),
             args,
             log: self.dir.path().join(format!("node{id}.log")),
             child: None,
@@ -534,6 +547,24 @@ impl Cluster {
         self.nodes.get_mut(&id).expect("known node").spawn();
     }
 
+    /// Starts node `id` (stopped) again from the `porch` binary `bin`, with the same flags
+    /// and data dir: an upgrade (or downgrade) in place.
+    pub fn restart_with(&mut self, id: u64, bin: &Path) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.bin = bin.to_path_buf();
+        node.spawn();
+    }
+
+    /// The `porch` binary node `id` runs.
+    pub fn bin_of(&self, id: u64) -> PathBuf {
+        self.nodes[&id].bin.clone()
+    }
+
+    /// Starts `n` founding nodes, all running the `porch` binary `bin`.
+    pub fn start_with_bin(n: u64, extra: &[&str], bin: &Path) -> Cluster {
+        Cluster::start_nodes((1..=n).collect(), None, extra, None, bin)
+    }
+
     /// Whether the node answers HTTPS at all (its API root, which needs no token: a node not
     /// yet in the cluster cannot check tokens).
     pub fn answers(&self, id: u64) -> bool {
@@ -670,6 +701,7 @@ impl Cluster {
     pub fn start_agent_with(&mut self, certname: &str, command: &Path, extra: &[&str]) {
         let args = self.agent_args(certname, command, extra);
         let mut proc = Proc {
+            bin: porch_bin(),
             args,
             log: self.dir.path().join(format!("agent-{certname}.log")),
             child: None,
@@ -696,6 +728,7 @@ impl Cluster {
         ];
         args.extend(flags.iter().cloned());
         let mut proc = Proc {
+            bin: porch_bin(),
             args,
             log: self.dir.path().join(format!("agent-{certname}.log")),
             child: None,
@@ -718,6 +751,7 @@ impl Cluster {
             .path()
             .join(format!("agent-{certname}-{}.log", free_port()));
         let mut proc = Proc {
+            bin: porch_bin(),
             args: self.agent_args(certname, command, extra),
             log: log.clone(),
             child: None,
