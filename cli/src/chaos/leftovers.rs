@@ -1,5 +1,5 @@
 //! What a run leaves if it cannot heal (kill -9 of `porch chaos`, a power cut): each run
-//! registers itself in `$TMPDIR/porch-chaos-runs/<tag>.json` (its pid, its directory, its
+//! registers itself in `$TMPDIR/porch-chaos-runs-<uid>/<tag>.json` (its pid, its directory, its
 //! subnet tag) and unregisters when it ends; `porch chaos --cleanup` removes what runs that are
 //! no longer alive left behind — processes started from their directory, their namespaces —
 //! and namespaces named `porch-chaos-*` that no live run owns. It never touches a live run.
@@ -16,8 +16,11 @@ struct Entry {
     dir: PathBuf,
 }
 
+/// One registry per user: a run of another user is none of this one's business.
 fn registry_dir() -> PathBuf {
-    std::env::temp_dir().join("porch-chaos-runs")
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("porch-chaos-runs-{uid}"))
 }
 
 /// A live run's registration; dropping it unregisters the run.

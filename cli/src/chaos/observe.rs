@@ -1,6 +1,7 @@
 //! After healing: waits until the cluster converged (every job ended, every node answers with
 //! one leader and the same applied index), then reads what it holds.
 
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -27,13 +28,9 @@ pub async fn wait_converged(api: &Api, within: Duration) -> Option<String> {
 }
 
 async fn converged(api: &Api) -> Result<(), String> {
-    let jobs = api
-        .get_any("/orchestrator/v1/jobs?limit=1000&order=desc")
-        .await?;
-    let unended: Vec<String> = jobs["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let unended: Vec<String> = job_summaries(api)
+        .await?
+        .iter()
         .filter(|j| !TERMINAL.contains(&j["state"].as_str().unwrap_or_default()))
         .map(|j| {
             format!(
@@ -69,41 +66,47 @@ async fn converged(api: &Api) -> Result<(), String> {
     Ok(())
 }
 
+/// Every job's summary, page by page.
+async fn job_summaries(api: &Api) -> Result<Vec<Value>, String> {
+    let mut summaries = Vec::new();
+    loop {
+        let path = format!(
+            "/orchestrator/v1/jobs?limit=1000&offset={}",
+            summaries.len()
+        );
+        let page = api.get_any(&path).await?;
+        match page["items"].as_array() {
+            Some(items) if !items.is_empty() => summaries.extend(items.iter().cloned()),
+            _ => return Ok(summaries),
+        }
+    }
+}
+
 /// Every job the cluster holds, with its runs.
 pub async fn cluster_jobs(api: &Api) -> Result<BTreeMap<u64, ClusterJob>, String> {
     let mut jobs = BTreeMap::new();
-    let mut offset = 0;
-    loop {
-        let page = api
-            .get_any(&format!("/orchestrator/v1/jobs?limit=500&offset={offset}"))
+    for item in job_summaries(api).await? {
+        let id: u64 = item["name"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("a job without an id: {item}"))?;
+        let nodes = api
+            .get_any(&format!("/orchestrator/v1/jobs/{id}/nodes"))
             .await?;
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        if items.is_empty() {
-            return Ok(jobs);
-        }
-        offset += items.len();
-        for item in items {
-            let id: u64 = item["name"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| format!("a job without an id: {item}"))?;
-            let nodes = api
-                .get_any(&format!("/orchestrator/v1/jobs/{id}/nodes"))
-                .await?;
-            let runs = nodes["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|n| ClusterRun {
-                    node: n["name"].as_str().unwrap_or_default().to_string(),
-                    state: n["state"].as_str().unwrap_or_default().to_string(),
-                    transaction: n["transaction_uuid"].as_str().map(str::to_string),
-                })
-                .collect();
-            let state = item["state"].as_str().unwrap_or_default().to_string();
-            jobs.insert(id, ClusterJob { state, runs });
-        }
+        let runs = nodes["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| ClusterRun {
+                node: n["name"].as_str().unwrap_or_default().to_string(),
+                state: n["state"].as_str().unwrap_or_default().to_string(),
+                transaction: n["transaction_uuid"].as_str().map(str::to_string),
+            })
+            .collect();
+        let state = item["state"].as_str().unwrap_or_default().to_string();
+        jobs.insert(id, ClusterJob { state, runs });
     }
+    Ok(jobs)
 }
 
 /// Acknowledged jobs some node does not answer with the job.

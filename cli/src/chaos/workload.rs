@@ -14,6 +14,8 @@ use super::history::Submission;
 
 /// How long one API request may take before the client tries the next node.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Submissions not yet acknowledged at once; the workload waits for one when at the limit.
+const UNACKNOWLEDGED_MAX: usize = 64;
 /// Time between two submissions.
 const SUBMIT_GAP_MS: std::ops::Range<u64> = 250..900;
 
@@ -145,9 +147,19 @@ pub async fn run(
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x0b5e_55ed);
     let end = Instant::now() + phase;
     let mut submissions = JoinSet::new();
+    let mut done: Vec<Submission> = Vec::new();
     let mut number = 0u64;
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(rng.random_range(SUBMIT_GAP_MS))).await;
+        while let Some(Ok(submission)) = submissions.try_join_next() {
+            done.push(submission);
+        }
+        if submissions.len() >= UNACKNOWLEDGED_MAX {
+            if let Some(Ok(submission)) = submissions.join_next().await {
+                done.push(submission);
+            }
+            continue;
+        }
         number += 1;
         let mut target = targets[rng.random_range(0..targets.len())].clone();
         // Several nodes at once, sometimes one at a time: node jobs contend for agents.
@@ -181,7 +193,7 @@ pub async fn run(
             give_up_at,
         ));
     }
-    let mut done: Vec<Submission> = submissions.join_all().await;
+    done.extend(submissions.join_all().await);
     done.sort_by_key(|s| {
         s.request_id
             .split('-')
