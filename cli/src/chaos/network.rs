@@ -23,6 +23,9 @@ use super::schedule::NodeId;
 /// for it).
 pub const NAME_PREFIX: &str = "porch-chaos-";
 
+/// Stands for agents and clients (this namespace's own address) in [`Lab::cut`].
+pub const CLIENTS: NodeId = 0;
+
 pub struct Lab {
     tag: u8,
     nodes: usize,
@@ -253,7 +256,8 @@ impl Lab {
         .collect()
     }
 
-    /// Connections `from` opens to `to` carry nothing until [`Lab::uncut`].
+    /// Connections `from` (a node, or [`CLIENTS`]) opens to `to` carry nothing until
+    /// [`Lab::uncut`].
     pub fn cut(&mut self, from: NodeId, to: NodeId) -> Result<(), String> {
         if self.cuts.contains(&(from, to)) {
             return Ok(());

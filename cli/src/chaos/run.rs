@@ -238,6 +238,7 @@ impl Cluster {
                 }
             }
             Fault::OneWayCut { from, to } => self.lab()?.cut(*from, *to)?,
+            Fault::ClientsCut { node } => self.lab()?.cut(network::CLIENTS, *node)?,
             Fault::SlowLink { from, to, delay_ms } => self
                 .proxies
                 .get(&(*from, *to))
@@ -263,6 +264,7 @@ impl Cluster {
                 }
             }
             Fault::OneWayCut { from, to } => self.lab()?.uncut(*from, *to)?,
+            Fault::ClientsCut { node } => self.lab()?.uncut(network::CLIENTS, *node)?,
             Fault::SlowLink { from, to, .. } => {
                 if let Some(proxy) = self.proxies.get(&(*from, *to)) {
                     proxy.set_delay(Duration::ZERO);

@@ -22,6 +22,9 @@ pub enum Fault {
         to: NodeId,
         delay_ms: u64,
     },
+    /// Agents and clients cannot reach `node`, which still talks to its peers: its agents'
+    /// sessions must move to another node.
+    ClientsCut { node: NodeId },
     /// SIGSTOP, then SIGCONT when healed.
     Pause { node: NodeId },
     /// kill -9, then a restart on the same data dir when healed.
@@ -39,6 +42,7 @@ pub enum FaultKind {
     Partition,
     OneWay,
     Slow,
+    ClientsCut,
     Pause,
     Kill,
     KillAll,
@@ -46,10 +50,11 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Partition,
         FaultKind::OneWay,
         FaultKind::Slow,
+        FaultKind::ClientsCut,
         FaultKind::Pause,
         FaultKind::Kill,
         FaultKind::KillAll,
@@ -66,7 +71,7 @@ impl FaultKind {
     pub fn needs_network(self) -> bool {
         matches!(
             self,
-            FaultKind::Partition | FaultKind::OneWay | FaultKind::Slow
+            FaultKind::Partition | FaultKind::OneWay | FaultKind::Slow | FaultKind::ClientsCut
         )
     }
 }
@@ -77,7 +82,9 @@ impl Fault {
         match self {
             Fault::Partition { .. } | Fault::KillAll => (1..=nodes).collect(),
             Fault::OneWayCut { from, to } | Fault::SlowLink { from, to, .. } => vec![*from, *to],
-            Fault::Pause { node } | Fault::Kill { node } => vec![*node],
+            Fault::ClientsCut { node } | Fault::Pause { node } | Fault::Kill { node } => {
+                vec![*node]
+            }
             Fault::KillAgent { .. } => Vec::new(),
         }
     }
@@ -99,6 +106,7 @@ impl fmt::Display for Fault {
             Fault::SlowLink { from, to, delay_ms } => {
                 write!(f, "slow link: node {from} -> node {to} +{delay_ms} ms")
             }
+            Fault::ClientsCut { node } => write!(f, "agents and clients cut from node {node}"),
             Fault::Pause { node } => write!(f, "pause node {node} (SIGSTOP)"),
             Fault::Kill { node } => write!(f, "kill -9 node {node}"),
             Fault::KillAll => write!(f, "kill -9 every node"),
@@ -206,6 +214,7 @@ fn draw(rng: &mut SmallRng, kind: FaultKind, nodes: usize, agents: usize) -> Fau
                 delay_ms: rng.random_range(DELAY_MS),
             }
         }
+        FaultKind::ClientsCut => Fault::ClientsCut { node: node(rng) },
         FaultKind::Pause => Fault::Pause { node: node(rng) },
         FaultKind::Kill => Fault::Kill { node: node(rng) },
         FaultKind::KillAll => Fault::KillAll,
