@@ -142,9 +142,19 @@ fn a_short_seeded_run_passes_and_planted_violations_fail_the_recheck() {
     );
 }
 
+/// A `porch chaos` process, killed if the test ends first (a failed assertion).
+struct RunningChaos(Child);
+
+impl Drop for RunningChaos {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts a run of partitions only and returns it once the first partition is in place, with
 /// the prefix of its namespaces.
-fn run_until_partitioned(dir: &Path, seed: &str) -> (Child, String) {
+fn run_until_partitioned(dir: &Path, seed: &str) -> (RunningChaos, String) {
     let dir_text = dir.display().to_string();
     let stderr_path = dir.with_extension("stderr");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
@@ -181,7 +191,7 @@ fn run_until_partitioned(dir: &Path, seed: &str) -> (Child, String) {
         panic!("porch chaos printed no namespaces before it ended ({status}): {stderr}")
     });
     assert!(prefix.starts_with("porch-chaos-"), "{prefix}");
-    (child, prefix)
+    (RunningChaos(child), prefix)
 }
 
 /// The DROP rules in the nodes' namespaces of `prefix`.
@@ -217,11 +227,13 @@ fn interrupting_a_run_mid_partition_heals_every_rule_namespace_and_process() {
     assert!(!processes_of(&dir).is_empty());
 
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &child.0.id().to_string()])
         .status();
     assert!(status.is_ok_and(|s| s.success()));
-    let exit = poll_until(Duration::from_secs(30), || child.try_wait().ok().flatten())
-        .expect("porch chaos ends after SIGINT");
+    let exit = poll_until(Duration::from_secs(30), || {
+        child.0.try_wait().ok().flatten()
+    })
+    .expect("porch chaos ends after SIGINT");
     assert_eq!(exit.code(), Some(130), "{exit}");
     let left: Vec<String> = namespaces()
         .into_iter()
@@ -247,8 +259,8 @@ fn a_run_killed_with_sigkill_leaves_no_process_and_cleanup_removes_its_namespace
     let scratch = tempfile::tempdir().expect("temp dir");
     let dir = scratch.path().join("run");
     let (mut child, prefix) = run_until_partitioned(&dir, "4");
-    child.kill().expect("kill -9 porch chaos");
-    child.wait().expect("reap porch chaos");
+    child.0.kill().expect("kill -9 porch chaos");
+    child.0.wait().expect("reap porch chaos");
     // Its children got the parent-death signal.
     let gone = poll_until(Duration::from_secs(10), || {
         processes_of(&dir).is_empty().then_some(())

@@ -28,18 +28,43 @@ pub struct Registration {
     path: PathBuf,
 }
 
-pub fn register(tag: u8, dir: &Path) -> Result<Registration, String> {
+/// Claims a subnet tag that no namespace, address or registered run uses, and registers this
+/// run under it: the registry file is created exclusively, so two runs starting at once never
+/// share a tag.
+pub fn claim_tag(dir: &Path) -> Result<(u8, Registration), String> {
     let registry = registry_dir();
     std::fs::create_dir_all(&registry).map_err(|e| format!("{}: {e}", registry.display()))?;
-    let path = registry.join(format!("{tag}.json"));
-    let entry = Entry {
-        pid: std::process::id(),
-        tag,
-        dir: dir.to_path_buf(),
-    };
-    let text = serde_json::to_string(&entry).map_err(|e| e.to_string())?;
-    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Registration { path })
+    let mut hint = std::process::id();
+    for _ in 0..250 {
+        let tag = network::free_tag(hint)?;
+        let path = registry.join(format!("{tag}.json"));
+        let mut file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                hint = u32::from(tag); // free_tag's next candidate is tag + 1
+                continue;
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let registration = Registration { path: path.clone() };
+        let entry = Entry {
+            pid: std::process::id(),
+            tag,
+            dir: dir.to_path_buf(),
+        };
+        let text = serde_json::to_string(&entry).map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok((tag, registration));
+    }
+    Err(format!(
+        "every subnet tag is registered in {} (porch chaos --cleanup?)",
+        registry.display()
+    ))
 }
 
 impl Drop for Registration {

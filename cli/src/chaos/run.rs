@@ -327,15 +327,16 @@ async fn drive_faults(
             _ => fault.to_string(),
         };
         let fault_to_apply = &faults[i].fault;
+        // Noted once in place: a line in the timeline is a fault in effect (or healed).
         if start {
+            cluster.apply(fault_to_apply).await?;
             timeline.note(&format!(
                 "+ {fault} (for {:.1} s)",
                 faults[i].duration_ms as f64 / 1000.0
             ));
-            cluster.apply(fault_to_apply).await?;
         } else {
-            timeline.note(&format!("- healed: {fault}"));
             cluster.heal(fault_to_apply).await?;
+            timeline.note(&format!("- healed: {fault}"));
         }
     }
     Ok(())
@@ -381,11 +382,10 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
             codedir.display()
         )));
     }
-    let tag = network::free_tag(std::process::id()).map_err(RunError::Usage)?;
     let (dir, own_dir) = match &args.dir {
         Some(dir) => (dir.clone(), false),
         None => (
-            std::env::temp_dir().join(format!("porch-chaos-{tag}-{}", std::process::id())),
+            std::env::temp_dir().join(format!("porch-chaos-{}", std::process::id())),
             true,
         ),
     };
@@ -400,7 +400,7 @@ async fn chaos(args: &ChaosArgs, seed: u64) -> Result<ExitCode, RunError> {
     let dir = std::fs::canonicalize(&dir)
         .map_err(|e| RunError::Usage(format!("{}: {e}", dir.display())))?;
     // Guards, dropped in reverse: processes, proxies, namespaces, then the registration.
-    let _registration = leftovers::register(tag, &dir).map_err(RunError::Usage)?;
+    let (tag, _registration) = leftovers::claim_tag(&dir).map_err(RunError::Usage)?;
     let lab = if args.no_network {
         None
     } else {
