@@ -5,6 +5,7 @@
 //! - [`schedule`]: the faults, a pure function of the seed (the replay key);
 //! - [`network`]: namespaces, a bridge and iptables cuts (root); [`delay_proxy`]: slow links;
 //! - [`processes`]: nodes and agents, SIGSTOP/SIGCONT, kill -9 and restart;
+//! - [`fault_driver`] applies and heals the schedule's faults on them;
 //! - [`workload`] submits jobs, [`observe`] waits for convergence and reads the cluster;
 //! - [`history`] is what was recorded, [`checker`] the verdict on it (pure, tested with
 //!   histories known to be wrong);
@@ -15,6 +16,7 @@
 
 pub mod checker;
 pub mod delay_proxy;
+pub mod fault_driver;
 pub mod history;
 pub mod leftovers;
 pub mod network;
