@@ -501,6 +501,16 @@ async fn dev(args: DevArgs) -> Result<ExitCode, String> {
         conf_file.display()
     );
     println!("  code:     {}", codedir.display());
+    // The token travels in the fragment, which the browser never sends: the login page's
+    // script posts it once and the session lives in an HttpOnly cookie from then on.
+    match std::fs::read_to_string(&token_file) {
+        Ok(token) => println!(
+            "  console:  {}/console/login#token={} (logged in as admin; trust the CA above in your browser)",
+            url_list[0],
+            token.trim()
+        ),
+        Err(_) => println!("  console:  {}/console/", url_list[0]),
+    }
     println!("  try:      puppet-job run --application 'Lamp[prod]'");
     println!(
         "            puppet-job run --nodes web1.example.com,web2.example.com --concurrency 1"

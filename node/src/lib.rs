@@ -21,6 +21,7 @@ pub mod clock;
 pub mod cluster_service;
 pub mod config;
 pub mod consensus;
+pub mod console;
 pub mod housekeeping;
 pub mod identity;
 pub mod metrics;

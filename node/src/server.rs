@@ -197,7 +197,14 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
     ));
     // The request metrics wrap the public routes only (a layer applies to the routes merged
     // so far): raft RPC and agent session streams would only blur the API's latencies.
+    let console = crate::console::router(
+        api::router(api_state.clone()),
+        consensus.clone(),
+        sources.clone(),
+        api_state.scheme,
+    );
     let public = api::router(api_state.clone())
+        .merge(console)
         .merge(api::status::router(sources, api_state.clone()))
         .merge(crate::metrics::router(metrics, api_state))
         .layer(axum::middleware::from_fn_with_state(

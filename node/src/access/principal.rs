@@ -161,8 +161,17 @@ async fn authenticate(
 
 /// Whether a token already authenticated is still valid in this node's applied state now.
 fn still_valid(state: &ApiState, token_id: &str) -> Result<(), AccessRefusal> {
-    let now_ms = state.consensus.clock().now_ms();
-    let view = state.consensus.view.read();
+    still_valid_token(&state.consensus, token_id)
+}
+
+/// [`still_valid`] for callers holding only the consensus handle (the console's live views
+/// re-check their session on every step).
+pub fn still_valid_token(
+    consensus: &crate::consensus::Consensus,
+    token_id: &str,
+) -> Result<(), AccessRefusal> {
+    let now_ms = consensus.clock().now_ms();
+    let view = consensus.view.read();
     let cluster = &view.cluster;
     cluster
         .access()
