@@ -13,6 +13,8 @@
 //! real Puppet Server's, `tests/puppet-stack/up.sh certs`), and [`Cluster::start_agent_flags`]
 //! starts agents whose certificates and runner the test chooses.
 
+pub mod browser;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -460,6 +462,11 @@ impl Cluster {
             .filter(|(_, p)| p.child.is_some())
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The process id of node `id`, while it runs (benchmarks read its CPU time).
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes.get(&id)?.child.as_ref().map(Child::id)
     }
 
     pub fn kill9(&mut self, id: u64) {
