@@ -519,7 +519,7 @@ pub async fn node(
             "<li><time>{}</time> <strong>{}</strong> {}</li>",
             short_time(event.timestamp_ms),
             event.kind.as_str(),
-            escape(&event.message)
+            escape(&event.message(&job))
         );
     }
     body.push_str("</ol>");

@@ -162,7 +162,7 @@ impl JobFeed {
                 .iter()
                 .map(|e| {
                     json!({"id": e.id.0, "type": e.kind.as_str(), "node": e.node,
-                           "message": e.message, "at": e.timestamp_ms})
+                           "message": e.message(job), "at": e.timestamp_ms})
                 })
                 .collect(),
         }

@@ -183,7 +183,11 @@
           });
           const answer = await r.json().catch(() => ({}));
           if (r.status === 401) return toLogin("expired");
-          if (r.ok) { if (live) live.textContent = "Stop requested; nodes already running finish their run."; return; }
+          if (r.ok) {
+            stop.remove();
+            if (live) live.textContent = "Stop requested: nodes already running finish their run, the others are skipped.";
+            return;
+          }
           if (r.status < 500) { say(answer.msg || ("stop answered " + r.status), "error"); button.disabled = false; return; }
         } catch (err) { /* that node is down: try the next */ }
       }
