@@ -62,6 +62,10 @@ pub struct ServerArgs {
     /// At most this many ended jobs are kept; beyond, the oldest are dropped first.
     #[arg(long, default_value_t = 100_000)]
     pub jobs_kept_max: u64,
+    /// This node's datacenter (a label: letters, digits, '-', '_', '.'), kept with its
+    /// membership and shown by `porch cluster status`.
+    #[arg(long)]
+    pub datacenter: Option<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -205,6 +209,11 @@ impl ServerArgs {
         config.tls_reload_every = Duration::from_secs(self.tls.tls_reload_secs.max(1));
         config.job_prune_threshold = parse_prune_threshold(&self.job_prune_threshold)?;
         config.jobs_kept_max = self.jobs_kept_max;
+        if let Some(label) = &self.datacenter {
+            porch_node::config::validate_datacenter(label)
+                .map_err(|e| format!("--datacenter: {e}"))?;
+        }
+        config.datacenter = self.datacenter.clone();
         Ok(config)
     }
 }

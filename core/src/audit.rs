@@ -26,6 +26,10 @@ pub enum AuditAction {
     TokenRevoke,
     /// A request refused before it reached a command (no token, bad token, no permission).
     Request,
+    MemberPromote,
+    MemberDrain,
+    MemberUndrain,
+    LeaderTransfer,
 }
 
 impl AuditAction {
@@ -43,6 +47,10 @@ impl AuditAction {
             AuditAction::TokenIssue => "token.issue",
             AuditAction::TokenRevoke => "token.revoke",
             AuditAction::Request => "request",
+            AuditAction::MemberPromote => "cluster.member.promote",
+            AuditAction::MemberDrain => "cluster.member.drain",
+            AuditAction::MemberUndrain => "cluster.member.undrain",
+            AuditAction::LeaderTransfer => "cluster.leader.transfer",
         }
     }
 }

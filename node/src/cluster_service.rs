@@ -2,6 +2,7 @@
 //! believe it leads. A node that does not lead answers `NotLeader` with its best hint.
 
 use crate::consensus::{Consensus, LeaderReply, WriteRequest};
+use crate::membership::MemberChange;
 use porch_raft::proto::Payload;
 use porch_raft::proto::cluster_server::Cluster;
 use serde::Serialize;
@@ -40,24 +41,21 @@ impl Cluster for ClusterService {
         encode(self.consensus.read_index_as_leader().await)
     }
 
-    async fn add_member(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let (id, addr): (u64, String) = decode(request)?;
-        if let Err(e) = porch_raft_addr_check(&addr) {
+    async fn change_member(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let change: MemberChange = decode(request)?;
+        if let Err(e) = change.validate() {
             return encode::<()>(LeaderReply::Refused(e));
         }
-        encode(self.consensus.add_member_as_leader(id, addr).await)
-    }
-
-    async fn remove_member(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let id: u64 = decode(request)?;
-        encode(self.consensus.remove_member_as_leader(id).await)
+        encode(self.consensus.change_member_as_leader(change).await)
     }
 
     async fn status(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
         encode(self.consensus.status_as_leader())
     }
-}
 
-fn porch_raft_addr_check(addr: &str) -> Result<(), String> {
-    crate::config::validate_addr(addr)
+    async fn node_status(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let json = serde_json::to_vec(&self.consensus.self_status())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(Payload { json }))
+    }
 }

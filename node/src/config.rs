@@ -39,6 +39,8 @@ pub struct NodeConfig {
     pub job_prune_threshold: Duration,
     /// ... and beyond this many ended jobs, the oldest first.
     pub jobs_kept_max: u64,
+    /// This node's datacenter label (`--datacenter`), kept in its membership record.
+    pub datacenter: Option<String>,
     /// Where `--query` targets are looked up (`--puppetdb-url`); without it, the certname
     /// matcher over the agents the cluster knows.
     pub puppetdb: Option<crate::puppetdb::PuppetDbConfig>,
@@ -96,6 +98,7 @@ impl NodeConfig {
             job_prune_threshold: Duration::from_secs(30 * 24 * 3600),
             jobs_kept_max: 100_000,
             puppetdb: None,
+            datacenter: None,
         }
     }
 
@@ -180,6 +183,27 @@ pub fn validate_addr(addr: &str) -> Result<(), String> {
     }
 }
 
+/// Longest datacenter label: a name, not a description.
+pub const DATACENTER_LABEL_BYTES_MAX: usize = 64;
+
+/// Checks a datacenter label (`--datacenter`): 1 to 64 letters, digits, `-`, `_` or `.`.
+pub fn validate_datacenter(label: &str) -> Result<(), String> {
+    if label.is_empty() || label.len() > DATACENTER_LABEL_BYTES_MAX {
+        return Err(format!(
+            "datacenter {label:?}: expected 1 to {DATACENTER_LABEL_BYTES_MAX} characters"
+        ));
+    }
+    match label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        Some(bad) => Err(format!(
+            "datacenter {label:?}: {bad:?} is not allowed (letters, digits, '-', '_', '.')"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks `--puppetdb-url`: `https://host:port` (or `http://` for PuppetDB's local
 /// cleartext port), optionally with a path prefix; returned without a trailing slash.
 pub fn parse_puppetdb_url(text: &str) -> Result<String, String> {
@@ -216,6 +240,24 @@ mod tests {
         .openraft_config()
         .unwrap();
         assert_eq!(config.enable_leader_restore, Some(false));
+    }
+
+    #[test]
+    fn datacenter_labels_are_short_names_and_errors_say_what_is_wrong() {
+        for good in ["eu-west-1", "dc2", "paris.a", "us_east"] {
+            assert_eq!(validate_datacenter(good), Ok(()), "{good}");
+        }
+        assert!(validate_datacenter("").unwrap_err().contains("1 to 64"));
+        assert!(
+            validate_datacenter(&"x".repeat(65))
+                .unwrap_err()
+                .contains("1 to 64")
+        );
+        assert!(
+            validate_datacenter("eu west")
+                .unwrap_err()
+                .contains("' ' is not allowed")
+        );
     }
 
     #[test]

@@ -8,13 +8,12 @@
 //! the leader, on the node that proposes — never by the forwarding follower.
 
 use crate::clock::Clock;
-use openraft::ChangeMembers;
 use openraft::ReadPolicy;
 use porch_core::{Command, Origin, Outcome, Request};
 use porch_raft::network::{Dialer, MESSAGE_BYTES_MAX};
 use porch_raft::proto::Payload;
 use porch_raft::proto::cluster_client::ClusterClient;
-use porch_raft::{AppliedView, PeerNode, Raft};
+use porch_raft::{AppliedView, Raft};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -52,6 +51,8 @@ pub struct Consensus {
     pub view: Arc<AppliedView>,
     clock: Arc<dyn Clock>,
     dialer: Arc<dyn Dialer>,
+    /// This node's store, for the disk use it reports.
+    disk: Arc<dyn porch_raft::Disk>,
     /// One gRPC channel per peer address, reused: connecting per forwarded request would cost
     /// a TCP and HTTP/2 handshake each time.
     channels: std::sync::Mutex<BTreeMap<String, tonic::transport::Channel>>,
@@ -73,10 +74,12 @@ impl Consensus {
         view: Arc<AppliedView>,
         clock: Arc<dyn Clock>,
         dialer: Arc<dyn Dialer>,
+        disk: Arc<dyn porch_raft::Disk>,
         request_timeout: Duration,
         runs_in_flight_max: u32,
     ) -> Consensus {
         Consensus {
+            disk,
             runs_in_flight_max,
             id,
             raft,
@@ -89,7 +92,7 @@ impl Consensus {
     }
 
     /// The cached channel to `addr` (tonic reconnects a broken channel on its own).
-    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
@@ -97,6 +100,11 @@ impl Consensus {
         let channel = self.dialer.channel(addr)?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// Bytes this node's store occupies on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk.size_on_disk()
     }
 
     /// A copy of raft's current metrics.
@@ -237,18 +245,10 @@ impl Consensus {
         }
     }
 
-    /// Adds `id` as a learner, waits for it to catch up, then makes it a voter.
-    pub async fn add_member(&self, id: u64, addr: String) -> Result<(), ConsensusError> {
-        self.via_leader("AddMember", &(id, addr), |(id, addr)| {
-            self.add_member_as_leader(id, addr)
-        })
-        .await
-    }
-
     /// Whether this node is the leader *and* a voter of its own membership. A leader that was
     /// just removed keeps leading until it steps down, but must not start another membership
     /// change: openraft only lets a voting leader do that (it asserts so in debug builds).
-    fn leads_as_voter(&self) -> bool {
+    pub(crate) fn leads_as_voter(&self) -> bool {
         let metrics = self.metrics();
         metrics.current_leader == Some(self.id)
             && metrics
@@ -258,57 +258,9 @@ impl Consensus {
                 .any(|voter| voter == self.id)
     }
 
-    pub async fn add_member_as_leader(&self, id: u64, addr: String) -> LeaderReply<()> {
-        if !self.leads_as_voter() {
-            return LeaderReply::NotLeader(None);
-        }
-        if let Err(error) = self.raft.add_learner(id, PeerNode { addr }, true).await {
-            return refusal(error);
-        }
-        match self
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-        {
-            Ok(_) => LeaderReply::Ok(()),
-            Err(error) => refusal(error),
-        }
-    }
-
-    pub async fn remove_member(&self, id: u64) -> Result<(), ConsensusError> {
-        self.via_leader("RemoveMember", &id, |id| self.remove_member_as_leader(id))
-            .await
-    }
-
-    pub async fn remove_member_as_leader(&self, id: u64) -> LeaderReply<()> {
-        if !self.leads_as_voter() {
-            return LeaderReply::NotLeader(None);
-        }
-        let voters: BTreeSet<u64> = self
-            .metrics()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        if !voters.contains(&id) {
-            return LeaderReply::Refused(format!("node {id} is not a voting member"));
-        }
-        if voters.len() == 1 {
-            return LeaderReply::Refused("cannot remove the last voting member".into());
-        }
-        match self
-            .raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-            .await
-        {
-            Ok(_) => LeaderReply::Ok(()),
-            Err(error) => refusal(error),
-        }
-    }
-
     /// Runs `local` here if this node leads, else sends `request` to the leader's `method`;
     /// follows leader hints and waits out elections until the request deadline.
-    async fn via_leader<Req, Resp, F, Fut>(
+    pub(crate) async fn via_leader<Req, Resp, F, Fut>(
         &self,
         method: &str,
         request: &Req,
@@ -423,8 +375,7 @@ impl Consensus {
             match method {
                 "Write" => client.write(payload).await,
                 "ReadIndex" => client.read_index(payload).await,
-                "AddMember" => client.add_member(payload).await,
-                "RemoveMember" => client.remove_member(payload).await,
+                "ChangeMember" => client.change_member(payload).await,
                 "Status" => client.status(payload).await,
                 other => Err(tonic::Status::unimplemented(other.to_string())),
             }
@@ -462,7 +413,7 @@ impl Consensus {
     }
 }
 
-fn refusal<
+pub(crate) fn refusal<
     E: std::fmt::Debug
         + std::fmt::Display
         + openraft::TryAsRef<openraft::error::ForwardToLeader<porch_raft::TypeConfig>>,
@@ -473,81 +424,6 @@ fn refusal<
     match error.forward_to_leader() {
         Some(forward) => LeaderReply::NotLeader(forward.leader_id),
         None => LeaderReply::Refused(error.to_string()),
-    }
-}
-
-/// One member as `porch cluster status` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MemberStatus {
-    pub id: u64,
-    pub addr: String,
-    pub role: String,
-    pub voter: bool,
-    /// Last log index known to be replicated to this member (the leader's view).
-    pub last_log_index: Option<u64>,
-    /// Applied index (known for the reporting leader itself only).
-    pub last_applied_index: Option<u64>,
-    /// Entries this member is behind the leader's last log.
-    pub lag: Option<u64>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    pub leader: Option<u64>,
-    pub term: u64,
-    pub committed_index: Option<u64>,
-    pub members: Vec<MemberStatus>,
-}
-
-impl Consensus {
-    /// The leader's view of the cluster (asked of the leader wherever it is).
-    pub async fn cluster_status(&self) -> Result<ClusterStatus, ConsensusError> {
-        self.via_leader("Status", &(), |_| async { self.status_as_leader() })
-            .await
-    }
-
-    pub fn status_as_leader(&self) -> LeaderReply<ClusterStatus> {
-        let metrics = self.metrics();
-        if metrics.current_leader != Some(self.id) {
-            return LeaderReply::NotLeader(metrics.current_leader);
-        }
-        let last_log = metrics.last_log_index.unwrap_or(0);
-        let replication = metrics.replication.clone().unwrap_or_default();
-        let members = self
-            .members()
-            .into_iter()
-            .map(|(id, (addr, voter))| {
-                let matched = if id == self.id {
-                    metrics.last_log_index
-                } else {
-                    replication.get(&id).cloned().flatten().map(|l| l.index)
-                };
-                MemberStatus {
-                    id,
-                    addr,
-                    role: if id == self.id {
-                        "leader".into()
-                    } else if voter {
-                        "follower".into()
-                    } else {
-                        "learner".into()
-                    },
-                    voter,
-                    last_log_index: matched,
-                    last_applied_index: (id == self.id)
-                        .then(|| metrics.last_applied.map(|l| l.index).unwrap_or(0)),
-                    lag: matched
-                        .map(|m| last_log.saturating_sub(m))
-                        .or(Some(last_log)),
-                }
-            })
-            .collect();
-        LeaderReply::Ok(ClusterStatus {
-            leader: Some(self.id),
-            term: metrics.current_term,
-            committed_index: metrics.cluster_committed.map(|l| l.index),
-            members,
-        })
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! - [`server`]: assembles a node from its seams ([`server::NodeEnv`]: clock, dialer, disk) and
 //!   serves raft RPC, cluster RPC and the HTTP API on one address.
-//! - [`consensus`]: commit through the leader from any node; linearizable read barrier;
-//!   membership; cluster status.
+//! - [`consensus`]: commit through the leader from any node; linearizable read barrier.
+//! - [`membership`]: voters, learners, datacenter labels, drains, leadership transfer;
+//!   [`cluster_status`]: the leader's view of every member joined with each member's own.
 //! - [`api`]: PE's Orchestrator API v1 over the applied state.
 //! - [`planner`]: a job's target resolved into its plan, once, before proposing; `--query`
 //!   targets through [`puppetdb`] (`--puppetdb-url`) or, without it, [`query`]'s certname matcher.
@@ -19,11 +20,13 @@ pub mod agents;
 pub mod api;
 pub mod clock;
 pub mod cluster_service;
+pub mod cluster_status;
 pub mod config;
 pub mod consensus;
 pub mod console;
 pub mod housekeeping;
 pub mod identity;
+pub mod membership;
 pub mod metrics;
 pub mod peer_auth;
 pub mod planner;

@@ -97,6 +97,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         view,
         env.clock.clone(),
         env.dialer.clone(),
+        env.disk.clone(),
         config.request_timeout,
         u32::try_from(config.runs_in_flight_max).unwrap_or(u32::MAX),
     ));
@@ -108,7 +109,13 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         let members: BTreeMap<u64, PeerNode> = config
             .initial_cluster
             .iter()
-            .map(|(id, addr)| (*id, PeerNode { addr: addr.clone() }))
+            .map(|(id, addr)| {
+                let mut node = PeerNode::at(addr.clone());
+                if *id == config.id {
+                    node.datacenter = config.datacenter.clone();
+                }
+                (*id, node)
+            })
             .collect();
         raft.initialize(members)
             .await
@@ -237,6 +244,12 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         consensus.view.clone(),
         registry,
     ));
+    if let Some(datacenter) = &config.datacenter {
+        tasks.spawn(crate::membership::keep_own_label(
+            consensus.clone(),
+            datacenter.clone(),
+        ));
+    }
     Ok(Node {
         consensus,
         router,

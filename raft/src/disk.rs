@@ -95,7 +95,8 @@ pub trait Disk: Send + Sync + 'static {
 
     fn read_blob(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
 
-    /// Bytes the store occupies on disk (0 if unknown), for `cluster status` and benchmarks.
+    /// Bytes the store occupies on disk, snapshot included (0 if unknown), for `cluster
+    /// status`.
     fn size_on_disk(&self) -> u64 {
         0
     }

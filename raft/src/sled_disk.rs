@@ -235,6 +235,15 @@ impl Disk for SledDisk {
     }
 
     fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        let blobs: u64 = std::fs::read_dir(&self.blob_dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|entry| entry.metadata().ok())
+                    .map(|meta| meta.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.db.size_on_disk().unwrap_or(0) + blobs
     }
 }

@@ -3,16 +3,31 @@
 use porch_core::{Outcome, Request};
 use serde::{Deserialize, Serialize};
 
-/// A cluster member's address, as openraft's membership records it.
+/// A cluster member as openraft's membership records it (so it is replicated, in the log
+/// and in snapshots, with the member): its address and the operator's facts about it.
+/// Whether it votes is not here: openraft's membership keeps voters and learners apart.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerNode {
     /// `[certname@]host:port` serving raft RPC, agent sessions and the HTTP API. The certname
     /// (the subject of the member's Puppet certificate; the host when omitted) is whom peers
     /// expect at that address and whom they accept raft traffic from.
     pub addr: String,
+    /// The datacenter the member runs in (`--datacenter`), a label only operators read.
+    pub datacenter: Option<String>,
+    /// Draining for maintenance (`porch cluster drain`): the member closes its agent
+    /// sessions and refuses new ones, so agents fail over to other members.
+    pub draining: bool,
 }
 
 impl PeerNode {
+    /// An unlabelled member at `addr`, not draining.
+    pub fn at(addr: impl Into<String>) -> PeerNode {
+        PeerNode {
+            addr: addr.into(),
+            ..PeerNode::default()
+        }
+    }
+
     pub fn certname(&self) -> &str {
         member_certname(&self.addr)
     }

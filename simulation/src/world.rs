@@ -12,6 +12,7 @@ use porch_agent::session::Agent;
 use porch_agent::spool::Spool;
 use porch_node::clock::Clock;
 use porch_node::config::{NodeConfig, RaftTimings};
+use porch_node::membership::MemberChange;
 use porch_node::server::{Node, NodeEnv, build};
 use porch_raft::{AppliedView, SimDisk};
 use std::collections::BTreeMap;
@@ -332,7 +333,7 @@ impl World {
         }
     }
 
-    /// Removes (`add` false) or adds back a voter through any live node, in the background:
+    /// Removes (`add` false) or adds back a voter (as a learner, then promoted) through any live node, in the background:
     /// the change waits for catch-up and joint consensus while the run goes on.
     pub fn change_membership(&self, id: u64, add: bool) {
         // Through the leader: a removed node may still believe it leads a term nobody follows.
@@ -353,10 +354,21 @@ impl World {
         let trace = self.trace.clone();
         let clock = self.clock.clone();
         tokio::spawn(async move {
+            // A node comes back as a learner first, then is promoted: the learner's path
+            // (replicated to, never counted) runs under the same faults and invariants.
             let result = if add {
-                via.add_member(id, addr).await
+                let learner = MemberChange::Add {
+                    id,
+                    addr,
+                    datacenter: None,
+                    learner: true,
+                };
+                match via.change_member(learner).await {
+                    Ok(()) => via.change_member(MemberChange::Promote { id }).await,
+                    Err(e) => Err(e),
+                }
             } else {
-                via.remove_member(id).await
+                via.change_member(MemberChange::Remove { id }).await
             };
             let now = clock.now_ms() - EPOCH_MS;
             let what = if add { "added back" } else { "removed" };

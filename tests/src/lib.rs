@@ -706,7 +706,27 @@ impl Cluster {
 
     /// Starts an agent for `certname` with extra flags (e.g. another certificate).
     pub fn start_agent_with(&mut self, certname: &str, command: &Path, extra: &[&str]) {
-        let args = self.agent_args(certname, command, extra);
+        let args = self.agent_args(certname, command, &self.all_urls(), extra);
+        let mut proc = Proc {
+            bin: porch_bin(),
+            args,
+            log: self.dir.path().join(format!("agent-{certname}.log")),
+            child: None,
+        };
+        proc.spawn();
+        self.agents.insert(certname.to_string(), proc);
+    }
+
+    /// Starts an agent for `certname` with the command runner that knows only `nodes`, in
+    /// that order (its `--service-url` list).
+    pub fn start_agent_via(&mut self, certname: &str, command: &Path, nodes: &[u64]) {
+        self.issue_cert(certname);
+        let urls = nodes
+            .iter()
+            .map(|id| self.url(*id))
+            .collect::<Vec<_>>()
+            .join(",");
+        let args = self.agent_args(certname, command, &urls, &[]);
         let mut proc = Proc {
             bin: porch_bin(),
             args,
@@ -759,7 +779,7 @@ impl Cluster {
             .join(format!("agent-{certname}-{}.log", free_port()));
         let mut proc = Proc {
             bin: porch_bin(),
-            args: self.agent_args(certname, command, extra),
+            args: self.agent_args(certname, command, &self.all_urls(), extra),
             log: log.clone(),
             child: None,
         };
@@ -780,7 +800,13 @@ impl Cluster {
         (code, std::fs::read_to_string(&log).unwrap_or_default())
     }
 
-    fn agent_args(&self, certname: &str, command: &Path, extra: &[&str]) -> Vec<String> {
+    fn agent_args(
+        &self,
+        certname: &str,
+        command: &Path,
+        urls: &str,
+        extra: &[&str],
+    ) -> Vec<String> {
         let mut args = vec![
             "agent".to_string(),
             "--certname".into(),
@@ -790,7 +816,7 @@ impl Cluster {
             "--tls-reload-secs".into(),
             "1".into(),
             "--service-url".into(),
-            self.all_urls(),
+            urls.to_string(),
             "--spool-dir".into(),
             self.dir
                 .path()

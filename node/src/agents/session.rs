@@ -10,6 +10,10 @@
 //! 4. results are committed as `ReportRun` (request id = transaction id, so a result sent twice
 //!    applies once) and acknowledged to the agent only after they are committed;
 //! 5. on loss (stream end, 3 missed heartbeats) the node commits `AgentDisconnected`.
+//!
+//! A draining node (`porch cluster drain`) refuses new sessions and ends its sessions at their
+//! next heartbeat with a `Refused` naming the drain: the agent moves to its next URL, where
+//! step 3 picks up its runs in flight.
 
 use super::in_flight_for;
 use super::registry::{Registry, SessionSender, session_queue};
@@ -36,6 +40,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node may be out of touch with the quorum before it sends its agents elsewhere:
 /// far above an election (a second or two), so failovers never churn sessions.
 const CUT_OFF_AFTER: Duration = Duration::from_secs(10);
+/// What a draining node tells its agents (`porch cluster drain`).
+const DRAINING: &str = "this orchestrator node is draining for maintenance; reconnect elsewhere";
 /// How long the node keeps trying to commit a result or an inventory change.
 const COMMIT_RETRY_FOR: Duration = Duration::from_secs(300);
 
@@ -147,6 +153,14 @@ impl AgentSessions for SessionService {
             let _ = tx.send(message(Kind::Refused(Refused { reason }))).await;
             return Ok(Response::new(outbound));
         }
+        if self.consensus.is_draining() {
+            let _ = tx
+                .send(message(Kind::Refused(Refused {
+                    reason: DRAINING.into(),
+                })))
+                .await;
+            return Ok(Response::new(outbound));
+        }
         let session = format!(
             "{}-{}-{}",
             self.consensus.id,
@@ -237,6 +251,13 @@ impl SessionDriver {
                         tracing::warn!("cut off from the cluster's quorum; sending agent {} elsewhere", this.certname);
                         let _ = this.tx.try_send(message(Kind::Refused(Refused {
                             reason: "this orchestrator node is cut off from the cluster; try another".into(),
+                        })));
+                        break;
+                    }
+                    if this.consensus.is_draining() {
+                        tracing::info!("draining: sending agent {} elsewhere", this.certname);
+                        let _ = this.tx.try_send(message(Kind::Refused(Refused {
+                            reason: DRAINING.into(),
                         })));
                         break;
                     }

@@ -3,6 +3,7 @@
 use super::ApiState;
 use super::error::ApiError;
 use crate::access::principal::Principal;
+use crate::membership::MemberChange;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -56,6 +57,17 @@ pub async fn cluster_status(State(state): State<Arc<ApiState>>) -> Result<Json<V
 struct AddMemberBody {
     id: u64,
     addr: String,
+    #[serde(default)]
+    datacenter: Option<String>,
+    /// A non-voting member: replicates the log, serves reads and agents, never votes.
+    #[serde(default)]
+    learner: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    id: u64,
 }
 
 /// Records a membership change (made or failed) in the audit log.
@@ -78,6 +90,26 @@ fn audit_member(
     });
 }
 
+/// Checks `change`, applies it through the leader and audits the attempt.
+async fn change(
+    state: &ApiState,
+    principal: &Principal,
+    action: AuditAction,
+    id: u64,
+    change: MemberChange,
+) -> Result<(), ApiError> {
+    principal.require(state, &Action::Admin)?;
+    change.validate().map_err(ApiError::validation)?;
+    let result = state.consensus.change_member(change).await;
+    audit_member(state, principal, action, id, &result);
+    Ok(result?)
+}
+
+fn member_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::validation(format!("node id {id:?} is not an integer")))
+}
+
 pub async fn add_member(
     State(state): State<Arc<ApiState>>,
     Extension(principal): Extension<Principal>,
@@ -86,18 +118,19 @@ pub async fn add_member(
     principal.require(&state, &Action::Admin)?;
     let body: AddMemberBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::validation(format!(
-            "invalid request body (expected {{\"id\": 4, \"addr\": \"host:port\"}}): {e}"
+            "invalid request body (expected {{\"id\": 4, \"addr\": \"host:port\", \"datacenter\": \"eu\", \"learner\": false}}): {e}"
         ))
     })?;
-    if body.id == 0 {
-        return Err(ApiError::validation("'id': node ids start at 1"));
-    }
-    crate::config::validate_addr(&body.addr)
-        .map_err(|e| ApiError::validation(format!("'addr': {e}")))?;
-    let result = state.consensus.add_member(body.id, body.addr.clone()).await;
-    audit_member(&state, &principal, AuditAction::MemberAdd, body.id, &result);
-    result?;
-    Ok(Json(json!({"added": {"id": body.id, "addr": body.addr}})))
+    let added = MemberChange::Add {
+        id: body.id,
+        addr: body.addr.clone(),
+        datacenter: body.datacenter.clone(),
+        learner: body.learner,
+    };
+    change(&state, &principal, AuditAction::MemberAdd, body.id, added).await?;
+    Ok(Json(json!({"added": {
+        "id": body.id, "addr": body.addr, "datacenter": body.datacenter, "learner": body.learner,
+    }})))
 }
 
 pub async fn remove_member(
@@ -105,12 +138,67 @@ pub async fn remove_member(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(&state, &Action::Admin)?;
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::validation(format!("node id {id:?} is not an integer")))?;
-    let result = state.consensus.remove_member(id).await;
-    audit_member(&state, &principal, AuditAction::MemberRemove, id, &result);
-    result?;
+    let id = member_id(&id)?;
+    let removed = MemberChange::Remove { id };
+    change(&state, &principal, AuditAction::MemberRemove, id, removed).await?;
     Ok(Json(json!({"removed": {"id": id}})))
+}
+
+pub async fn promote_member(
+    State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = member_id(&id)?;
+    let promoted = MemberChange::Promote { id };
+    change(&state, &principal, AuditAction::MemberPromote, id, promoted).await?;
+    Ok(Json(json!({"promoted": {"id": id}})))
+}
+
+pub async fn drain_member(
+    State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = member_id(&id)?;
+    let drain = MemberChange::Drain { id, draining: true };
+    change(&state, &principal, AuditAction::MemberDrain, id, drain).await?;
+    Ok(Json(json!({"draining": {"id": id}})))
+}
+
+pub async fn undrain_member(
+    State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = member_id(&id)?;
+    let undrain = MemberChange::Drain {
+        id,
+        draining: false,
+    };
+    change(&state, &principal, AuditAction::MemberUndrain, id, undrain).await?;
+    Ok(Json(json!({"undrained": {"id": id}})))
+}
+
+pub async fn transfer_leader(
+    State(state): State<Arc<ApiState>>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&state, &Action::Admin)?;
+    let body: TransferBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::validation(format!(
+            "invalid request body (expected {{\"id\": 2}}): {e}"
+        ))
+    })?;
+    let transfer = MemberChange::TransferLeader { to: body.id };
+    change(
+        &state,
+        &principal,
+        AuditAction::LeaderTransfer,
+        body.id,
+        transfer,
+    )
+    .await?;
+    Ok(Json(json!({"leader": body.id})))
 }

@@ -134,6 +134,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/cluster/backup", get(backup::backup))
         .route("/cluster/members", post(cluster::add_member))
         .route("/cluster/members/{id}", delete(cluster::remove_member))
+        .route(
+            "/cluster/members/{id}/promote",
+            post(cluster::promote_member),
+        )
+        .route("/cluster/members/{id}/drain", post(cluster::drain_member))
+        .route(
+            "/cluster/members/{id}/undrain",
+            post(cluster::undrain_member),
+        )
+        .route("/cluster/leader", post(cluster::transfer_leader))
         .route("/audit", get(audit::list))
         // Every permission includes viewing; handlers check anything more.
         .route_layer(axum::middleware::from_fn_with_state(

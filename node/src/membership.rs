@@ -1,0 +1,367 @@
+//! Membership changes and leadership transfer, decided on the leader.
+//!
+//! Voters and learners are openraft's: a learner receives the log and serves reads and agent
+//! sessions but never votes and is never counted in a quorum (openraft counts only its voter
+//! configurations). The operator's facts about each member — its datacenter, whether it is
+//! draining — live in its [`PeerNode`], inside the replicated membership, so every node
+//! knows them and a restart keeps them. Each change is checked here against the membership
+//! the leader holds, and refused with the reason before anything is proposed.
+
+use crate::consensus::{Consensus, ConsensusError, LeaderReply, refusal};
+use openraft::ChangeMembers;
+use porch_raft::PeerNode;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// What an operator (or a node labelling itself) asks of the membership.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// A new member; a learner stays one, a voter is added as a learner, caught up, then
+    /// made a voter.
+    Add {
+        id: u64,
+        addr: String,
+        datacenter: Option<String>,
+        learner: bool,
+    },
+    /// A voter or a learner leaves.
+    Remove { id: u64 },
+    /// A learner becomes a voter once it has caught up.
+    Promote { id: u64 },
+    /// Sets (or clears) a member's datacenter label.
+    Label { id: u64, datacenter: Option<String> },
+    /// Starts or ends a member's drain.
+    Drain { id: u64, draining: bool },
+    /// Hands leadership to a voter.
+    TransferLeader { to: u64 },
+}
+
+impl MemberChange {
+    /// Checks what can be checked without the membership: ids, the address, the label.
+    pub fn validate(&self) -> Result<(), String> {
+        let ids = match self {
+            MemberChange::Add {
+                id,
+                addr,
+                datacenter,
+                ..
+            } => {
+                crate::config::validate_addr(addr).map_err(|e| format!("'addr': {e}"))?;
+                if let Some(label) = datacenter {
+                    crate::config::validate_datacenter(label)?;
+                }
+                *id
+            }
+            MemberChange::Label { id, datacenter } => {
+                if let Some(label) = datacenter {
+                    crate::config::validate_datacenter(label)?;
+                }
+                *id
+            }
+            MemberChange::Remove { id }
+            | MemberChange::Promote { id }
+            | MemberChange::Drain { id, .. }
+            | MemberChange::TransferLeader { to: id } => *id,
+        };
+        if ids == 0 {
+            return Err("node ids start at 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// How long a transfer may take before it is reported as failed: the target must win an
+/// election, which takes a round trip or two, not a timeout.
+const TRANSFER_WAIT: Duration = Duration::from_secs(5);
+
+/// A member as the leader's membership holds it.
+enum Standing {
+    Voter(PeerNode),
+    Learner(PeerNode),
+    NotMember,
+}
+
+impl Consensus {
+    /// Applies `change` through the leader, wherever it is.
+    pub async fn change_member(&self, change: MemberChange) -> Result<(), ConsensusError> {
+        self.via_leader("ChangeMember", &change, |change| {
+            self.change_member_as_leader(change)
+        })
+        .await
+    }
+
+    fn standing(&self, id: u64) -> Standing {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        match membership.get_node(&id) {
+            None => Standing::NotMember,
+            Some(node) if membership.voter_ids().any(|v| v == id) => Standing::Voter(node.clone()),
+            Some(node) => Standing::Learner(node.clone()),
+        }
+    }
+
+    pub async fn change_member_as_leader(&self, change: MemberChange) -> LeaderReply<()> {
+        if !self.leads_as_voter() {
+            return LeaderReply::NotLeader(None);
+        }
+        match change {
+            MemberChange::Add {
+                id,
+                addr,
+                datacenter,
+                learner,
+            } => self.add(id, addr, datacenter, learner).await,
+            MemberChange::Remove { id } => self.remove(id).await,
+            MemberChange::Promote { id } => self.promote(id).await,
+            MemberChange::Label { id, datacenter } => {
+                self.update(id, |node| node.datacenter = datacenter.clone())
+                    .await
+            }
+            MemberChange::Drain { id, draining } => {
+                self.update(id, |node| node.draining = draining).await
+            }
+            MemberChange::TransferLeader { to } => self.transfer_leader(to).await,
+        }
+    }
+
+    async fn add(
+        &self,
+        id: u64,
+        addr: String,
+        datacenter: Option<String>,
+        learner: bool,
+    ) -> LeaderReply<()> {
+        match self.standing(id) {
+            Standing::Voter(node) => {
+                return LeaderReply::Refused(format!(
+                    "node {id} is already a voting member (at {})",
+                    node.addr
+                ));
+            }
+            Standing::Learner(node) if learner => {
+                return LeaderReply::Refused(format!(
+                    "node {id} is already a learner (at {})",
+                    node.addr
+                ));
+            }
+            Standing::Learner(_) => {
+                return LeaderReply::Refused(format!(
+                    "node {id} is already a learner: `porch cluster promote {id}` makes it a voter"
+                ));
+            }
+            Standing::NotMember => {}
+        }
+        let node = PeerNode {
+            addr,
+            datacenter,
+            draining: false,
+        };
+        // A learner catches up on its own (a remote one may take longer than a request may
+        // wait); a voter is made one only once it has caught up, so it does not stall commits.
+        if let Err(error) = self.raft.add_learner(id, node, !learner).await {
+            return refusal(error);
+        }
+        if learner {
+            return LeaderReply::Ok(());
+        }
+        self.make_voter(id).await
+    }
+
+    async fn promote(&self, id: u64) -> LeaderReply<()> {
+        match self.standing(id) {
+            Standing::NotMember => LeaderReply::Refused(format!(
+                "node {id} is not a member (never added, or removed): add it with `porch cluster add`"
+            )),
+            Standing::Voter(_) => LeaderReply::Refused(format!("node {id} already votes")),
+            Standing::Learner(node) => {
+                // Re-adding an existing learner changes nothing but waits until it is caught up.
+                if let Err(error) = self.raft.add_learner(id, node, true).await {
+                    return refusal(error);
+                }
+                self.make_voter(id).await
+            }
+        }
+    }
+
+    async fn make_voter(&self, id: u64) -> LeaderReply<()> {
+        match self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+        {
+            Ok(_) => LeaderReply::Ok(()),
+            Err(error) => refusal(error),
+        }
+    }
+
+    async fn remove(&self, id: u64) -> LeaderReply<()> {
+        let change = match self.standing(id) {
+            Standing::NotMember => {
+                return LeaderReply::Refused(format!("node {id} is not a member"));
+            }
+            Standing::Voter(_) => {
+                let voters = self
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .count();
+                if voters == 1 {
+                    return LeaderReply::Refused("cannot remove the last voting member".into());
+                }
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            }
+            Standing::Learner(_) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+        };
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => LeaderReply::Ok(()),
+            Err(error) => refusal(error),
+        }
+    }
+
+    /// Rewrites member `id`'s record with `edit`; proposes nothing when nothing changes.
+    async fn update(&self, id: u64, edit: impl Fn(&mut PeerNode)) -> LeaderReply<()> {
+        let mut node = match self.standing(id) {
+            Standing::NotMember => {
+                return LeaderReply::Refused(format!("node {id} is not a member"));
+            }
+            Standing::Voter(node) | Standing::Learner(node) => node,
+        };
+        let before = node.clone();
+        edit(&mut node);
+        if node == before {
+            return LeaderReply::Ok(());
+        }
+        // The address stays the same, so replacing the record cannot point two members at
+        // one address (what makes openraft warn about `SetNodes`).
+        match self
+            .raft
+            .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), true)
+            .await
+        {
+            Ok(_) => LeaderReply::Ok(()),
+            Err(error) => refusal(error),
+        }
+    }
+
+    async fn transfer_leader(&self, to: u64) -> LeaderReply<()> {
+        match self.standing(to) {
+            Standing::NotMember => {
+                return LeaderReply::Refused(format!(
+                    "node {to} is not a member (never added, or removed)"
+                ));
+            }
+            Standing::Learner(_) => {
+                return LeaderReply::Refused(format!(
+                    "node {to} is a learner and cannot lead: `porch cluster promote {to}` first"
+                ));
+            }
+            Standing::Voter(_) if to == self.id => return LeaderReply::Ok(()),
+            Standing::Voter(_) => {}
+        }
+        if let Err(fatal) = self.raft.trigger().transfer_leader(to).await {
+            return LeaderReply::Refused(format!("raft stopped: {fatal}"));
+        }
+        let mut metrics = self.raft.metrics();
+        let moved = async {
+            use openraft::rt::watch::WatchReceiver;
+            loop {
+                if metrics.borrow_watched().current_leader == Some(to) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        match tokio::time::timeout(TRANSFER_WAIT, moved).await {
+            Ok(()) => LeaderReply::Ok(()),
+            Err(_) => LeaderReply::Refused(format!(
+                "node {to} did not take over within {} s (is it up and caught up?)",
+                TRANSFER_WAIT.as_secs()
+            )),
+        }
+    }
+
+    /// Whether this node's own membership record says it is draining. Reads the server
+    /// metrics (no copy): agent sessions ask at every heartbeat.
+    pub fn is_draining(&self) -> bool {
+        use openraft::rt::watch::WatchReceiver;
+        let metrics = self.raft.server_metrics();
+        let metrics = metrics.borrow_watched();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some_and(|node| node.draining)
+    }
+
+    /// This node's datacenter label as the membership records it.
+    pub fn own_datacenter(&self) -> Option<Option<String>> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        membership
+            .get_node(&self.id)
+            .map(|node| node.datacenter.clone())
+    }
+}
+
+/// Keeps this node's datacenter label in the membership equal to its `--datacenter`: a
+/// founding member is labelled once a leader is known, a member added without a label (or
+/// with another one) is relabelled. Checks every few seconds; writes only on a difference.
+pub async fn keep_own_label(consensus: std::sync::Arc<Consensus>, datacenter: String) {
+    const EVERY: Duration = Duration::from_secs(3);
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let Some(current) = consensus.own_datacenter() else {
+            continue; // not a member (yet)
+        };
+        if current.as_deref() == Some(datacenter.as_str()) || consensus.current_leader().is_none() {
+            continue;
+        }
+        let change = MemberChange::Label {
+            id: consensus.id,
+            datacenter: Some(datacenter.clone()),
+        };
+        match consensus.change_member(change).await {
+            Ok(()) => tracing::info!("labelled this node's datacenter {datacenter:?}"),
+            Err(error) => tracing::warn!("cannot label this node's datacenter yet: {error}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_with_a_bad_id_address_or_label_are_refused_before_reaching_raft() {
+        let add = |addr: &str, datacenter: Option<&str>| MemberChange::Add {
+            id: 4,
+            addr: addr.into(),
+            datacenter: datacenter.map(str::to_string),
+            learner: true,
+        };
+        assert_eq!(add("porch4@host:8143", Some("eu")).validate(), Ok(()));
+        assert!(
+            add("host", None)
+                .validate()
+                .unwrap_err()
+                .contains("no port")
+        );
+        assert!(
+            add("host:1", Some("eu west"))
+                .validate()
+                .unwrap_err()
+                .contains("not allowed")
+        );
+        assert!(
+            MemberChange::TransferLeader { to: 0 }
+                .validate()
+                .unwrap_err()
+                .contains("start at 1")
+        );
+        assert_eq!(MemberChange::Promote { id: 2 }.validate(), Ok(()));
+    }
+}
