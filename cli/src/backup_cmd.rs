@@ -184,7 +184,7 @@ async fn seed_dir(
         Arc::new(SledDisk::open(&data_dir.join("sled")).map_err(|e| e.to_string())?);
     let members = members
         .into_iter()
-        .map(|(id, addr)| (id, PeerNode { addr }))
+        .map(|(id, addr)| (id, PeerNode::at(addr)))
         .collect();
     seed(disk.clone(), members, id, header.applied_index, state)
         .await

@@ -165,6 +165,10 @@ pub fn parse_member(item: &str) -> Result<(u64, String), String> {
 
 /// Checks a member address `[certname@]host:port` (port 1-65535, host non-empty).
 pub fn validate_addr(addr: &str) -> Result<(), String> {
+    // `;` separates the fields of a member record (`porch_raft::PeerNode`).
+    if addr.contains(';') || addr.chars().any(char::is_whitespace) {
+        return Err(format!("'{addr}': no ';' or spaces in an address"));
+    }
     if let Some((certname, _)) = addr.split_once('@') {
         if !porch_core::plan::is_valid_certname(certname) {
             return Err(format!("'{addr}': {certname:?} is not a valid certname"));

@@ -165,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn seeding_refuses_a_disk_that_holds_anything() {
         let disk: std::sync::Arc<dyn Disk> = std::sync::Arc::new(crate::SimDisk::new());
-        let members: BTreeMap<NodeId, PeerNode> = [(1, PeerNode { addr: "a:1".into() })].into();
+        let members: BTreeMap<NodeId, PeerNode> = [(1, PeerNode::at("a:1"))].into();
         seed(disk.clone(), members.clone(), 1, 42, ClusterState::new())
             .await
             .unwrap();

@@ -6,7 +6,14 @@ use serde::{Deserialize, Serialize};
 /// A cluster member as openraft's membership records it (so it is replicated, in the log
 /// and in snapshots, with the member): its address and the operator's facts about it.
 /// Whether it votes is not here: openraft's membership keeps voters and learners apart.
+///
+/// Stored as [`PeerNodeRecord`]: one string, `addr` then `;datacenter=NAME` and `;draining`
+/// when set. A member with neither encodes byte for byte as before labels existed (format
+/// version 1: a struct of one string), so logs, snapshots and peers of earlier builds read
+/// it; a label or a drain is understood only by builds that know them (set them once every
+/// node runs one). Addresses and labels cannot contain `;` (`validate_addr`, labels' charset).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "PeerNodeRecord", from = "PeerNodeRecord")]
 pub struct PeerNode {
     /// `[certname@]host:port` serving raft RPC, agent sessions and the HTTP API. The certname
     /// (the subject of the member's Puppet certificate; the host when omitted) is whom peers
@@ -44,6 +51,47 @@ pub fn member_certname(addr: &str) -> &str {
 /// The `host:port` to dial of a member address `[certname@]host:port`.
 pub fn member_socket_addr(addr: &str) -> &str {
     addr.split_once('@').map_or(addr, |(_, socket)| socket)
+}
+
+/// [`PeerNode`] as bincode and JSON carry it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PeerNodeRecord {
+    addr: String,
+}
+
+const DATACENTER_FIELD: &str = "datacenter=";
+const DRAINING_FIELD: &str = "draining";
+
+impl From<PeerNode> for PeerNodeRecord {
+    fn from(node: PeerNode) -> PeerNodeRecord {
+        let mut addr = node.addr;
+        if let Some(datacenter) = node.datacenter {
+            addr.push(';');
+            addr.push_str(DATACENTER_FIELD);
+            addr.push_str(&datacenter);
+        }
+        if node.draining {
+            addr.push(';');
+            addr.push_str(DRAINING_FIELD);
+        }
+        PeerNodeRecord { addr }
+    }
+}
+
+impl From<PeerNodeRecord> for PeerNode {
+    /// Fields this build does not know (written by a newer one) are ignored.
+    fn from(record: PeerNodeRecord) -> PeerNode {
+        let mut fields = record.addr.split(';');
+        let mut node = PeerNode::at(fields.next().unwrap_or_default());
+        for field in fields {
+            if let Some(datacenter) = field.strip_prefix(DATACENTER_FIELD) {
+                node.datacenter = Some(datacenter.to_string());
+            } else if field == DRAINING_FIELD {
+                node.draining = true;
+            }
+        }
+        node
+    }
 }
 
 impl std::fmt::Display for PeerNode {
@@ -89,3 +137,45 @@ pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 
 pub use openraft::ServerState;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unlabelled_member_encodes_as_before_labels_existed() {
+        #[derive(Serialize)]
+        struct FormatOne {
+            addr: String,
+        }
+        let before = FormatOne {
+            addr: "orch1@10.0.0.1:8143".into(),
+        };
+        let node = PeerNode::at("orch1@10.0.0.1:8143");
+        assert_eq!(
+            bincode::serialize(&node).unwrap(),
+            bincode::serialize(&before).unwrap()
+        );
+        let back: PeerNode = bincode::deserialize(&bincode::serialize(&before).unwrap()).unwrap();
+        assert_eq!(back, node);
+    }
+
+    #[test]
+    fn labels_and_drains_round_trip_and_unknown_fields_are_ignored() {
+        let node = PeerNode {
+            addr: "orch4@paris.example:8143".into(),
+            datacenter: Some("paris".into()),
+            draining: true,
+        };
+        let bytes = bincode::serialize(&node).unwrap();
+        assert_eq!(bincode::deserialize::<PeerNode>(&bytes).unwrap(), node);
+        let json = serde_json::to_string(&node).unwrap();
+        assert_eq!(serde_json::from_str::<PeerNode>(&json).unwrap(), node);
+        let newer = PeerNodeRecord {
+            addr: "h:1;zone=b;datacenter=eu".into(),
+        };
+        let read = PeerNode::from(newer);
+        assert_eq!(read.addr, "h:1");
+        assert_eq!(read.datacenter.as_deref(), Some("eu"));
+    }
+}
