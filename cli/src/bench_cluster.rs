@@ -2,6 +2,7 @@
 //! a local 3-node cluster started with its certificates or with `--insecure-http`
 //! ([`PorchCluster`]), API clients logged in as the first admin, and a scratch directory.
 
+pub mod delay_proxy;
 mod pki;
 mod porch_cluster;
 
@@ -26,6 +27,20 @@ pub async fn wait_ready(http: &reqwest::Client, url: &str, path: &str, timeout: 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// Resident memory of `pid` in MB (NaN if unknown).
+pub fn rss_mb(pid: Option<u32>) -> f64 {
+    pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
 }
 
 /// `$TMPDIR/porch-bench-<pid>`, created.

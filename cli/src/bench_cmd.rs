@@ -1,5 +1,6 @@
 //! `porch bench`: its flags, and the dispatch to [`crate::bench_submit`],
-//! [`crate::fanout_bench`], [`crate::bench_levels`] and [`crate::bench_envelope`].
+//! [`crate::fanout_bench`], [`crate::bench_levels`], [`crate::bench_envelope`],
+//! [`crate::bench_retention`] and [`crate::bench_learner`].
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -24,6 +25,54 @@ pub enum BenchWhat {
     /// What the record envelope (format version, CRC-32) adds to a snapshot's encode and
     /// decode, against plain bincode, on a state of many ended jobs (in process, no cluster).
     Envelope(EnvelopeArgs),
+    /// Memory, snapshot size and restart time as jobs pile up under `--jobs-kept-max`
+    /// (a long run: checkpoints from the first 10,000 jobs to 1,000,000).
+    Retention(RetentionArgs),
+    /// API read latency at a learner in a remote datacenter (a delay proxy as the link)
+    /// versus at a voter.
+    LearnerReads(LearnerReadsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LearnerReadsArgs {
+    /// One-way latency of the link between the datacenters.
+    #[arg(long, default_value_t = 40)]
+    pub one_way_ms: u64,
+    /// Raft heartbeat (`--heartbeat-ms`); it must exceed twice the round trip.
+    #[arg(long, default_value_t = 250)]
+    pub heartbeat_ms: u64,
+    /// Sequential reads per reader and load.
+    #[arg(long, default_value_t = 300)]
+    pub reads: usize,
+    #[arg(long, default_value_t = 18400)]
+    pub base_port: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct RetentionArgs {
+    /// Jobs submitted at which to measure, comma-separated; the last is where the run ends.
+    #[arg(long, default_value = "10000,100000,250000,500000,1000000")]
+    pub checkpoints: String,
+    /// The cluster's `--jobs-kept-max`.
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs_kept_max: u64,
+    /// The cluster's `--snapshot-every` (a restart replays at most this many entries).
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Concurrent submitters.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Simulated agents with instant runs (each job targets one of them).
+    #[arg(long, default_value_t = 200)]
+    pub agents: usize,
+    /// Stop at the next checkpoint after this long, and say so.
+    #[arg(long, default_value_t = 7200)]
+    pub seconds_max: u64,
+    #[arg(long, default_value_t = 18300)]
+    pub base_port: u16,
+    /// Spools of the simulated agents (tmpfs keeps their fsyncs out of the measurement).
+    #[arg(long, default_value = "/dev/shm")]
+    pub spool_root: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +168,8 @@ pub async fn run_bench(args: BenchArgs) -> ExitCode {
         BenchWhat::Fanout(args) => crate::fanout_bench::fanout(args).await,
         BenchWhat::Levels(args) => crate::bench_levels::levels(args).await,
         BenchWhat::Envelope(args) => crate::bench_envelope::envelope(args.jobs, args.rounds),
+        BenchWhat::Retention(args) => crate::bench_retention::retention(args).await,
+        BenchWhat::LearnerReads(args) => crate::bench_learner::learner_reads(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

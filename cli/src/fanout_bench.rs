@@ -8,7 +8,7 @@
 //! nodes with each other, agents with nodes, the bench with the API (as the first admin);
 //! `--insecure-http` measures the same over plain HTTP, to show what TLS costs.
 
-use crate::bench_cluster::{BenchPki, NODES, PorchCluster, tempfile_dir, wait_ready};
+use crate::bench_cluster::{BenchPki, NODES, PorchCluster, rss_mb, tempfile_dir, wait_ready};
 use crate::bench_cmd::FanoutArgs;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,19 +16,6 @@ use tokio::process::Command;
 
 /// The simulated agents' certnames are this prefix and 1..N (`porch agent --sessions`).
 const AGENT_PREFIX: &str = "fan";
-
-fn rss_mb(pid: Option<u32>) -> f64 {
-    pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 fn ms(timestamp: &Value) -> Option<u64> {
     let text = timestamp.as_str()?;

@@ -13,6 +13,9 @@ pub struct PorchCluster<'a> {
     exe: PathBuf,
     dir: PathBuf,
     ports: Vec<u16>,
+    /// The ports in the members' addresses (`--initial-cluster`): `ports` unless a bench puts
+    /// proxies in front of the nodes.
+    member_ports: Vec<u16>,
     children: Vec<Option<Child>>,
     extra_args: Vec<String>,
     /// None: `--insecure-http`.
@@ -32,23 +35,30 @@ impl<'a> PorchCluster<'a> {
             exe: std::env::current_exe().map_err(|e| e.to_string())?,
             dir: dir.to_path_buf(),
             ports: (0..NODES as u16).map(|i| base_port + i).collect(),
+            member_ports: (0..NODES as u16).map(|i| base_port + i).collect(),
             children: (0..NODES).map(|_| None).collect(),
             extra_args,
             pki,
         })
     }
 
+    /// Peers reach node `i` at `member_ports[i]` (a proxy's port) instead of where it listens.
+    pub fn with_member_ports(mut self, member_ports: Vec<u16>) -> PorchCluster<'a> {
+        self.member_ports = member_ports;
+        self
+    }
+
     pub fn is_tls(&self) -> bool {
         self.pki.is_some()
     }
 
-    fn data_dir(&self, index: usize) -> PathBuf {
+    pub fn data_dir(&self, index: usize) -> PathBuf {
         self.dir.join(format!("porch{}", index + 1))
     }
 
-    fn args(&self, index: usize) -> Vec<String> {
-        let cluster = self
-            .ports
+    /// The founding members, `1=porch1@127.0.0.1:port,...` (the certname only with TLS).
+    pub fn initial_cluster(&self) -> String {
+        self.member_ports
             .iter()
             .enumerate()
             .map(|(i, port)| match self.pki {
@@ -56,7 +66,11 @@ impl<'a> PorchCluster<'a> {
                 None => format!("{}=127.0.0.1:{port}", i + 1),
             })
             .collect::<Vec<_>>()
-            .join(",");
+            .join(",")
+    }
+
+    fn args(&self, index: usize) -> Vec<String> {
+        let cluster = self.initial_cluster();
         let mut args = vec![
             "server".to_string(),
             "--id".into(),
