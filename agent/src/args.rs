@@ -15,6 +15,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The task cache, inside the spool directory (the spool reads only its `*.json` files).
+pub const TASK_CACHE_DIR: &str = "task-cache";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RunnerKind {
     Puppet,
@@ -293,6 +296,7 @@ impl AgentArgs {
                 runner: runner.clone(),
                 connector: Some(connector),
                 observer: None,
+                tasks: crate::task::TaskSupport::new(spool_dir.join(TASK_CACHE_DIR)),
             }));
         }
         Ok(agents)

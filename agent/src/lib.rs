@@ -8,6 +8,9 @@
 //! `puppet agent --onetime ...` (paths and identity from `puppet config print`, results from the
 //! run's summary and report: [`runner::puppet`]), a command, or a seeded simulation.
 //!
+//! A request carrying a task runs that task instead ([`task`]): its file fetched over the session
+//! by content hash, checked, cached, run with its parameters on stdin and/or in `PT_*` variables.
+//!
 //! Sessions run over mutual TLS with the host's Puppet certificate ([`tls_flags`] loads and
 //! checks it at start; [`transport`] dials `https://` URLs through porch-tls's connector and
 //! turns TLS failures into words); plain HTTP only with `--insecure-http`.
@@ -20,6 +23,7 @@ pub mod codec;
 pub mod runner;
 pub mod session;
 pub mod spool;
+pub mod task;
 pub mod tls_flags;
 pub mod transport;
 

@@ -50,6 +50,8 @@ pub struct Agent {
     /// always set one.
     pub connector: Option<Connector>,
     pub observer: Option<RunObserver>,
+    /// Task files (cache, fetches over the current session) and who watches task runs.
+    pub tasks: crate::task::TaskSupport,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -88,6 +90,7 @@ pub fn to_proto(transaction_id: &str, result: &StoredResult) -> RunResult {
         report_sha256: result.puppet.report_sha256.clone(),
         time_total_ms: result.puppet.time_total_ms,
         events: result.puppet.events.clone().into_iter().collect(),
+        stderr: result.stderr.clone(),
     }
 }
 
@@ -129,7 +132,9 @@ impl Agent {
         let mut attempt = 0u64;
         loop {
             let url = self.urls[url_index % self.urls.len()].clone();
-            match self.session(&url, &work_tx, &mut done_rx).await {
+            let ended = self.session(&url, &work_tx, &mut done_rx).await;
+            self.tasks.session_closed();
+            match ended {
                 Ok(()) => {
                     tracing::info!("{}: session with {url} ended", self.certname);
                     backoff = BACKOFF_FIRST;
@@ -177,7 +182,10 @@ impl Agent {
             if let Some(observe) = &self.observer {
                 observe(&request.transaction_id, request.job_id, true);
             }
-            let result = self.runner.run(&request, &self.certname).await;
+            let result = match &request.task {
+                Some(task) => self.run_task(&request, task).await,
+                None => self.runner.run(&request, &self.certname).await,
+            };
             if let Some(observe) = &self.observer {
                 observe(&request.transaction_id, request.job_id, false);
             }
@@ -213,6 +221,7 @@ impl Agent {
                 out_rx,
                 |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
             );
+        let session_channel = channel.clone();
         let opened = tokio::time::timeout(
             WELCOME_TIMEOUT,
             AgentSessionsClient::new(channel).session(outbound),
@@ -228,6 +237,7 @@ impl Agent {
             .map_err(|s| format!("session failed: {}", describe_status(&s)))?;
         let heartbeat = match first.and_then(|m| m.kind) {
             Some(server_message::Kind::Welcome(w)) => {
+                self.tasks.session_opened(session_channel);
                 tracing::info!(
                     "{}: connected to orchestrator node {} at {url}",
                     self.certname,

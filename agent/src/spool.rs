@@ -35,6 +35,9 @@ pub struct StoredResult {
     /// What only the puppet runner knows (empty for the others).
     #[serde(default)]
     pub puppet: PuppetRunDetails,
+    /// A task's standard error (its output, `message`, is its stdout).
+    #[serde(default)]
+    pub stderr: String,
 }
 
 /// The puppet runner's facts about a run beyond the common ones (see `RunResult` in
@@ -60,6 +63,7 @@ impl StoredResult {
             exit_code: -1,
             message: message.into(),
             puppet: PuppetRunDetails::default(),
+            stderr: String::new(),
         }
     }
 }

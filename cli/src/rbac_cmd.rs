@@ -61,6 +61,8 @@ pub enum Permission {
     View,
     /// Run and stop jobs (restricted by --environment, --nodes, --application).
     Run,
+    /// Run and stop tasks (restricted by --environment, --nodes, --task).
+    RunTask,
     /// Everything, including users, roles and cluster membership.
     Admin,
 }
@@ -80,6 +82,9 @@ pub struct RoleAddArgs {
     /// Application globs `run` is limited to (repeat; default: all).
     #[arg(long)]
     pub application: Vec<String>,
+    /// Task name globs `run-task` is limited to (`package`, `service::*`; repeat; default: all).
+    #[arg(long)]
+    pub task: Vec<String>,
     #[arg(long)]
     pub description: Option<String>,
 }
@@ -100,32 +105,40 @@ pub enum RoleCommand {
 /// The body of `POST /rbac-api/v1/roles`. Restrictions belong to `run`: given without it they
 /// are a usage error; absent, `run` is unrestricted.
 pub fn role_body(args: &RoleAddArgs) -> Result<Value, String> {
-    let restricted =
-        !(args.environment.is_empty() && args.nodes.is_empty() && args.application.is_empty());
-    if restricted && !args.permission.contains(&Permission::Run) {
+    let runs = args.permission.contains(&Permission::Run);
+    let runs_tasks = args.permission.contains(&Permission::RunTask);
+    if !(args.environment.is_empty() && args.nodes.is_empty()) && !runs && !runs_tasks {
         return Err(
-            "--environment, --nodes and --application restrict --permission run, which is not given"
+            "--environment and --nodes restrict --permission run or run-task, neither of which is given"
                 .into(),
         );
     }
+    if !args.application.is_empty() && !runs {
+        return Err("--application restricts --permission run, which is not given".into());
+    }
+    if !args.task.is_empty() && !runs_tasks {
+        return Err("--task restricts --permission run-task, which is not given".into());
+    }
+    let restricted = |name: &str, extra: (&str, &Vec<String>)| {
+        let mut run = json!({"permission": name});
+        for (key, values) in [
+            ("environments", &args.environment),
+            ("nodes", &args.nodes),
+            extra,
+        ] {
+            if !values.is_empty() {
+                run[key] = json!(values);
+            }
+        }
+        run
+    };
     let mut permissions = Vec::new();
     for permission in &args.permission {
         let entry = match permission {
             Permission::View => json!({"permission": "view"}),
             Permission::Admin => json!({"permission": "admin"}),
-            Permission::Run => {
-                let mut run = json!({"permission": "run"});
-                for (key, values) in [
-                    ("environments", &args.environment),
-                    ("nodes", &args.nodes),
-                    ("applications", &args.application),
-                ] {
-                    if !values.is_empty() {
-                        run[key] = json!(values);
-                    }
-                }
-                run
-            }
+            Permission::Run => restricted("run", ("applications", &args.application)),
+            Permission::RunTask => restricted("run_task", ("tasks", &args.task)),
         };
         if !permissions.contains(&entry) {
             permissions.push(entry);
@@ -141,7 +154,7 @@ pub fn role_body(args: &RoleAddArgs) -> Result<Value, String> {
 /// One permission in words: `view`, `run (environments: production; nodes: web*)`.
 pub fn describe_permission(permission: &Value) -> String {
     let name = permission["permission"].as_str().unwrap_or("?");
-    let limits: Vec<String> = ["environments", "nodes", "applications"]
+    let limits: Vec<String> = ["environments", "nodes", "applications", "tasks"]
         .iter()
         .filter_map(|key| {
             let values: Vec<&str> = permission[*key]
@@ -384,6 +397,7 @@ mod tests {
             environment: Vec::new(),
             nodes: Vec::new(),
             application: Vec::new(),
+            task: Vec::new(),
             description: None,
         }
     }
@@ -413,6 +427,20 @@ mod tests {
         let mut a = args(vec![Permission::View]);
         a.application = vec!["Lamp*".into()];
         assert!(role_body(&a).unwrap_err().contains("--permission run"));
+        let mut t = args(vec![Permission::Run]);
+        t.task = vec!["package".into()];
+        assert!(role_body(&t).unwrap_err().contains("run-task"));
+    }
+
+    #[test]
+    fn a_task_role_is_restricted_by_task_names() {
+        let mut a = args(vec![Permission::RunTask]);
+        a.task = vec!["package".into(), "service::*".into()];
+        a.nodes = vec!["web*".into()];
+        assert_eq!(
+            role_body(&a).unwrap()["permissions"],
+            json!([{"permission": "run_task", "nodes": ["web*"], "tasks": ["package", "service::*"]}])
+        );
     }
 
     #[test]

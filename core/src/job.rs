@@ -46,6 +46,21 @@ pub struct JobSpec {
     /// Whoever submitted the job: the user of the token it was submitted with (set by
     /// `apply` from the token, so a request cannot name another owner).
     pub owner: crate::access::Actor,
+    /// A task job's task (`None`: a Puppet run). Last, so the fields before it keep their
+    /// places in bincode.
+    #[serde(default)]
+    pub task: Option<crate::task::TaskInvocation>,
+}
+
+impl JobSpec {
+    /// PE's job `type`: `deploy` or `task`.
+    pub fn job_type(&self) -> &'static str {
+        if self.task.is_some() {
+            "task"
+        } else {
+            "deploy"
+        }
+    }
 }
 
 /// Job states, as in PE's API.
@@ -135,17 +150,23 @@ impl JobEvent {
     /// `job` is the job the event belongs to (its end state tells finished from failed).
     pub fn message(&self, job: &Job) -> String {
         let node = self.node.as_deref().unwrap_or("?");
+        // "puppet run", or "task <name>" in a task job.
+        let run = crate::task::run_label(job.spec.task.as_ref());
+        let running = match &job.spec.task {
+            Some(task) => format!("task {}", task.name),
+            None => "puppet".to_string(),
+        };
         match self.kind {
-            EventKind::NodeRunning => format!("Started puppet run on {node} ..."),
-            EventKind::NodeFinished => format!("Finished puppet run on {node} - Success!"),
-            EventKind::NodeFailed => format!("Finished puppet run on {node} - Failed!"),
+            EventKind::NodeRunning => format!("Started {run} on {node} ..."),
+            EventKind::NodeFinished => format!("Finished {run} on {node} - Success!"),
+            EventKind::NodeFailed => format!("Finished {run} on {node} - Failed!"),
             EventKind::NodeErrored => format!(
-                "Error running puppet on {node}: {}",
+                "Error running {running} on {node}: {}",
                 self.error.as_deref().unwrap_or("unknown error")
             ),
             EventKind::NodeSkipped => match &self.skipped_because {
-                Some(cause) => format!("Skipped puppet run on {node}: {cause}"),
-                None => format!("Skipped puppet run on {node}"),
+                Some(cause) => format!("Skipped {run} on {node}: {cause}"),
+                None => format!("Skipped {run} on {node}"),
             },
             EventKind::JobAborted => format!("Job {} was stopped", job.id),
             EventKind::JobFinished if job.state() == JobState::Failed => {

@@ -6,6 +6,7 @@
 //! - [`state`]: [`ClusterState::apply`], the deterministic state machine every replica runs.
 //! - [`job`], [`node_run`], [`inventory`]: the records the state holds.
 //! - [`restore`]: what a cluster restored from a backup keeps of the backed-up state.
+//! - [`task`]: what a task job runs (file hash, checked parameters).
 //! - [`access`]: users, roles, tokens and the permission rule; [`audit`]: who did what.
 //!
 //! Nothing in this crate reads a clock, draws a random number or touches a socket or a file:
@@ -24,6 +25,7 @@ pub mod request_log;
 pub mod restore;
 pub mod scheduler;
 pub mod state;
+pub mod task;
 
 pub use access::Actor;
 pub use command::{Command, Origin, Outcome, Rejection, Request, RunOutcome, RunStart, StartedRun};
@@ -32,3 +34,4 @@ pub use job::{EventKind, Job, JobEvent, JobSpec, JobState, StatusEntry, Target};
 pub use node_run::{NodeRun, NodeState, RunResult, SkipCause};
 pub use plan::{ComponentPlacement, Plan, PlanError, PlannedNode};
 pub use state::ClusterState;
+pub use task::{TaskInputMethod, TaskInvocation};

@@ -56,6 +56,9 @@ pub struct RunResult {
     pub run_time_ms: Option<i64>,
     /// Event counts: total, success, failure, noop.
     pub events: BTreeMap<String, i64>,
+    /// A task's standard error, kept short (the command's stdout is `message`).
+    #[serde(default)]
+    pub stderr: Option<String>,
 }
 
 /// Longest result message kept in the replicated state; longer ones are cut at a char boundary.

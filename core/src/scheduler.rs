@@ -199,6 +199,7 @@ mod tests {
                 id: "test".into(),
                 login: "test".into(),
             },
+            task: None,
         }
     }
 

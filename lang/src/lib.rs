@@ -7,6 +7,7 @@
 //!   the porch-only `orchestration/` directory that Puppet ≥ 6 never parses, merged.
 //! - [`graph`] → [`plan`]: instances, components and capability edges → the node-level plan;
 //!   [`render`] and [`views`] show them to people and to PE's API.
+//! - [`tasks`]: Puppet tasks in the environment's modules, their metadata and parameter types.
 //!
 //! Nothing here panics on input: every failure is a [`error::LangError`].
 
@@ -24,6 +25,7 @@ pub mod graph;
 pub use environment::{Environment, list_environments};
 pub mod plan;
 pub mod render;
+pub mod tasks;
 pub mod views;
 
 pub use plan::PlanReport;

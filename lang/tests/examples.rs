@@ -168,3 +168,28 @@ fn instances_are_listed_in_topological_order() {
     );
     assert_eq!(apps["items"][0]["file"], "modules/lamp/manifests/init.pp");
 }
+
+#[test]
+fn the_example_package_task_is_found_in_both_layouts_and_checks_its_parameters() {
+    for environment in ["production", "modern"] {
+        let task = porch_lang::tasks::find_task(&codedir(), environment, "package")
+            .unwrap_or_else(|e| panic!("{environment}: {e}"));
+        assert_eq!(task.file.file_name, "init.sh");
+        assert!(task.metadata.supports_noop);
+        let given = |value: serde_json::Value| value.as_object().cloned().unwrap();
+        assert!(
+            task.metadata
+                .check_parameters(&given(
+                    serde_json::json!({"action": "status", "name": "openssl"})
+                ))
+                .is_ok()
+        );
+        let injected = task
+            .metadata
+            .check_parameters(&given(
+                serde_json::json!({"action": "status", "name": "x\"; rm"}),
+            ))
+            .unwrap_err();
+        assert_eq!(injected.parameter, "name");
+    }
+}

@@ -166,6 +166,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         tasks.clone(),
         !config.insecure_http,
         env.tls.clone(),
+        config.codedir.clone(),
     )))
     .into_axum_router();
     let peer_policy = Arc::new(PeerPolicy {

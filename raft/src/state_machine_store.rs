@@ -394,6 +394,7 @@ mod tests {
                 id: "admin".into(),
                 login: "admin".into(),
             },
+            task: None,
         };
         for (request_id, cap) in [("with-starts", Some(10)), ("without", None)] {
             apply(

@@ -225,5 +225,6 @@ fn random_spec(rng: &mut SmallRng, plan: &Plan) -> JobSpec {
             id: "forged".into(),
             login: "forged".into(),
         },
+        task: None,
     }
 }

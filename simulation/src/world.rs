@@ -278,6 +278,9 @@ impl World {
                 dialer.channel(url.trim_start_matches("http://"))
             })),
             observer: Some(observer),
+            tasks: porch_agent::task::TaskSupport::new(
+                agent.spool_dir.join(porch_agent::args::TASK_CACHE_DIR),
+            ),
         });
         self.agents[index].task = Some(tokio::spawn(agent.run()));
         self.log(format!("{certname} up"));

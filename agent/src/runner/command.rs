@@ -75,6 +75,7 @@ impl CommandRunner {
             exit_code,
             message,
             puppet: Default::default(),
+            stderr: String::new(),
         }
     }
 }

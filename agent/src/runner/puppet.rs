@@ -278,6 +278,7 @@ impl PuppetRunner {
                 time_total_ms: summary.time_total_ms,
                 events: summary.events,
             },
+            stderr: String::new(),
         }
     }
 

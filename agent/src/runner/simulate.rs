@@ -71,6 +71,38 @@ impl SimulateRunner {
             exit_code: if failed { 4 } else { 2 },
             message: format!("simulated run of {} ms", duration.as_millis()),
             puppet: Default::default(),
+            stderr: String::new(),
+        }
+    }
+}
+
+impl SimulateRunner {
+    /// A simulated task run: the drawn duration and outcome; its output names the task.
+    pub async fn run_task(
+        &self,
+        request: &RunRequest,
+        task: &crate::proto::TaskRun,
+        certname: &str,
+    ) -> StoredResult {
+        let (duration, failed) = self.draw(request, certname);
+        tokio::time::sleep(duration).await;
+        StoredResult {
+            outcome: if failed {
+                Outcome::Failed
+            } else {
+                Outcome::Finished
+            },
+            status: if failed { "failed" } else { "finished" }.into(),
+            metrics: BTreeMap::new(),
+            configuration_version: String::new(),
+            puppet_transaction_uuid: String::new(),
+            environment: request.environment.clone(),
+            exit_code: if failed { 1 } else { 0 },
+            message:
+                serde_json::json!({"task": task.name, "simulated_ms": duration.as_millis() as u64})
+                    .to_string(),
+            puppet: Default::default(),
+            stderr: String::new(),
         }
     }
 }

@@ -108,6 +108,13 @@ type ServerStream = Pin<Box<dyn futures::Stream<Item = Result<ServerMessage, Sta
 impl AgentSessions for TestSessions {
     type SessionStream = ServerStream;
 
+    async fn fetch_task_file(
+        &self,
+        _request: Request<porch_agent::proto::TaskFileRequest>,
+    ) -> Result<Response<porch_agent::proto::TaskFile>, Status> {
+        Err(Status::unimplemented("these tests run no tasks"))
+    }
+
     async fn session(
         &self,
         request: Request<Streaming<AgentMessage>>,

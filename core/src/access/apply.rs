@@ -104,27 +104,14 @@ impl ClusterState {
         match command {
             Command::SubmitJob { spec, plan, .. } => {
                 let nodes: Vec<&str> = plan.nodes().iter().map(|n| n.name.as_str()).collect();
-                self.access.authorize(
-                    user,
-                    &Action::Run {
-                        environment: &spec.environment,
-                        target: &spec.target,
-                        nodes: &nodes,
-                    },
-                )
+                self.access.authorize(user, &Action::for_job(spec, &nodes))
             }
             Command::StopJob { job_id } => match self.job(*job_id) {
                 Some(job) => {
                     let nodes: Vec<&str> =
                         job.plan.nodes().iter().map(|n| n.name.as_str()).collect();
-                    self.access.authorize(
-                        user,
-                        &Action::Run {
-                            environment: &job.spec.environment,
-                            target: &job.spec.target,
-                            nodes: &nodes,
-                        },
-                    )
+                    self.access
+                        .authorize(user, &Action::for_job(&job.spec, &nodes))
                 }
                 // Unknown to the one who may see it: viewing is enough to learn it is unknown.
                 None => self.access.authorize(user, &Action::View),
@@ -341,6 +328,7 @@ mod tests {
                     id: "forged".into(),
                     login: "someone-else".into(),
                 },
+                task: None,
             },
             plan: Plan::independent(nodes.iter().map(|n| n.to_string())).unwrap(),
             start_under_cap: None,

@@ -394,6 +394,23 @@ fn describe_action(action: &Action<'_>) -> String {
                 }
             )
         }
+        Action::RunTask {
+            environment,
+            task,
+            nodes,
+        } => {
+            let shown: Vec<&str> = nodes.iter().take(5).copied().collect();
+            let more = nodes.len().saturating_sub(shown.len());
+            format!(
+                "run_task {task} in environment {environment} on {}{}",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        }
     }
 }
 
@@ -407,13 +424,18 @@ pub fn builtin_roles() -> Vec<Role> {
         },
         Role {
             name: OPERATOR.into(),
-            description: "Run and stop jobs on any node, in any environment".into(),
+            description: "Run and stop jobs and tasks on any node, in any environment".into(),
             permissions: vec![
                 Permission::View,
                 Permission::Run {
                     environments: vec![],
                     nodes: vec![],
                     applications: vec![],
+                },
+                Permission::RunTask {
+                    environments: vec![],
+                    nodes: vec![],
+                    tasks: vec![],
                 },
             ],
             builtin: true,

@@ -23,6 +23,16 @@ pub enum Permission {
     },
     /// Everything: cluster membership, users, roles, other users' tokens, the audit log.
     Admin,
+    /// Run and stop task jobs (PE's "Tasks: Run tasks"; a Puppet run's `Run` does not cover
+    /// tasks, which execute arbitrary scripts). Empty lists mean "any"; a non-empty list must
+    /// match: the environment is one of `environments`, every planned node matches one of the
+    /// `nodes` globs, and the task's name matches one of the `tasks` globs (`package`,
+    /// `package::*`). Appended last: roles in snapshots keep their variant numbers.
+    RunTask {
+        environments: Vec<String>,
+        nodes: Vec<String>,
+        tasks: Vec<String>,
+    },
 }
 
 /// What a request wants to do, in the terms a permission speaks.
@@ -35,15 +45,39 @@ pub enum Action<'a> {
         target: &'a Target,
         nodes: &'a [&'a str],
     },
+    /// Run or stop task `task` in this environment on these planned nodes.
+    RunTask {
+        environment: &'a str,
+        task: &'a str,
+        nodes: &'a [&'a str],
+    },
     Admin,
 }
 
-impl Action<'_> {
+impl<'a> Action<'a> {
+    /// What starting or stopping a job of `spec` over `nodes` needs: `run_task` for a task
+    /// job, `run` for a Puppet run. The API's early check and `apply` both ask this.
+    pub fn for_job(spec: &'a crate::job::JobSpec, nodes: &'a [&'a str]) -> Action<'a> {
+        match &spec.task {
+            Some(task) => Action::RunTask {
+                environment: &spec.environment,
+                task: &task.name,
+                nodes,
+            },
+            None => Action::Run {
+                environment: &spec.environment,
+                target: &spec.target,
+                nodes,
+            },
+        }
+    }
+
     /// The permission's name as errors and the audit log show it.
     pub fn name(&self) -> &'static str {
         match self {
             Action::View => "view",
             Action::Run { .. } => "run",
+            Action::RunTask { .. } => "run_task",
             Action::Admin => "admin",
         }
     }
@@ -55,7 +89,25 @@ impl Permission {
             (Permission::Admin, _) => true,
             (_, Action::Admin) => false,
             (_, Action::View) => true,
-            (Permission::View, Action::Run { .. }) => false,
+            (Permission::View, Action::Run { .. } | Action::RunTask { .. }) => false,
+            (Permission::Run { .. }, Action::RunTask { .. }) => false,
+            (Permission::RunTask { .. }, Action::Run { .. }) => false,
+            (
+                Permission::RunTask {
+                    environments,
+                    nodes,
+                    tasks,
+                },
+                Action::RunTask {
+                    environment,
+                    task,
+                    nodes: planned,
+                },
+            ) => {
+                environment_allowed(environments, environment)
+                    && nodes_allowed(nodes, planned)
+                    && (tasks.is_empty() || tasks.iter().any(|glob| glob_matches(glob, task)))
+            }
             (
                 Permission::Run {
                     environments,
@@ -68,12 +120,8 @@ impl Permission {
                     nodes: planned,
                 },
             ) => {
-                let environment_ok =
-                    environments.is_empty() || environments.iter().any(|e| e == environment);
-                let nodes_ok = nodes.is_empty()
-                    || planned
-                        .iter()
-                        .all(|node| nodes.iter().any(|glob| glob_matches(glob, node)));
+                let environment_ok = environment_allowed(environments, environment);
+                let nodes_ok = nodes_allowed(nodes, planned);
                 let application_ok = applications.is_empty()
                     || matches!(target, Target::Application(app)
                         if applications.iter().any(|glob| glob_matches(glob, app)));
@@ -81,6 +129,19 @@ impl Permission {
             }
         }
     }
+}
+
+/// An empty list allows any environment.
+fn environment_allowed(environments: &[String], environment: &str) -> bool {
+    environments.is_empty() || environments.iter().any(|e| e == environment)
+}
+
+/// An empty list allows any nodes; otherwise every planned node must match one glob.
+fn nodes_allowed(globs: &[String], planned: &[&str]) -> bool {
+    globs.is_empty()
+        || planned
+            .iter()
+            .all(|node| globs.iter().any(|glob| glob_matches(glob, node)))
 }
 
 /// Any of `permissions` allows `action`.
@@ -177,6 +238,41 @@ mod tests {
         assert!(lamp.allows(&run("production", &app, &["db1"])));
         assert!(!lamp.allows(&run("production", &other, &["db1"])));
         assert!(!lamp.allows(&run("production", &nodes, &["web1"])));
+    }
+
+    #[test]
+    fn a_task_permission_is_restricted_by_task_name_and_separate_from_puppet_runs() {
+        let package = Permission::RunTask {
+            environments: vec![],
+            nodes: vec!["web*".into()],
+            tasks: vec!["package".into(), "service::*".into()],
+        };
+        let task = |task: &'static str, nodes: &'static [&'static str]| Action::RunTask {
+            environment: "production",
+            task,
+            nodes,
+        };
+        assert!(package.allows(&task("package", &["web1"])));
+        assert!(package.allows(&task("service::restart", &["web1"])));
+        assert!(!package.allows(&task("exec", &["web1"])));
+        assert!(!package.allows(&task("package::install", &["web1"])));
+        assert!(!package.allows(&task("package", &["db1"])));
+        let target = Target::Nodes(vec!["web1".into()]);
+        assert!(!package.allows(&run("production", &target, &["web1"])));
+        let puppet_runs = Permission::Run {
+            environments: vec![],
+            nodes: vec![],
+            applications: vec![],
+        };
+        assert!(!puppet_runs.allows(&task("package", &["web1"])));
+        assert!(!Permission::View.allows(&task("package", &["web1"])));
+        assert!(Permission::Admin.allows(&task("package", &["web1"])));
+        let staging = Permission::RunTask {
+            environments: vec!["staging".into()],
+            nodes: vec![],
+            tasks: vec![],
+        };
+        assert!(!staging.allows(&task("package", &["web1"])));
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! - [`registry`]: the sessions this node holds.
 //! - [`session`]: the gRPC `AgentSessions.Session` stream: hello, inventory commands,
 //!   reconciliation after (re)connect, results proposed to raft and acknowledged.
+//! - [`task_files`]: task files served to agents by content hash.
 //! - [`delivery`]: watches applied outcomes and sends `RunRequest`s for runs whose agent is
 //!   connected here — only after the start is committed and applied.
 
 pub mod delivery;
 pub mod registry;
 pub mod session;
+pub mod task_files;
 
 use porch_agent::proto::RunRequest;
 use porch_core::{ClusterState, JobId};
@@ -31,6 +33,15 @@ pub fn run_request(
         debug: spec.debug,
         trace: spec.trace,
         evaltrace: spec.evaltrace,
+        task: spec.task.as_ref().map(|task| porch_agent::proto::TaskRun {
+            name: task.name.clone(),
+            file_name: task.file_name.clone(),
+            sha256: task.sha256.clone(),
+            size_bytes: task.size_bytes,
+            params_json: task.params_json.clone(),
+            input_method: task.input_method.as_str().to_string(),
+            timeout_secs: task.timeout_secs,
+        }),
     })
 }
 

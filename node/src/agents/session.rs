@@ -24,7 +24,8 @@ use futures::Stream;
 use porch_agent::proto::agent_sessions_server::AgentSessions;
 use porch_agent::proto::{
     AgentMessage, Heartbeat, Refused, ResultAck, RunResult, ServerMessage, StatusQuery,
-    StatusReply, Welcome, agent_message, run_result, server_message::Kind, transaction_status,
+    StatusReply, TaskFile, TaskFileRequest, Welcome, agent_message, run_result,
+    server_message::Kind, transaction_status,
 };
 use porch_core::node_run::RESULT_MESSAGE_BYTES_MAX;
 use porch_core::plan::is_valid_certname;
@@ -57,6 +58,8 @@ pub struct SessionService {
     require_certificates: bool,
     /// Whose CRL a session's certificate is checked against at every heartbeat.
     tls: Option<Arc<porch_tls::TlsIdentity>>,
+    /// Where task files are served from (`--codedir`).
+    codedir: std::path::PathBuf,
 }
 
 impl SessionService {
@@ -67,11 +70,13 @@ impl SessionService {
         tasks: Arc<TaskGroup>,
         require_certificates: bool,
         tls: Option<Arc<porch_tls::TlsIdentity>>,
+        codedir: std::path::PathBuf,
     ) -> SessionService {
         let boot_ms = consensus.clock().now_ms();
         SessionService {
             require_certificates,
             tls,
+            codedir,
             consensus,
             tasks,
             registry,
@@ -114,6 +119,29 @@ impl SessionService {
 #[tonic::async_trait]
 impl AgentSessions for SessionService {
     type SessionStream = ServerStream;
+
+    async fn fetch_task_file(
+        &self,
+        request: Request<TaskFileRequest>,
+    ) -> Result<Response<TaskFile>, Status> {
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<porch_tls::PeerInfo>>()
+            .map(|c| c.0.clone());
+        let asked = request.into_inner();
+        if let Some(reason) = self.certificate_refusal(peer.as_ref(), &asked.certname) {
+            return Err(Status::permission_denied(reason));
+        }
+        // The file is read while holding no lock: the job's task is copied out first.
+        let task = super::task_files::task_of(
+            &self.consensus.view.read().cluster,
+            &asked.certname,
+            &asked.transaction_id,
+            &asked.sha256,
+        )?;
+        let content = super::task_files::task_file(&self.codedir, &task)?;
+        Ok(Response::new(TaskFile { content }))
+    }
 
     async fn session(
         &self,
@@ -433,6 +461,9 @@ impl SessionDriver {
     }
 }
 
+/// Most of a task's standard error kept in the state.
+pub const TASK_STDERR_BYTES_MAX: usize = 4 * 1024;
+
 /// A proto result as the state machine records it.
 pub fn to_outcome(result: RunResult) -> RunOutcome {
     let mut message = result.message;
@@ -453,6 +484,10 @@ pub fn to_outcome(result: RunResult) -> RunOutcome {
         report_sha256: non_empty(result.report_sha256),
         run_time_ms: result.time_total_ms,
         events: result.events.into_iter().collect(),
+        stderr: non_empty(porch_core::node_run::truncate_utf8(
+            result.stderr,
+            TASK_STDERR_BYTES_MAX,
+        )),
     };
     match run_result::Outcome::try_from(result.outcome) {
         Ok(run_result::Outcome::Finished) => RunOutcome::Finished(record),

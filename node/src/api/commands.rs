@@ -46,13 +46,9 @@ async fn plan_off_the_runtime(
         .map_err(|e| ApiError::internal(format!("planning did not finish: {e}")))?
 }
 
-/// The permission to run `spec` over `plan`'s nodes.
+/// The permission to run `spec` over `plan`'s nodes (`run`, or `run_task` for a task job).
 fn run_action<'a>(spec: &'a porch_core::JobSpec, nodes: &'a [&'a str]) -> Action<'a> {
-    Action::Run {
-        environment: &spec.environment,
-        target: &spec.target,
-        nodes,
-    }
+    Action::for_job(spec, nodes)
 }
 
 pub async fn deploy(

@@ -105,10 +105,11 @@ pub fn parse(body: &[u8], owner: porch_core::Actor) -> Result<JobSpec, ApiError>
         evaltrace: body.evaltrace,
         description: body.description,
         owner,
+        task: None,
     })
 }
 
-fn parse_target(scope: Option<ScopeBody>, target: Option<String>) -> Result<Target, ApiError> {
+pub fn parse_target(scope: Option<ScopeBody>, target: Option<String>) -> Result<Target, ApiError> {
     let Some(scope) = scope else {
         return match target {
             Some(app) if !app.trim().is_empty() => Ok(Target::Application(app)),

@@ -347,6 +347,7 @@ mod page_tests {
                         login: login.into(),
                     }
                 },
+                task: None,
             };
             let command = Command::SubmitJob {
                 spec,

@@ -12,6 +12,9 @@ pub mod error;
 pub mod jobs;
 pub mod rbac;
 pub mod status;
+pub mod task_request;
+pub mod task_views;
+pub mod tasks;
 pub mod views;
 
 use crate::access::audit_recorder::AuditRecorder;
@@ -108,6 +111,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/command/deploy", post(commands::deploy))
         .route("/command/plan", post(commands::plan))
         .route("/command/stop", post(commands::stop))
+        .route("/command/task", post(tasks::run))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{module}/{task}", get(tasks::show))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/nodes", get(jobs::nodes))

@@ -66,65 +66,95 @@ struct PermissionBody {
     nodes: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     applications: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tasks: Vec<String>,
 }
 
 impl PermissionBody {
     fn of(permission: &Permission) -> PermissionBody {
-        let (name, environments, nodes, applications) = match permission {
-            Permission::View => ("view", vec![], vec![], vec![]),
-            Permission::Admin => ("admin", vec![], vec![], vec![]),
+        let body = |name: &str| PermissionBody {
+            permission: name.into(),
+            environments: vec![],
+            nodes: vec![],
+            applications: vec![],
+            tasks: vec![],
+        };
+        match permission {
+            Permission::View => body("view"),
+            Permission::Admin => body("admin"),
             Permission::Run {
                 environments,
                 nodes,
                 applications,
-            } => (
-                "run",
-                environments.clone(),
-                nodes.clone(),
-                applications.clone(),
-            ),
-        };
-        PermissionBody {
-            permission: name.into(),
-            environments,
-            nodes,
-            applications,
+            } => PermissionBody {
+                environments: environments.clone(),
+                nodes: nodes.clone(),
+                applications: applications.clone(),
+                ..body("run")
+            },
+            Permission::RunTask {
+                environments,
+                nodes,
+                tasks,
+            } => PermissionBody {
+                environments: environments.clone(),
+                nodes: nodes.clone(),
+                tasks: tasks.clone(),
+                ..body("run_task")
+            },
         }
     }
 
     fn into_permission(self) -> Result<Permission, ApiError> {
-        let restricted = !(self.environments.is_empty()
-            && self.nodes.is_empty()
-            && self.applications.is_empty());
-        match self.permission.as_str() {
-            "run" => {
-                let long = self
-                    .environments
-                    .iter()
-                    .chain(&self.nodes)
-                    .chain(&self.applications)
-                    .find(|p| p.is_empty() || p.len() > 255);
-                if let Some(bad) = long {
-                    return Err(ApiError::validation(format!(
-                        "permission restriction {bad:?} must be 1-255 bytes"
-                    )));
-                }
-                Ok(Permission::Run {
-                    environments: self.environments,
-                    nodes: self.nodes,
-                    applications: self.applications,
-                })
-            }
-            "view" | "admin" if restricted => Err(ApiError::validation(format!(
-                "only the 'run' permission takes environments, nodes or applications, not {:?}",
-                self.permission
-            ))),
-            "view" => Ok(Permission::View),
-            "admin" => Ok(Permission::Admin),
-            other => Err(ApiError::validation(format!(
-                "unknown permission {other:?}: expected view, run or admin"
-            ))),
+        let restrictions = [
+            ("environments", &self.environments),
+            ("nodes", &self.nodes),
+            ("applications", &self.applications),
+            ("tasks", &self.tasks),
+        ];
+        if let Some(bad) = restrictions
+            .iter()
+            .flat_map(|(_, values)| values.iter())
+            .find(|p| p.is_empty() || p.len() > 255)
+        {
+            return Err(ApiError::validation(format!(
+                "permission restriction {bad:?} must be 1-255 bytes"
+            )));
         }
+        // Which restrictions each permission takes; any other given is an error naming it.
+        let takes: &[&str] = match self.permission.as_str() {
+            "run" => &["environments", "nodes", "applications"],
+            "run_task" => &["environments", "nodes", "tasks"],
+            "view" | "admin" => &[],
+            other => {
+                return Err(ApiError::validation(format!(
+                    "unknown permission {other:?}: expected view, run, run_task or admin"
+                )));
+            }
+        };
+        if let Some((field, _)) = restrictions
+            .iter()
+            .find(|(field, values)| !values.is_empty() && !takes.contains(field))
+        {
+            return Err(ApiError::validation(format!(
+                "the {:?} permission does not take {field}",
+                self.permission
+            )));
+        }
+        Ok(match self.permission.as_str() {
+            "run" => Permission::Run {
+                environments: self.environments,
+                nodes: self.nodes,
+                applications: self.applications,
+            },
+            "run_task" => Permission::RunTask {
+                environments: self.environments,
+                nodes: self.nodes,
+                tasks: self.tasks,
+            },
+            "view" => Permission::View,
+            _ => Permission::Admin,
+        })
     }
 }
 

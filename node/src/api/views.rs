@@ -24,12 +24,12 @@ fn node_states(job: &Job) -> Value {
 pub fn job_summary(job: &Job, base: &str) -> Value {
     let id = format!("{base}/orchestrator/v1/jobs/{}", job.id);
     let spec = &job.spec;
-    json!({
+    let mut summary = json!({
         "id": id,
         "name": job.id.to_string(),
         "state": job.state().as_str(),
-        "command": "deploy",
-        "type": "deploy",
+        "command": spec.job_type(),
+        "type": spec.job_type(),
         "options": {
             "concurrency": spec.concurrency,
             "noop": spec.noop,
@@ -53,7 +53,16 @@ pub fn job_summary(job: &Job, base: &str) -> Value {
         "nodes": {"id": format!("{id}/nodes")},
         "report": {"id": format!("{id}/report")},
         "events": {"id": format!("{id}/events")},
-    })
+    });
+    if let Some(task) = &spec.task {
+        if let (Some(options), Value::Object(extra)) = (
+            summary["options"].as_object_mut(),
+            super::task_views::task_options(task),
+        ) {
+            options.extend(extra);
+        }
+    }
+    summary
 }
 
 /// A job as `GET /jobs/:id` shows it: the summary plus its state history.
@@ -82,7 +91,10 @@ fn duration_seconds(run: &NodeRun, now_ms: u64) -> Value {
     }
 }
 
-fn run_result(run: &NodeRun, job: &Job) -> Value {
+fn run_result(run: &NodeRun, job: &Job, node: &str) -> Value {
+    if job.spec.task.is_some() {
+        return super::task_views::task_result(run, node);
+    }
     let Some(result) = &run.result else {
         return Value::Null;
     };
@@ -129,7 +141,7 @@ pub fn node_item(job: &Job, index: usize, now_ms: u64) -> Value {
         "timestamp": run.finish_ms.or(run.start_ms).map(format_time_ms),
         "transaction_uuid": run.transaction_id,
         "details": details,
-        "result": run_result(run, job),
+        "result": run_result(run, job, &planned.name),
         "components": components,
     })
 }

@@ -1,0 +1,302 @@
+//! Tasks on real agents over mutual TLS: a task script from the environment's modules runs on
+//! each targeted agent with its parameters intact (stdin and `PT_*` variables), its output is
+//! each node's `result`; a wrong parameter is a 400 and nothing runs; a task file changed
+//! between plan and run errors the node and runs nothing; a role may run only the tasks it
+//! names.
+
+use porch_tests::{Cluster, FAST};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `environments/production/modules/probe/tasks/` with the test's tasks; `marks` is where the
+/// `marker` task leaves a file per run (proof that it ran).
+fn code(dir: &Path, marks: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let tasks = dir.join("code/environments/production/modules/probe/tasks");
+    std::fs::create_dir_all(&tasks).unwrap();
+    std::fs::create_dir_all(marks).unwrap();
+    let write = |name: &str, body: &str| {
+        let path = tasks.join(name);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // Echoes what it got: stdin as JSON, and two parameters as the environment carries them.
+    write(
+        "init.sh",
+        "#!/bin/sh\nstdin=$(cat)\nprintf '{\"stdin\": %s, \"env_message\": \"%s\", \"env_count\": \"%s\", \"task\": \"%s\"}' \"$stdin\" \"$PT_message\" \"$PT_count\" \"$PT__task\"\n",
+    );
+    write(
+        "init.json",
+        r#"{"description": "Echoes its input", "parameters": {
+            "message": {"type": "String[1]"},
+            "count": {"type": "Integer[0, 10]"},
+            "note": {"type": "Optional[String]"},
+            "tags": {"type": "Array[String]", "default": []}
+        }}"#,
+    );
+    write(
+        "marker.sh",
+        &format!(
+            "#!/bin/sh\ntouch {}/$(hostname)-$$\necho marked\n",
+            marks.display()
+        ),
+    );
+    write("sleeper.sh", "#!/bin/sh\nsleep 2\necho slept\n");
+    tasks
+}
+
+fn run_task(cluster: &Cluster, node: u64, token: &str, body: &Value) -> (u16, Value) {
+    cluster.request_as(
+        Method::POST,
+        node,
+        "/orchestrator/v1/command/task",
+        Some(token),
+        Some(body),
+    )
+}
+
+fn job_id(reply: &Value) -> u64 {
+    reply["job"]["name"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no job in {reply}"))
+}
+
+fn node_results(cluster: &Cluster, node: u64, job: u64) -> Vec<Value> {
+    let (status, nodes) = cluster.get(node, &format!("/jobs/{job}/nodes"));
+    assert_eq!(status, 200, "{nodes}");
+    nodes["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn marks(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+struct Setup {
+    cluster: Cluster,
+    /// Holds the code dir and the marks for as long as the test runs.
+    _scratch: tempfile::TempDir,
+    tasks: PathBuf,
+    marks: PathBuf,
+    leader: u64,
+}
+
+fn setup(agents: &[&str]) -> Setup {
+    let scratch_dir = tempfile::tempdir().unwrap();
+    let scratch = scratch_dir.path().to_path_buf();
+    let marks = scratch.join("marks");
+    let tasks = code(&scratch, &marks);
+    let codedir = scratch.join("code").display().to_string();
+    let mut flags: Vec<&str> = FAST.to_vec();
+    flags.extend(["--codedir", codedir.as_str()]);
+    let mut cluster = Cluster::start(3, &flags);
+    // The runner is never used for tasks; a missing command would fail a Puppet run loudly.
+    let unused = scratch.join("no-puppet-runs");
+    for agent in agents {
+        cluster.start_agent(agent, &unused);
+    }
+    let leader = cluster.wait_for_leader(WAIT);
+    cluster.wait_agents_connected(leader, agents);
+    Setup {
+        cluster,
+        _scratch: scratch_dir,
+        tasks,
+        marks,
+        leader,
+    }
+}
+
+#[test]
+fn a_task_runs_on_every_agent_with_its_parameters_intact_on_stdin_and_in_the_environment() {
+    let Setup {
+        cluster,
+        leader,
+        _scratch: _code,
+        ..
+    } = setup(&["a1", "a2"]);
+    let params = json!({"message": "héllo wörld", "count": 3, "note": "a \"quoted\" \\ note ✓"});
+    let body = json!({"environment": "production", "task": "probe", "params": params,
+        "scope": {"nodes": ["a1", "a2"]}, "description": "echo test"});
+    let (status, reply) = run_task(&cluster, leader, &cluster.token, &body);
+    assert_eq!(status, 202, "{reply}");
+    let job = job_id(&reply);
+    let follower = if leader == 1 { 2 } else { 1 };
+    let done = cluster.wait_job_done(follower, job, WAIT);
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(done["type"], "task");
+    assert_eq!(done["options"]["task"], "probe");
+    let items = node_results(&cluster, follower, job);
+    assert_eq!(items.len(), 2);
+    for item in items {
+        assert_eq!(item["state"], "finished", "{item}");
+        let result = &item["result"];
+        let mut expected = params.clone();
+        expected["tags"] = json!([]);
+        expected["_task"] = json!("probe");
+        assert_eq!(result["stdin"], expected, "stdin of {}", item["name"]);
+        assert_eq!(result["env_message"], "héllo wörld");
+        assert_eq!(result["env_count"], "3");
+        assert_eq!(result["task"], "probe");
+    }
+}
+
+#[test]
+fn a_wrong_parameter_or_an_unknown_task_is_refused_before_any_node_runs() {
+    let Setup {
+        cluster,
+        leader,
+        marks: marked,
+        _scratch: _code,
+        ..
+    } = setup(&["a1"]);
+    let (_, before) = cluster.get(leader, "/jobs");
+    let wrong = json!({"task": "probe", "params": {"message": "x", "count": "three"},
+        "scope": {"nodes": ["a1"]}});
+    let (status, reply) = run_task(&cluster, leader, &cluster.token, &wrong);
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["kind"], "puppetlabs.orchestrator/invalid-params");
+    assert_eq!(reply["details"]["parameter"], "count");
+    assert!(
+        reply["msg"].as_str().unwrap().contains("Integer[0, 10]"),
+        "{reply}"
+    );
+    let missing = json!({"task": "probe", "params": {"count": 1}, "scope": {"nodes": ["a1"]}});
+    let (status, reply) = run_task(&cluster, leader, &cluster.token, &missing);
+    assert_eq!(
+        (status, reply["details"]["parameter"].clone()),
+        (400, json!("message"))
+    );
+    let unknown = json!({"task": "probe::nothing", "params": {}, "scope": {"nodes": ["a1"]}});
+    let (status, reply) = run_task(&cluster, leader, &cluster.token, &unknown);
+    assert_eq!(status, 404, "{reply}");
+    assert_eq!(reply["kind"], "puppetlabs.orchestrator/unknown-task");
+    let (_, after) = cluster.get(leader, "/jobs");
+    assert_eq!(
+        before["pagination"]["total"], after["pagination"]["total"],
+        "a refused request created a job"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(marks(&marked), 0, "something ran");
+    // The catalogue endpoints see the same tasks.
+    let (status, list) = cluster.get(leader, "/tasks?environment=production");
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["probe", "probe::marker", "probe::sleeper"]);
+    let (status, shown) = cluster.get(leader, "/tasks/probe/init");
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["files"][0]["filename"], "init.sh");
+    assert_eq!(shown["files"][0]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        shown["metadata"]["parameters"]["count"]["type"],
+        "Integer[0, 10]"
+    );
+}
+
+#[test]
+fn a_task_file_changed_between_plan_and_run_errors_the_node_and_runs_nothing() {
+    let Setup {
+        cluster,
+        leader,
+        tasks,
+        marks: marked,
+        _scratch: _code,
+    } = setup(&["a1"]);
+    // a1 is busy with the sleeper while the marker job waits for it, planned with the
+    // marker's current hash; the file changes before a1 gets to it.
+    let sleeper = json!({"task": "probe::sleeper", "params": {}, "scope": {"nodes": ["a1"]}});
+    let (status, reply) = run_task(&cluster, leader, &cluster.token, &sleeper);
+    assert_eq!(status, 202, "{reply}");
+    let first = job_id(&reply);
+    let marker = json!({"task": "probe::marker", "params": {}, "scope": {"nodes": ["a1"]}});
+    let (status, reply) = run_task(&cluster, leader, &cluster.token, &marker);
+    assert_eq!(status, 202, "{reply}");
+    let second = job_id(&reply);
+    let script = tasks.join("marker.sh");
+    let mut text = std::fs::read_to_string(&script).unwrap();
+    text.push_str("# changed after the job was planned\n");
+    std::fs::write(&script, text).unwrap();
+    assert_eq!(
+        cluster.wait_job_done(leader, first, WAIT)["state"],
+        "finished"
+    );
+    let done = cluster.wait_job_done(leader, second, WAIT);
+    let items = node_results(&cluster, leader, second);
+    assert_eq!(items[0]["state"], "errored", "{done} {items:?}");
+    let error = items[0]["result"]["_error"]["msg"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("changed since the job was planned"),
+        "the node's error: {error}"
+    );
+    assert_eq!(marks(&marked), 0, "the changed task ran");
+    // A job planned now runs the new file.
+    let (status, reply) = run_task(&cluster, leader, &cluster.token, &marker);
+    assert_eq!(status, 202, "{reply}");
+    let third = cluster.wait_job_done(leader, job_id(&reply), WAIT);
+    assert_eq!(third["state"], "finished", "{third}");
+    assert_eq!(marks(&marked), 1);
+}
+
+#[test]
+fn a_role_runs_only_the_tasks_it_names() {
+    let Setup {
+        cluster,
+        leader,
+        _scratch: _code,
+        ..
+    } = setup(&["a1"]);
+    let role = json!({"name": "probe-runner",
+        "permissions": [{"permission": "view"}, {"permission": "run_task", "tasks": ["probe"]}]});
+    let (status, reply) = cluster.request_as(
+        Method::POST,
+        leader,
+        "/rbac-api/v1/roles",
+        Some(&cluster.token),
+        Some(&role),
+    );
+    assert_eq!(status, 201, "{reply}");
+    let user = json!({"login": "tess", "password": "tess-Pw-12345678", "roles": ["probe-runner"]});
+    let (status, reply) = cluster.request_as(
+        Method::POST,
+        leader,
+        "/rbac-api/v1/users",
+        Some(&cluster.token),
+        Some(&user),
+    );
+    assert_eq!(status, 201, "{reply}");
+    let tess = cluster
+        .login(leader, "tess", "tess-Pw-12345678", "1h")
+        .unwrap_or_else(|e| panic!("tess logs in: {e:?}"));
+    let allowed = json!({"task": "probe", "params": {"message": "hi", "count": 1},
+        "scope": {"nodes": ["a1"]}});
+    let (status, reply) = run_task(&cluster, leader, &tess, &allowed);
+    assert_eq!(status, 202, "{reply}");
+    let done = cluster.wait_job_done(leader, job_id(&reply), WAIT);
+    assert_eq!(done["owner"]["login"], "tess");
+    let other = json!({"task": "probe::marker", "params": {}, "scope": {"nodes": ["a1"]}});
+    let (status, reply) = run_task(&cluster, leader, &tess, &other);
+    assert_eq!(status, 403, "{reply}");
+    assert_eq!(reply["kind"], "puppetlabs.rbac/permission-denied");
+    assert!(
+        reply["msg"].as_str().unwrap().contains("probe::marker"),
+        "{reply}"
+    );
+    let (status, reply) = cluster.request_as(
+        Method::POST,
+        leader,
+        "/orchestrator/v1/command/deploy",
+        Some(&tess),
+        Some(&json!({"environment": "production", "scope": {"nodes": ["a1"]}})),
+    );
+    assert_eq!(status, 403, "a task role runs no Puppet: {reply}");
+}
