@@ -32,6 +32,7 @@ pub mod fanout_bench;
 pub mod job_cmd;
 pub mod rbac_cmd;
 pub mod server_cmd;
+pub mod task_cmd;
 
 /// Sets up logging to stderr (`PORCH_LOG`, tracing env-filter syntax) and a runtime, and runs
 /// `main` on it.

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use porch_cli::config::GlobalArgs;
 use porch_cli::{
     access_cmd, app_cmd, audit_cmd, backup_cmd, bench_cmd, cluster_cmd, exit_code, job_cmd,
-    rbac_cmd, run_main, server_cmd,
+    rbac_cmd, run_main, server_cmd, task_cmd,
 };
 use std::process::ExitCode;
 
@@ -29,6 +29,13 @@ enum Command {
         global: GlobalArgs,
         #[command(subcommand)]
         command: job_cmd::JobCommand,
+    },
+    /// Tasks: run, show (as puppet-task).
+    Task {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: task_cmd::TaskCommand,
     },
     /// Applications: show (as puppet-app).
     App {
@@ -90,6 +97,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => server_cmd::run_dev(args).await,
             Command::Agent(args) => porch_agent::run_agent(args).await,
             Command::Job { global, command } => job_cmd::run_job(command, &global).await,
+            Command::Task { global, command } => task_cmd::run_task(command, &global).await,
             Command::App { global, command } => app_cmd::run_app(command, &global).await,
             Command::Cluster { global, command } => {
                 cluster_cmd::run_cluster(command, &global).await

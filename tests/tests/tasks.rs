@@ -300,3 +300,60 @@ fn a_role_runs_only_the_tasks_it_names() {
     );
     assert_eq!(status, 403, "a task role runs no Puppet: {reply}");
 }
+
+fn puppet_task(cluster: &Cluster, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(porch_tests::porch_bin().with_file_name("puppet-task"))
+        .arg("--service-url")
+        .arg(cluster.urls())
+        .args(cluster.client_flags())
+        .args(args)
+        .env("HOME", cluster.dir.path())
+        .output()
+        .expect("run puppet-task")
+}
+
+#[test]
+fn puppet_task_runs_shows_and_exits_with_the_outcome() {
+    let Setup {
+        cluster,
+        _scratch: _code,
+        ..
+    } = setup(&["a1", "a2"]);
+    let ran = puppet_task(
+        &cluster,
+        &[
+            "run",
+            "probe",
+            "message=from the cli",
+            "count=2",
+            "--nodes",
+            "a1,a2",
+        ],
+    );
+    let out = String::from_utf8_lossy(&ran.stdout).into_owned();
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(out.contains("New job ID: "), "{out}");
+    assert!(out.contains("Nodes: 2"), "{out}");
+    assert!(out.contains("Finished on node a1"), "{out}");
+    assert!(out.contains("\"env_message\": \"from the cli\""), "{out}");
+    assert!(out.contains("Job completed. 2/2 nodes succeeded."), "{out}");
+    let refused = puppet_task(&cluster, &["run", "probe", "count=eleven", "--nodes", "a1"]);
+    assert_eq!(refused.status.code(), Some(2), "a 400 is exit code 2");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("count"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let shown = puppet_task(&cluster, &["show", "probe"]);
+    let out = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert_eq!(shown.status.code(), Some(0), "{out}");
+    assert!(out.starts_with("probe - Echoes its input"), "{out}");
+    assert!(out.contains("- count : Integer[0, 10]"), "{out}");
+    let listed = puppet_task(&cluster, &["show"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("probe::sleeper"));
+}
