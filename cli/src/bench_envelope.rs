@@ -101,6 +101,7 @@ fn state_with_ended_jobs(jobs: u64) -> ClusterState {
             id: "u-1".into(),
             login: "admin".into(),
         },
+        task: None,
     };
     let plan = Plan::independent(["web1".to_string(), "db1".to_string()]).expect("a plan");
     let result = RunResult {

@@ -261,6 +261,16 @@ async fn follow(client: &Client, job: &str, human: bool) -> ExitCode {
     }
     let mut next_event = 0u64;
     loop {
+        // The job's state first, then its events: every event of a job seen ended is in the
+        // events read after it, so the last nodes' results are printed before the summary.
+        let detail = match client.get(&format!("/jobs/{job}")).await {
+            Ok(detail) => Some(detail),
+            Err(e) if !e.is_transient() => return fail(e),
+            Err(e) => {
+                eprintln!("warning: {e}; retrying");
+                None
+            }
+        };
         match client
             .get(&format!("/jobs/{job}/events?start={next_event}"))
             .await
@@ -288,20 +298,16 @@ async fn follow(client: &Client, job: &str, human: bool) -> ExitCode {
                 }
             }
             Err(e) if !e.is_transient() => return fail(e),
-            Err(e) => eprintln!("warning: {e}; retrying"),
-        }
-        match client.get(&format!("/jobs/{job}")).await {
-            Ok(detail)
-                if matches!(
-                    detail["state"].as_str(),
-                    Some("finished" | "stopped" | "failed")
-                ) && next_event > 0 =>
-            {
-                return summarize(client, job, &detail, started.elapsed(), human).await;
+            Err(e) => {
+                eprintln!("warning: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
             }
-            Ok(_) => {}
-            Err(e) if !e.is_transient() => return fail(e),
-            Err(e) => eprintln!("warning: {e}; retrying"),
+        }
+        if let Some(detail) = detail
+            .filter(|d| matches!(d["state"].as_str(), Some("finished" | "stopped" | "failed")))
+        {
+            return summarize(client, job, &detail, started.elapsed(), human).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

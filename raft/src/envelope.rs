@@ -24,10 +24,13 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// The format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
-/// The oldest format this build reads.
-pub const FORMAT_VERSION_MIN: u16 = 1;
+/// The format this build writes, and the newest it reads. Version 2 (issue 15, tasks): a
+/// job's spec carries its task (`JobSpec::task`), a run's result its stderr
+/// (`RunResult::stderr`), and roles may hold `Permission::RunTask`.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format this build reads: version 1 records lack the fields version 2 added,
+/// and bincode cannot tell, so they are refused by name rather than misread.
+pub const FORMAT_VERSION_MIN: u16 = 2;
 /// Bytes before the payload.
 pub const HEADER_BYTES: usize = 7;
 
