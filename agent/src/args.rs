@@ -297,6 +297,7 @@ impl AgentArgs {
                 connector: Some(connector),
                 observer: None,
                 tasks: crate::task::TaskSupport::new(spool_dir.join(TASK_CACHE_DIR)),
+                run_queue_max: crate::session::RUN_QUEUE_MAX,
             }));
         }
         Ok(agents)

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Requests queued behind the one running; the orchestrator never sends a node two runs at
-/// once, so this only guards against a misbehaving server.
+/// Requests queued behind the one running, by default; the orchestrator never sends a node two
+/// runs at once, so this only guards against a misbehaving server.
 pub const RUN_QUEUE_MAX: usize = 64;
 
 /// How long a node has to answer a session (its headers, then its welcome) before the agent
@@ -52,6 +52,9 @@ pub struct Agent {
     pub observer: Option<RunObserver>,
     /// Task files (cache, fetches over the current session) and who watches task runs.
     pub tasks: crate::task::TaskSupport,
+    /// Requests queued behind the one running (at least one); a request beyond is answered
+    /// `errored` at once. [`RUN_QUEUE_MAX`] but in the simulation, which draws it per seed.
+    pub run_queue_max: usize,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -120,8 +123,9 @@ fn jittered(backoff: Duration, certname: &str, attempt: u64) -> Duration {
 impl Agent {
     /// Runs forever: one session at a time, failing over between URLs.
     pub async fn run(self: Arc<Self>) {
-        let (work_tx, work_rx) = mpsc::channel::<RunRequest>(RUN_QUEUE_MAX);
-        let (done_tx, mut done_rx) = mpsc::channel::<String>(RUN_QUEUE_MAX + 1);
+        let run_queue_max = self.run_queue_max.max(1);
+        let (work_tx, work_rx) = mpsc::channel::<RunRequest>(run_queue_max);
+        let (done_tx, mut done_rx) = mpsc::channel::<String>(run_queue_max + 1);
         // The worker lives exactly as long as this future: dropping the agent (a crash in the
         // simulation, shutdown in production) must not leave a run going on without it.
         let worker = tokio::spawn(self.clone().work(work_rx, done_tx));

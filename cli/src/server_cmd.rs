@@ -188,6 +188,7 @@ impl ServerArgs {
             election_timeout_max_ms: self.election_timeout_ms * 2,
             snapshot_every_logs: self.snapshot_every,
             logs_kept_after_snapshot: self.logs_kept,
+            ..RaftTimings::default()
         };
         config.runs_in_flight_max = self.runs_in_flight_max;
         config.agent_unreachable_timeout = Duration::from_secs(self.agent_timeout_secs);

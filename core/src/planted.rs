@@ -21,14 +21,26 @@ pub enum Bug {
     AcceptStaleReport,
     /// A job runs one node more at once than its concurrency allows.
     ExceedConcurrencyByOne,
+    /// The raft log acknowledges an append before its flush completed.
+    AckBeforeFlush,
+    /// The replicated clock takes each command's time, even one earlier than its own.
+    ClockFollowsLeader,
+    /// A read does not ask the leader for the commit index first (no ReadIndex).
+    ReadWithoutBarrier,
+    /// A message dropped for a full session queue is forgotten: no status query follows.
+    ForgetDroppedRun,
 }
 
-pub const ALL_BUGS: [Bug; 5] = [
+pub const ALL_BUGS: [Bug; 9] = [
     Bug::DispatchBeforeCommit,
     Bug::IgnoreDependencyEdge,
     Bug::RedispatchWithoutStatusQuery,
     Bug::AcceptStaleReport,
     Bug::ExceedConcurrencyByOne,
+    Bug::AckBeforeFlush,
+    Bug::ClockFollowsLeader,
+    Bug::ReadWithoutBarrier,
+    Bug::ForgetDroppedRun,
 ];
 
 /// Whether this build can plant bugs at all.
@@ -42,6 +54,10 @@ impl Bug {
             Bug::RedispatchWithoutStatusQuery => "redispatch-without-status-query",
             Bug::AcceptStaleReport => "accept-stale-report",
             Bug::ExceedConcurrencyByOne => "exceed-concurrency-by-one",
+            Bug::AckBeforeFlush => "ack-before-flush",
+            Bug::ClockFollowsLeader => "clock-follows-leader",
+            Bug::ReadWithoutBarrier => "read-without-barrier",
+            Bug::ForgetDroppedRun => "forget-dropped-run",
         }
     }
 

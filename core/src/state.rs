@@ -165,7 +165,11 @@ impl ClusterState {
     /// Applies one request. Never panics on any input: a command that cannot apply returns
     /// `Outcome::Rejected` and leaves the state as it was (apart from the clock).
     pub fn apply(&mut self, request: Request) -> Outcome {
-        self.clock_ms = self.clock_ms.max(request.now_ms);
+        self.clock_ms = if crate::planted::active(crate::planted::Bug::ClockFollowsLeader) {
+            request.now_ms
+        } else {
+            self.clock_ms.max(request.now_ms)
+        };
         if let Some(id) = &request.request_id {
             if let Some(previous) = self.requests.get(id) {
                 return previous.clone();

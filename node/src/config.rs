@@ -16,6 +16,9 @@ pub struct NodeConfig {
     /// The founding members, `id -> host:port`. Only used on the very first start.
     pub initial_cluster: BTreeMap<u64, String>,
     pub raft: RaftTimings,
+    /// Queue capacities. Production keeps the defaults; the simulation draws them per seed,
+    /// sometimes tiny, so the code paths of a full queue run too.
+    pub capacities: Capacities,
     /// Runs in flight over all jobs, cluster-wide (PE's `task_concurrency` default is 250).
     pub runs_in_flight_max: usize,
     /// How long an agent may stay disconnected before its run is `errored` (unreachable).
@@ -55,6 +58,32 @@ pub struct RaftTimings {
     pub snapshot_every_logs: u64,
     /// Entries kept in the log behind a snapshot, for slow followers.
     pub logs_kept_after_snapshot: u64,
+    /// Entries per replication message (openraft's `max_payload_entries`; `None`: its default).
+    pub max_payload_entries: Option<u64>,
+    /// Entries per log append (openraft's `max_append_entries`; `None`: its default).
+    pub max_append_entries: Option<u64>,
+    /// Client writes batched into one append (openraft's `api_batch_capacity`; `None`: its
+    /// default).
+    pub api_batch_capacity: Option<u64>,
+}
+
+/// Capacities of the node's queues.
+#[derive(Clone, Debug)]
+pub struct Capacities {
+    /// Messages queued per agent session before a slow agent is treated as gone.
+    pub session_queue: usize,
+    /// Applied outcomes buffered for the node's own tasks (delivery, scheduler) before a
+    /// slow one lags and re-reads the state instead.
+    pub applied_broadcast: usize,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            session_queue: crate::agents::registry::SESSION_QUEUE_MAX,
+            applied_broadcast: porch_raft::APPLIED_BROADCAST_CAPACITY,
+        }
+    }
 }
 
 impl Default for RaftTimings {
@@ -65,6 +94,9 @@ impl Default for RaftTimings {
             election_timeout_max_ms: 1000,
             snapshot_every_logs: 100_000,
             logs_kept_after_snapshot: 1000,
+            max_payload_entries: None,
+            max_append_entries: None,
+            api_batch_capacity: None,
         }
     }
 }
@@ -83,6 +115,7 @@ impl NodeConfig {
             listen,
             initial_cluster,
             raft: RaftTimings::default(),
+            capacities: Capacities::default(),
             runs_in_flight_max: 250,
             agent_unreachable_timeout: Duration::from_secs(30),
             codedir: PathBuf::from("/etc/puppetlabs/code"),
@@ -103,6 +136,7 @@ impl NodeConfig {
     }
 
     pub fn openraft_config(&self) -> Result<openraft::Config, String> {
+        let defaults = openraft::Config::default();
         let config = openraft::Config {
             cluster_name: "porch".to_string(),
             heartbeat_interval: self.raft.heartbeat_interval_ms,
@@ -111,6 +145,15 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.raft.snapshot_every_logs),
             max_in_snapshot_log_to_keep: self.raft.logs_kept_after_snapshot,
             install_snapshot_timeout: 30_000,
+            max_payload_entries: self
+                .raft
+                .max_payload_entries
+                .unwrap_or(defaults.max_payload_entries),
+            max_append_entries: self.raft.max_append_entries.or(defaults.max_append_entries),
+            api_batch_capacity: self
+                .raft
+                .api_batch_capacity
+                .unwrap_or(defaults.api_batch_capacity),
             // A node back from a partition asks before it campaigns, so it cannot depose a
             // leader the rest of the cluster still follows (porch's network carries PreVote).
             enable_pre_vote: Some(true),

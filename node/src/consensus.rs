@@ -221,6 +221,9 @@ impl Consensus {
     /// Returns once this node's state machine has applied everything committed before the
     /// call: a read after this sees every write acknowledged before it (ReadIndex).
     pub async fn read_barrier(&self) -> Result<(), ConsensusError> {
+        if porch_core::planted::active(porch_core::planted::Bug::ReadWithoutBarrier) {
+            return Ok(());
+        }
         let index: u64 = self
             .via_leader("ReadIndex", &(), |_| self.read_index_as_leader())
             .await?;

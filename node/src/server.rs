@@ -77,8 +77,11 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         None => None,
     };
     let fresh = identity::claim(env.disk.as_ref(), config.id, &data_dir).await?;
-    let state_machine = StateMachineStore::open(env.disk.clone())
-        .map_err(|e| format!("{data_dir}: cannot load the snapshot: {e}"))?;
+    let state_machine = StateMachineStore::open_with_capacity(
+        env.disk.clone(),
+        config.capacities.applied_broadcast,
+    )
+    .map_err(|e| format!("{data_dir}: cannot load the snapshot: {e}"))?;
     let view = state_machine.view();
     let log_store = LogStore::new(env.disk.clone());
     let (log_metrics, snapshot_metrics) = (log_store.metrics(), state_machine.metrics());
@@ -156,7 +159,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
             .max_encoding_message_size(MESSAGE_BYTES_MAX),
     )
     .into_axum_router();
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(config.capacities.session_queue));
     let tasks = Arc::new(TaskGroup::default());
     tasks.spawn(audit.run(consensus.clone(), audit_queue));
     let sessions = tonic::service::Routes::new(AgentSessionsServer::new(SessionService::new(

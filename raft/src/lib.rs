@@ -34,7 +34,9 @@ pub use disk::Disk;
 pub use log_store::LogStore;
 pub use sim_disk::SimDisk;
 pub use sled_disk::SledDisk;
-pub use state_machine_store::{Applied, AppliedState, AppliedView, StateMachineStore};
+pub use state_machine_store::{
+    APPLIED_BROADCAST_CAPACITY, Applied, AppliedState, AppliedView, StateMachineStore,
+};
 pub use types::{NodeId, PeerNode, Raft, TypeConfig, member_certname, member_socket_addr};
 pub mod network;
 pub mod raft_service;

@@ -210,6 +210,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Readable now, durable when the callback fires: openraft replicates the entries
         // meanwhile, so the leader's fsync overlaps the followers' instead of preceding it.
         let metrics = self.metrics.clone();
+        if porch_core::planted::active(porch_core::planted::Bug::AckBeforeFlush) {
+            callback.io_completed(Ok(()));
+            self.disk.flush_then(Box::new(|_| ()));
+            return Ok(());
+        }
         self.disk.flush_then(Box::new(move |flushed| {
             metrics.append_to_durable.observe(started.elapsed());
             callback.io_completed(flushed)

@@ -96,6 +96,15 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Opens the state machine: the last snapshot on `disk`, or an empty state.
     pub fn open(disk: Arc<dyn Disk>) -> io::Result<StateMachineStore> {
+        StateMachineStore::open_with_capacity(disk, APPLIED_BROADCAST_CAPACITY)
+    }
+
+    /// [`StateMachineStore::open`], buffering `applied_capacity` applied outcomes (at least
+    /// one) for subscribers before a slow one lags.
+    pub fn open_with_capacity(
+        disk: Arc<dyn Disk>,
+        applied_capacity: usize,
+    ) -> io::Result<StateMachineStore> {
         let loaded = load_snapshot(disk.as_ref())?;
         let saved_snapshot = loaded.as_ref().and_then(|(meta, _)| meta.last_log_id);
         let metrics = Arc::new(SnapshotMetrics::default());
@@ -110,7 +119,7 @@ impl StateMachineStore {
             },
         };
         let applied = state.last_applied.map(|id| id.index).unwrap_or(0);
-        let (applied_tx, _) = broadcast::channel(APPLIED_BROADCAST_CAPACITY);
+        let (applied_tx, _) = broadcast::channel(applied_capacity.max(1));
         let (applied_index_tx, _) = watch::channel(applied);
         Ok(StateMachineStore {
             view: Arc::new(AppliedView {

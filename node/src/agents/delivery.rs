@@ -46,7 +46,7 @@ pub async fn run(view: Arc<AppliedView>, registry: Arc<Registry>) {
                             };
                             if session.sender.try_send(message).is_err() {
                                 tracing::warn!(
-                                    "session queue of {} is full; it will be reconciled on reconnect",
+                                    "session queue of {} is full; the run goes with the session's next status query",
                                     run.node
                                 );
                             }

@@ -5,10 +5,12 @@
 
 use porch_agent::proto::ServerMessage;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// Messages queued per session before a slow agent is treated as gone.
+/// Messages queued per session before a slow agent is treated as gone (the default of
+/// `NodeConfig::capacities.session_queue`).
 pub const SESSION_QUEUE_MAX: usize = 256;
 
 /// The sending half of a session's outbound queue.
@@ -16,30 +18,55 @@ pub const SESSION_QUEUE_MAX: usize = 256;
 /// Messages travel boxed: tokio's channel allocates its slots 32 at a time, the first block
 /// when the channel is made, and 32 unboxed `ServerMessage`s cost 2 KB per connected agent
 /// that sits mostly unused (an idle agent only ever gets heartbeats).
+///
+/// A message refused because the queue was full is remembered (`overflowed`): the session
+/// then asks its agent about every run in flight once there is room again
+/// ([`SessionSender::take_overflow`]), so a dropped run start is re-sent rather than lost —
+/// a healthy session never reconnects, and nothing else would ever send it.
 #[derive(Clone)]
-pub struct SessionSender(mpsc::Sender<Box<ServerMessage>>);
+pub struct SessionSender {
+    queue: mpsc::Sender<Box<ServerMessage>>,
+    overflowed: Arc<AtomicBool>,
+}
 
 pub type SessionReceiver = mpsc::Receiver<Box<ServerMessage>>;
 
-/// A new session's outbound queue, holding up to [`SESSION_QUEUE_MAX`] messages.
-pub fn session_queue() -> (SessionSender, SessionReceiver) {
-    let (tx, rx) = mpsc::channel(SESSION_QUEUE_MAX);
-    (SessionSender(tx), rx)
+/// A new session's outbound queue, holding up to `capacity` messages (at least one).
+fn session_queue(capacity: usize) -> (SessionSender, SessionReceiver) {
+    let (queue, rx) = mpsc::channel(capacity.max(1));
+    let sender = SessionSender {
+        queue,
+        overflowed: Arc::default(),
+    };
+    (sender, rx)
 }
 
 impl SessionSender {
-    /// Queues `message` unless the queue is full or the session ended.
+    /// Queues `message` unless the queue is full or the session ended. A full queue is
+    /// remembered for [`SessionSender::take_overflow`].
     pub fn try_send(&self, message: ServerMessage) -> Result<(), ()> {
-        self.0.try_send(Box::new(message)).map_err(|_| ())
+        match self.queue.try_send(Box::new(message)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.store(true, Ordering::SeqCst);
+                Err(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        }
+    }
+
+    /// Whether a message was refused for a full queue since the last call (and forgets it).
+    pub fn take_overflow(&self) -> bool {
+        self.overflowed.swap(false, Ordering::SeqCst)
     }
 
     /// Queues `message`, waiting for room; fails only if the session ended.
     pub async fn send(&self, message: ServerMessage) -> Result<(), ()> {
-        self.0.send(Box::new(message)).await.map_err(|_| ())
+        self.queue.send(Box::new(message)).await.map_err(|_| ())
     }
 
     pub fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.queue.is_closed()
     }
 }
 
@@ -49,13 +76,27 @@ pub struct SessionHandle {
     pub sender: SessionSender,
 }
 
-#[derive(Default)]
 pub struct Registry {
     sessions: Mutex<BTreeMap<String, SessionHandle>>,
     next_session_id: Mutex<u64>,
+    /// Each new session's queue capacity.
+    session_queue_max: usize,
 }
 
 impl Registry {
+    pub fn new(session_queue_max: usize) -> Registry {
+        Registry {
+            sessions: Mutex::default(),
+            next_session_id: Mutex::default(),
+            session_queue_max,
+        }
+    }
+
+    /// A new session's outbound queue, of this registry's capacity.
+    pub fn new_session_queue(&self) -> (SessionSender, SessionReceiver) {
+        session_queue(self.session_queue_max)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SessionHandle>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -16,7 +16,7 @@
 //! step 3 picks up its runs in flight.
 
 use super::in_flight_for;
-use super::registry::{Registry, SessionSender, session_queue};
+use super::registry::{Registry, SessionSender};
 use super::run_request;
 use crate::consensus::Consensus;
 use crate::tasks::TaskGroup;
@@ -152,7 +152,7 @@ impl AgentSessions for SessionService {
             .get::<axum::extract::ConnectInfo<porch_tls::PeerInfo>>()
             .map(|c| c.0.clone());
         let mut inbound = request.into_inner();
-        let (tx, rx) = session_queue();
+        let (tx, rx) = self.registry.new_session_queue();
         let outbound: ServerStream = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|m| (Ok(*m), rx))
         }));
@@ -302,6 +302,13 @@ impl SessionDriver {
                     }
                     if !this.registry.is_current(&this.certname, this.session_id) {
                         break; // superseded by a newer session
+                    }
+                    if this.tx.take_overflow()
+                        && !porch_core::planted::active(porch_core::planted::Bug::ForgetDroppedRun)
+                    {
+                        // A message was dropped for a full queue (perhaps a run start): ask
+                        // about every run in flight; the agent's answers re-send what it lacks.
+                        this.reconcile();
                     }
                     sequence += 1;
                     if this.tx.try_send(message(Kind::Heartbeat(Heartbeat { sequence }))).is_err() {
