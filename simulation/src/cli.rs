@@ -35,7 +35,8 @@ pub struct SimArgs {
     /// Only these fault kinds, comma-separated (`none` for no faults); rates still drawn
     /// from the seed unless given with --fault. Kinds: crash, lose-unflushed, partition,
     /// asymmetric, loss, duplication, delay, pause, slow-disk, agent-crash,
-    /// agent-disconnect, leader-transfer, membership, stop.
+    /// agent-disconnect, leader-transfer, membership, stop, power-loss, torn-flush,
+    /// disk-failure, clock-jump, clock-drift.
     #[arg(long)]
     pub faults: Option<String>,
     /// Set one fault's rate, `NAME=RATE` (0-1; repeatable): per simulated second for events,
@@ -44,12 +45,23 @@ pub struct SimArgs {
     pub fault_rates: Vec<String>,
     /// Plant a known bug (needs a build with feature porch-simulation/planted-bugs):
     /// dispatch-before-commit, ignore-dependency-edge, redispatch-without-status-query,
-    /// accept-stale-report, exceed-concurrency-by-one.
+    /// accept-stale-report, exceed-concurrency-by-one, ack-before-flush,
+    /// clock-follows-leader, read-without-barrier, forget-dropped-run.
     #[arg(long)]
     pub plant_bug: Option<String>,
     /// Wall-clock seconds one seed may take before it is reported as over budget.
     #[arg(long)]
     pub budget_seconds: Option<u64>,
+    /// Run the seed as it ran before issue 14: the standard queue capacities, batch sizes,
+    /// raft timings and flush time instead of drawn ones, and only the fault kinds of then
+    /// (no power loss, torn flush, disk failure or clock faults). Regression seeds replay
+    /// their original scenario this way.
+    #[arg(long)]
+    pub classic: bool,
+    /// Set one knob, `NAME=VALUE` (repeatable): session-queue, applied-broadcast,
+    /// agent-run-queue, snapshot-every, logs-kept, payload, append, api-batch, flush-ms.
+    #[arg(long = "knob", value_name = "NAME=VALUE")]
+    pub knobs: Vec<String>,
 }
 
 fn parse_seeds(args: &SimArgs) -> Result<Vec<u64>, String> {
@@ -111,6 +123,15 @@ pub fn config_for(args: &SimArgs, seed: u64) -> Result<SimConfig, String> {
     }
     if let Some(s) = args.budget_seconds {
         config.wall_budget_s = s;
+    }
+    if args.classic {
+        config = config.classic();
+    }
+    for pair in &args.knobs {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--knob: '{pair}' is not NAME=VALUE"))?;
+        config.knobs.set(name.trim(), value)?;
     }
     if let Some(list) = &args.faults {
         let mut kept = std::collections::BTreeMap::new();
@@ -231,6 +252,12 @@ pub fn replay_command(args: &SimArgs, seed: u64) -> String {
     }
     add("plant-bug", args.plant_bug.clone());
     add("budget-seconds", args.budget_seconds.map(|v| v.to_string()));
+    if args.classic {
+        command.push_str(" --classic");
+    }
+    for pair in &args.knobs {
+        command.push_str(&format!(" --knob {pair}"));
+    }
     command
 }
 

@@ -39,9 +39,26 @@ pub enum Fault {
     Membership,
     /// A client stops a random job.
     Stop,
+    /// A majority of the nodes, or every node, loses power at the same instant (a
+    /// datacenter's power): each keeps only what it flushed; all restart later.
+    PowerLoss,
+    /// A power loss keeps a prefix of the unflushed writes (the disk wrote some of its queue
+    /// before the power went) instead of none; a probability per power loss.
+    TornFlush,
+    /// A node's disk fails its flushes for a while: the node stops, as the real one exits
+    /// when raft stops on a storage error, and is restarted once the disk is repaired.
+    DiskFailure,
+    /// A node's clock jumps forward or back by up to a minute.
+    ClockJump,
+    /// A node's clock starts running fast or slow (up to ±10 %).
+    ClockDrift,
 }
 
-pub const ALL_FAULTS: [Fault; 14] = [
+/// The fault kinds from before knobs and storage and clock faults (issue 14): a seed run with
+/// only these and the standard knobs replays the scenario it drew then.
+pub const CLASSIC_FAULTS: usize = 14;
+
+pub const ALL_FAULTS: [Fault; 19] = [
     Fault::Crash,
     Fault::LoseUnflushed,
     Fault::Partition,
@@ -56,6 +73,11 @@ pub const ALL_FAULTS: [Fault; 14] = [
     Fault::LeaderTransfer,
     Fault::Membership,
     Fault::Stop,
+    Fault::PowerLoss,
+    Fault::TornFlush,
+    Fault::DiskFailure,
+    Fault::ClockJump,
+    Fault::ClockDrift,
 ];
 
 impl Fault {
@@ -75,6 +97,11 @@ impl Fault {
             Fault::LeaderTransfer => "leader-transfer",
             Fault::Membership => "membership",
             Fault::Stop => "stop",
+            Fault::PowerLoss => "power-loss",
+            Fault::TornFlush => "torn-flush",
+            Fault::DiskFailure => "disk-failure",
+            Fault::ClockJump => "clock-jump",
+            Fault::ClockDrift => "clock-drift",
         }
     }
 
@@ -92,7 +119,8 @@ impl Fault {
     /// The highest rate a seed draws for this fault.
     fn swarm_max(self) -> f64 {
         match self {
-            Fault::LoseUnflushed => 1.0,
+            Fault::LoseUnflushed | Fault::TornFlush => 1.0,
+            Fault::PowerLoss | Fault::DiskFailure => 0.05,
             Fault::Loss | Fault::Duplication => 0.05,
             Fault::Delay => 0.3,
             Fault::Stop => 0.05,
@@ -131,6 +159,10 @@ pub struct SimConfig {
     pub run_failure_rate: f64,
     /// A known bug to plant (the checkers must catch it).
     pub planted: Option<porch_core::planted::Bug>,
+    /// Queue capacities, batch sizes and raft timings of this run.
+    pub knobs: crate::knobs::Knobs,
+    /// Clients' linearizable reads of random jobs per simulated second of the fault phase.
+    pub reads_per_s: f64,
 }
 
 impl SimConfig {
@@ -173,7 +205,19 @@ impl SimConfig {
             run_ms_max: 3000,
             run_failure_rate: 0.1,
             planted: None,
+            knobs: crate::knobs::Knobs::draw(seed),
+            reads_per_s: 1.0,
         }
+    }
+
+    /// This seed as it ran before issue 14: standard knobs, only the classic fault kinds, no
+    /// reads.
+    pub fn classic(mut self) -> SimConfig {
+        self.knobs = crate::knobs::Knobs::standard();
+        self.reads_per_s = 0.0;
+        self.faults
+            .retain(|fault, _| ALL_FAULTS[..CLASSIC_FAULTS].contains(fault));
+        self
     }
 
     pub fn rate(&self, fault: Fault) -> f64 {
@@ -215,11 +259,12 @@ impl SimConfig {
             .map(|(f, r)| format!("{f}={r:.3}"))
             .collect();
         format!(
-            "{} nodes, {} agents, {} jobs, {} datacenter(s), faults: {}{}",
+            "{} nodes, {} agents, {} jobs, {} datacenter(s), knobs: {}, faults: {}{}",
             self.nodes,
             self.agents,
             self.jobs,
             self.datacenters,
+            self.knobs.describe(),
             if faults.is_empty() {
                 "none".into()
             } else {

@@ -16,6 +16,15 @@ enum Undo {
     Resume(String),
     FastDisk(usize),
     RestartAgent(usize),
+    RepairDisk(usize),
+    ResetClock(ClockOf),
+}
+
+/// Whose clock a clock fault changed.
+#[derive(Debug, Clone, Copy)]
+enum ClockOf {
+    Node(usize),
+    Agent(usize),
 }
 
 pub struct FaultInjector {
@@ -50,6 +59,34 @@ impl FaultInjector {
         self.undo_due(world, false).await?;
         if self.fires(Fault::Crash, step_ms) {
             self.crash(world).await;
+        }
+        if self.fires(Fault::PowerLoss, step_ms) {
+            self.power_loss(world).await;
+        }
+        if self.fires(Fault::DiskFailure, step_ms) {
+            let index = self.rng.random_range(0..world.nodes.len());
+            if world.nodes[index].node.is_some() {
+                world.nodes[index].disk.set_fail_flushes(true);
+                world.log(format!(
+                    "node {}'s disk fails its flushes",
+                    world.nodes[index].id
+                ));
+                self.later(world, 200, 3_000, Undo::RepairDisk(index));
+            }
+        }
+        if self.fires(Fault::ClockJump, step_ms) {
+            let whose = self.clock_of(world);
+            let delta = self.rng.random_range(-60_000..=60_000i64);
+            clock(world, whose).jump(delta);
+            world.log(format!("{} clock jumps {delta} ms", describe(world, whose)));
+            self.later(world, 2_000, 20_000, Undo::ResetClock(whose));
+        }
+        if self.fires(Fault::ClockDrift, step_ms) {
+            let whose = self.clock_of(world);
+            let ppm = self.rng.random_range(-100_000..=100_000i64);
+            clock(world, whose).drift(ppm);
+            world.log(format!("{} clock drifts {ppm} ppm", describe(world, whose)));
+            self.later(world, 2_000, 20_000, Undo::ResetClock(whose));
         }
         if self.fires(Fault::Partition, step_ms) {
             self.partition(world);
@@ -125,8 +162,93 @@ impl FaultInjector {
         let lose = self
             .rng
             .random_bool(self.config.rate(Fault::LoseUnflushed).clamp(0.0, 1.0));
-        world.crash_node(index, lose).await;
+        let power = if lose {
+            Some(self.kept_unflushed(world, index))
+        } else {
+            None
+        };
+        world.crash_node(index, power).await;
         self.later(world, 1_000, 10_000, Undo::RestartNode(index));
+    }
+
+    /// How many unflushed batches node `index`'s disk keeps when its power goes: none, or
+    /// with [`Fault::TornFlush`]'s probability a drawn prefix.
+    fn kept_unflushed(&mut self, world: &World, index: usize) -> usize {
+        let torn = self.config.rate(Fault::TornFlush);
+        let unflushed = world.nodes[index].disk.unflushed_writes();
+        if torn > 0.0 && unflushed > 0 && self.rng.random_bool(torn.min(1.0)) {
+            self.rng.random_range(0..=unflushed)
+        } else {
+            0
+        }
+    }
+
+    /// A majority of the nodes, or every node, loses power at the same instant; each
+    /// restarts after its own drawn time.
+    async fn power_loss(&mut self, world: &mut World) {
+        let n = world.nodes.len();
+        let count = if self.rng.random_bool(0.5) {
+            n
+        } else {
+            n / 2 + 1
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        let chosen = &order[..count];
+        let ids: Vec<String> = chosen
+            .iter()
+            .map(|&i| world.nodes[i].id.to_string())
+            .collect();
+        world.log(format!("power loss: nodes {{{}}} at once", ids.join(",")));
+        // Every disk loses power before any node shuts down: the same instant for all.
+        let kept: Vec<(usize, usize)> = chosen
+            .iter()
+            .filter(|&&i| world.nodes[i].node.is_some())
+            .map(|&i| (i, self.kept_unflushed(world, i)))
+            .collect();
+        for &(i, _) in &kept {
+            world.nodes[i].disk.power_off();
+        }
+        for (i, kept) in kept {
+            world.crash_node(i, Some(kept)).await;
+            self.later(world, 1_000, 10_000, Undo::RestartNode(i));
+        }
+    }
+
+    fn clock_of(&mut self, world: &World) -> ClockOf {
+        if self.rng.random_bool(0.5) {
+            ClockOf::Node(self.rng.random_range(0..world.nodes.len()))
+        } else {
+            ClockOf::Agent(self.rng.random_range(0..world.agents.len()))
+        }
+    }
+
+    /// A node whose raft stopped because its disk failed a flush exits, as the real one does
+    /// (`porch server` ends when raft stops); the power of its machine is not lost, but what
+    /// the failed flushes covered is (the kernel may have dropped those pages: "fsyncgate").
+    /// It restarts once its disk is repaired. Returns the nodes it stopped.
+    pub async fn stop_nodes_with_failed_disks(&mut self, world: &mut World) -> Vec<u64> {
+        let mut stopped = Vec::new();
+        for index in 0..world.nodes.len() {
+            if world.nodes[index].disk.flush_failures() == 0 {
+                continue;
+            }
+            let Some(node) = &world.nodes[index].node else {
+                continue;
+            };
+            if node.consensus.raft.with_raft_state(|_| ()).await.is_ok() {
+                continue; // raft has not stopped (yet)
+            }
+            let id = world.nodes[index].id;
+            world.crash_node(index, Some(0)).await;
+            world.log(format!("node {id} stopped: its disk failed a flush"));
+            self.later(world, 500, 3_000, Undo::RestartNode(index));
+            stopped.push(id);
+        }
+        stopped
     }
 
     /// Splits the nodes into a minority and the rest.
@@ -212,9 +334,21 @@ impl FaultInjector {
         for (_, undo) in due {
             match undo {
                 Undo::RestartNode(index) => {
-                    if world.nodes[index].node.is_none() {
+                    // A disk still failing keeps its node down until it is repaired.
+                    if world.nodes[index].node.is_none() && !world.nodes[index].disk.failing() {
                         world.start_node(index).await?;
                     }
+                }
+                Undo::RepairDisk(index) => {
+                    world.nodes[index].disk.set_fail_flushes(false);
+                    world.log(format!("node {}'s disk repaired", world.nodes[index].id));
+                    if world.nodes[index].node.is_none() {
+                        self.later(world, 0, 2_000, Undo::RestartNode(index));
+                    }
+                }
+                Undo::ResetClock(whose) => {
+                    clock(world, whose).reset();
+                    world.log(format!("{} clock set right", describe(world, whose)));
                 }
                 Undo::Uncut(a, b) => world.net.uncut(&a, &b),
                 Undo::Resume(addr) => {
@@ -239,16 +373,33 @@ impl FaultInjector {
         world.net.resume_all();
         for i in 0..world.nodes.len() {
             world.nodes[i].disk.set_flush_delay(Duration::ZERO);
+            world.nodes[i].disk.set_fail_flushes(false);
+            world.nodes[i].clock.reset();
             if world.nodes[i].node.is_none() {
                 world.start_node(i).await?;
             }
         }
         for i in 0..world.agents.len() {
+            world.agents[i].clock.reset();
             if world.agents[i].task.is_none() {
                 world.start_agent(i)?;
             }
         }
         world.log("healed: every node and agent up, every link whole".into());
         Ok(())
+    }
+}
+
+fn clock(world: &World, whose: ClockOf) -> &crate::machine_clock::MachineClock {
+    match whose {
+        ClockOf::Node(i) => &world.nodes[i].clock,
+        ClockOf::Agent(i) => &world.agents[i].clock,
+    }
+}
+
+fn describe(world: &World, whose: ClockOf) -> String {
+    match whose {
+        ClockOf::Node(i) => format!("node {}'s", world.nodes[i].id),
+        ClockOf::Agent(i) => format!("{}'s", world.agents[i].certname),
     }
 }

@@ -8,6 +8,9 @@
 //!   `porch_agent` sessions with the seeded runner).
 //! - [`run`]: the workload, the fault schedule, the safety and liveness phases.
 //! - [`invariants`]: one checker per property.
+//! - [`knobs`]: queue capacities, batch sizes and raft timings drawn per seed.
+//! - [`history`], [`linearizability`]: what clients were told, checked against a model.
+//! - [`machine_clock`]: each machine's wall clock, with jumps and drift.
 //! - [`cli`]: `porch sim --seed N | --seeds A..B`.
 
 #[cfg(not(tokio_unstable))]
@@ -19,7 +22,11 @@ pub mod access;
 pub mod cli;
 pub mod config;
 pub mod faults;
+pub mod history;
 pub mod invariants;
+pub mod knobs;
+pub mod linearizability;
+pub mod machine_clock;
 pub mod models;
 pub mod net;
 pub mod run;

@@ -60,12 +60,21 @@ fn check(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let applied = world.applied_samples();
+    // The history is checked once, at the end (the search looks at all of it).
+    let history = if last {
+        workload.history.operations()
+    } else {
+        Vec::new()
+    };
     let observation = Observation {
         now_ms: world.now_ms(),
         nodes: &views,
         executions: &executions,
         submissions: &submissions,
         runs_in_flight_max: RUNS_IN_FLIGHT_MAX,
+        applied: &applied,
+        history: &history,
     };
     let found = if last {
         checkers.check_final(&observation)
@@ -110,12 +119,13 @@ async fn step(
 ) -> Result<(), Failure> {
     tokio::select! {
         biased;
-        _ = world.net.budget_exceeded() => over_budget(config, wall_start, phase),
+        _ = world.net.budget_exceeded() => over_budget(world, config, wall_start, phase),
         _ = tokio::time::sleep(STEP) => Ok(()),
     }
 }
 
 fn over_budget(
+    world: &World,
     config: &SimConfig,
     wall_start: std::time::Instant,
     phase: &str,
@@ -123,8 +133,14 @@ fn over_budget(
     if wall_start.elapsed().as_secs() > config.wall_budget_s {
         return Err(Failure::Budget {
             detail: format!(
-                "over the {} s wall-clock budget in the {phase} phase",
-                config.wall_budget_s
+                "over the {} s wall-clock budget in the {phase} phase, at {} simulated ms\n{}",
+                config.wall_budget_s,
+                world.now_ms(),
+                world
+                    .trace
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .tail(trace_lines())
             ),
         });
     }
@@ -155,8 +171,9 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
     // Safety phase: workload and faults.
     while world.now_ms() < config.fault_phase_ms {
         step(&world, config, wall_start, "fault").await?;
+        faults.stop_nodes_with_failed_disks(&mut world).await;
         raft_running(&world).await?;
-        over_budget(config, wall_start, "fault")?;
+        over_budget(&world, config, wall_start, "fault")?;
         workload.step(&world, submit_over_ms);
         if let Some(error) = workload.model_errors.first() {
             return Err(Failure::Setup(error.clone()));
@@ -165,6 +182,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         if stop_per_step > 0.0 && world.draw(stop_per_step) {
             workload.stop_random(&world);
         }
+        workload.maybe_show(&world, config.reads_per_s * step_ms as f64 / 1000.0);
         faults
             .step(&mut world, step_ms)
             .await
@@ -179,6 +197,15 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
     let liveness_deadline = world.now_ms() + config.liveness_ms;
     loop {
         step(&world, config, wall_start, "liveness").await?;
+        if !faults
+            .stop_nodes_with_failed_disks(&mut world)
+            .await
+            .is_empty()
+        {
+            // In the liveness phase every node must run: one stopped by a flush that failed
+            // before the healing is started again.
+            faults.heal_all(&mut world).await.map_err(Failure::Setup)?;
+        }
         raft_running(&world).await?;
         workload.step(&world, submit_over_ms);
         if let Some(found) = check(&world, &mut checkers, &workload, false) {
@@ -245,7 +272,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
                 trace_hash,
             });
         }
-        over_budget(config, wall_start, "liveness")?;
+        over_budget(&world, config, wall_start, "liveness")?;
     }
     if let Some(found) = check(&world, &mut checkers, &workload, true) {
         return Err(violation(&world, found));
@@ -270,7 +297,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         .len();
     let simulated_ms = world.now_ms();
     for i in 0..world.nodes.len() {
-        world.crash_node(i, false).await;
+        world.crash_node(i, None).await;
     }
     for i in 0..world.agents.len() {
         world.crash_agent(i);

@@ -1,9 +1,13 @@
 //! The clients: submit jobs over random plans (random DAGs and plans of generated
 //! application models), with random concurrency limits, through random nodes, retrying a
 //! timed-out submission through another node under the same request id; and stop jobs.
-//! Every submission and every acknowledgement is recorded for the checkers.
+//! Every submission and every acknowledgement is recorded for the checkers, and every
+//! operation (submit, stop, show) with its invocation and answer in a [`History`] for the
+//! linearizability check. A job's description is its request id, so the final state tells
+//! which request created each job.
 
 use crate::access::{Setup, SimUser};
+use crate::history::{Call, History, Phase, Return};
 use crate::models;
 use crate::world::World;
 use porch_core::{Command, JobId, JobSpec, Outcome, Plan, PlannedNode, Target};
@@ -30,6 +34,9 @@ pub struct Submission {
 
 pub struct Workload {
     rng: SmallRng,
+    /// The reads' own random source: reads came later, and a seed's submissions must not
+    /// change with them.
+    reads_rng: SmallRng,
     jobs: usize,
     agents: usize,
     submitted: usize,
@@ -38,6 +45,7 @@ pub struct Workload {
     pub submissions: Arc<Mutex<Vec<Submission>>>,
     /// Users, roles and tokens, committed before the first submission.
     access: Arc<Setup>,
+    pub history: History,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -48,12 +56,14 @@ impl Workload {
     pub fn new(seed: u64, jobs: usize, agents: usize) -> Workload {
         Workload {
             rng: SmallRng::seed_from_u64(seed ^ 0x0b5e_55ed),
+            reads_rng: SmallRng::seed_from_u64(seed ^ 0x4ead_5eed),
             jobs,
             agents,
             submitted: 0,
             model_errors: Vec::new(),
             submissions: Arc::default(),
             access: Arc::default(),
+            history: History::default(),
         }
     }
 
@@ -108,11 +118,18 @@ impl Workload {
                 }
             }
         };
-        let spec = random_spec(&mut self.rng, &plan);
+        let request_id = format!("sim-submit-{}", self.submitted);
+        let spec = random_spec(&mut self.rng, &plan, &request_id);
         let first = live[self.rng.random_range(0..live.len())].clone();
         let second = live[self.rng.random_range(0..live.len())].clone();
-        let request_id = format!("sim-submit-{}", self.submitted);
         let sent_ms = world.now_ms();
+        let operation = self.history.invoke(
+            Call::Submit {
+                request_id: request_id.clone(),
+            },
+            sent_ms,
+        );
+        let history = self.history.clone();
         let index = {
             let mut submissions = lock(&self.submissions);
             submissions.push(Submission {
@@ -145,8 +162,14 @@ impl Workload {
                     ),
                 )
                 .await;
+                let now = crate::world::elapsed_ms(clock.as_ref());
+                if let Ok(Ok(Outcome::Rejected(_))) = reply {
+                    // Decided: the request log answers any retry the same way.
+                    history.complete(operation, now, Return::Refused);
+                    return;
+                }
                 if let Ok(Ok(Outcome::JobSubmitted { job_id, .. })) = reply {
-                    let now = crate::world::elapsed_ms(clock.as_ref());
+                    history.complete(operation, now, Return::Submitted { job: job_id.0 });
                     lock(&submissions)[index].acks.push((now, job_id));
                     lock(&trace).push(
                         now,
@@ -171,10 +194,55 @@ impl Workload {
         let job_id = acknowledged[self.rng.random_range(0..acknowledged.len())].0;
         let via = live[self.rng.random_range(0..live.len())].clone();
         world.log(format!("client stops job {job_id}"));
+        let history = self.history.clone();
+        let operation = history.invoke(Call::Stop { job: job_id.0 }, world.now_ms());
+        let clock = world.clock.clone();
         tokio::spawn(async move {
             let origin = Some(SimUser::Operator.origin(via.id));
             let stop = via.write_on_behalf(None, Command::StopJob { job_id }, origin);
-            let _ = tokio::time::timeout(SUBMIT_TIMEOUT, stop).await;
+            let answer = match tokio::time::timeout(SUBMIT_TIMEOUT, stop).await {
+                Ok(Ok(Outcome::JobStopped { .. })) => Return::Stopped,
+                Ok(Ok(Outcome::Rejected(porch_core::Rejection::UnknownJob(_)))) => {
+                    Return::UnknownJob
+                }
+                _ => return, // no answer: it may or may not have taken effect
+            };
+            history.complete(operation, crate::world::elapsed_ms(&clock), answer);
+        });
+    }
+
+    /// With probability `per_step`, reads a random job — one acknowledged, or one id past
+    /// them — through a random node, with a linearizable read (ReadIndex, then the node's
+    /// applied state), in the background.
+    pub fn maybe_show(&mut self, world: &World, per_step: f64) {
+        let live = world.live_consensus();
+        if live.is_empty() || per_step <= 0.0 || !self.reads_rng.random_bool(per_step.min(1.0)) {
+            return;
+        }
+        let highest = self
+            .acknowledged()
+            .iter()
+            .map(|(id, _)| id.0)
+            .max()
+            .unwrap_or(0);
+        let job = self.reads_rng.random_range(1..=highest + 1);
+        let via = live[self.reads_rng.random_range(0..live.len())].clone();
+        let history = self.history.clone();
+        let operation = history.invoke(Call::Show { job }, world.now_ms());
+        let clock = world.clock.clone();
+        tokio::spawn(async move {
+            let read = tokio::time::timeout(SUBMIT_TIMEOUT, via.read_barrier()).await;
+            if !matches!(read, Ok(Ok(()))) {
+                return; // no answer
+            }
+            let answer = match via.view.read().cluster.job(JobId(job)) {
+                None => Return::NotFound,
+                Some(found) => Return::Found {
+                    request_id: found.spec.description.clone().unwrap_or_default(),
+                    phase: Phase::of(found.state()),
+                },
+            };
+            history.complete(operation, crate::world::elapsed_ms(&clock), answer);
         });
     }
 }
@@ -205,7 +273,7 @@ pub fn shuffled_agents(rng: &mut SmallRng, agents: usize) -> Vec<String> {
     names
 }
 
-fn random_spec(rng: &mut SmallRng, plan: &Plan) -> JobSpec {
+fn random_spec(rng: &mut SmallRng, plan: &Plan, request_id: &str) -> JobSpec {
     JobSpec {
         environment: "production".into(),
         target: Target::Nodes(plan.nodes().iter().map(|n| n.name.clone()).collect()),
@@ -219,7 +287,7 @@ fn random_spec(rng: &mut SmallRng, plan: &Plan) -> JobSpec {
         debug: false,
         trace: false,
         evaltrace: false,
-        description: Some("simulated".into()),
+        description: Some(request_id.into()),
         // Whatever a request claims, `apply` makes the token's user the owner.
         owner: porch_core::Actor {
             id: "forged".into(),

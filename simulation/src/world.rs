@@ -3,7 +3,8 @@
 //! simulation runner. Everything runs on one thread under tokio's paused clock.
 
 use crate::config::{Fault, SimConfig};
-use crate::invariants::{Execution, NodeView, StartEvidence};
+use crate::invariants::{AppliedSample, Execution, NodeView, StartEvidence};
+use crate::machine_clock::MachineClock;
 use crate::net::{MessageFaults, SimNet};
 use crate::trace::Trace;
 use porch_agent::runner::Runner;
@@ -11,7 +12,7 @@ use porch_agent::runner::simulate::SimulateRunner;
 use porch_agent::session::Agent;
 use porch_agent::spool::Spool;
 use porch_node::clock::Clock;
-use porch_node::config::{NodeConfig, RaftTimings};
+use porch_node::config::NodeConfig;
 use porch_node::membership::MemberChange;
 use porch_node::server::{Node, NodeEnv, build};
 use porch_raft::{AppliedView, SimDisk};
@@ -44,18 +45,22 @@ pub struct SimNode {
     pub id: u64,
     pub addr: String,
     pub disk: SimDisk,
+    /// The machine's wall clock (it outlives restarts, as the machine does).
+    pub clock: Arc<MachineClock>,
     pub node: Option<Node>,
     pub incarnation: u64,
 }
 
 pub struct SimAgent {
     pub certname: String,
+    pub clock: Arc<MachineClock>,
     pub spool_dir: PathBuf,
     pub task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct World {
     pub seed: u64,
+    knobs: crate::knobs::Knobs,
     /// The highest one-way latency between two datacenters, ms.
     worst_latency_ms: u64,
     runner: SimulateRunner,
@@ -70,6 +75,8 @@ pub struct World {
     /// The applied state of every node incarnation ever started (a crashed one's stays as it
     /// was): what was committed, for checking that agents only run committed decisions.
     pub all_views: Arc<Mutex<Vec<Arc<AppliedView>>>>,
+    /// Whose each of `all_views` is ("node 2 incarnation 3").
+    view_labels: Vec<String>,
     initial: BTreeMap<u64, String>,
 }
 
@@ -99,8 +106,13 @@ impl World {
             datacenter.insert(format!("agent{}", i + 1), i % config.datacenters);
         }
         net.set_topology(datacenter, config.latency_ms.clone());
+        let clock = Arc::new(SimClock {
+            start: tokio::time::Instant::now(),
+            epoch_ms: EPOCH_MS,
+        });
         World {
             seed,
+            knobs: config.knobs.clone(),
             worst_latency_ms: config
                 .latency_ms
                 .iter()
@@ -115,16 +127,19 @@ impl World {
                 failure_rate: config.run_failure_rate,
             },
             net,
-            clock: Arc::new(SimClock {
-                start: tokio::time::Instant::now(),
-                epoch_ms: EPOCH_MS,
-            }),
             nodes: initial
                 .iter()
                 .map(|(id, addr)| SimNode {
                     id: *id,
                     addr: addr.clone(),
-                    disk: SimDisk::new(),
+                    disk: {
+                        let disk = SimDisk::new();
+                        disk.set_flush_latency(Duration::from_millis(
+                            config.knobs.flush_latency_ms,
+                        ));
+                        disk
+                    },
+                    clock: Arc::new(MachineClock::new(clock.clone())),
                     node: None,
                     incarnation: 0,
                 })
@@ -132,6 +147,7 @@ impl World {
             agents: (1..=agents)
                 .map(|i| SimAgent {
                     certname: format!("agent{i}"),
+                    clock: Arc::new(MachineClock::new(clock.clone())),
                     spool_dir: spool_root.join(format!("agent{i}")),
                     task: None,
                 })
@@ -141,7 +157,9 @@ impl World {
             membership_busy: Arc::default(),
             rng: rand::SeedableRng::seed_from_u64(seed ^ 0xc11e_47),
             all_views: Arc::default(),
+            view_labels: Vec::new(),
             initial,
+            clock,
         }
     }
 
@@ -161,23 +179,15 @@ impl World {
             addr.clone(),
             self.initial.clone(),
         );
-        // As an operator of a multi-datacenter cluster must: raft RPCs time out after 3/4 of
-        // the heartbeat interval, so it must exceed twice the worst round trip.
-        let heartbeat_interval_ms = (4 * self.worst_latency_ms).max(100);
-        config.raft = RaftTimings {
-            heartbeat_interval_ms,
-            election_timeout_min_ms: 5 * heartbeat_interval_ms,
-            election_timeout_max_ms: 10 * heartbeat_interval_ms,
-            snapshot_every_logs: 50,
-            logs_kept_after_snapshot: 10,
-        };
+        self.knobs
+            .configure_node(&mut config, self.worst_latency_ms);
         config.runs_in_flight_max = RUNS_IN_FLIGHT_MAX;
         config.agent_unreachable_timeout = Duration::from_secs(10);
         config.request_timeout = Duration::from_secs(5);
         config.entropy = self.seed;
         let incarnation = self.nodes[index].incarnation + 1;
         let env = NodeEnv {
-            clock: self.clock.clone(),
+            clock: self.nodes[index].clock.clone(),
             dialer: self.net.node_dialer(&addr, incarnation),
             disk: Arc::new(self.nodes[index].disk.clone()),
             tls: None,
@@ -191,6 +201,8 @@ impl World {
             .map_err(|e| format!("node {id} did not start: {e}"))?;
         self.nodes[index].incarnation = incarnation;
         lock(&self.all_views).push(node.consensus.view.clone());
+        self.view_labels
+            .push(format!("node {id} incarnation {incarnation}"));
         self.net.up(&addr, incarnation, node.router.clone());
         self.nodes[index].node = Some(node);
         self.log(format!(
@@ -200,22 +212,30 @@ impl World {
         Ok(())
     }
 
-    pub async fn crash_node(&mut self, index: usize, lose_unflushed: bool) {
+    /// Stops node `index` at once. `power`: `None`, the process died and the machine kept
+    /// what it wrote; `Some(kept)`, the power went and its disk keeps only what was flushed
+    /// plus the first `kept` unflushed batches (a torn flush).
+    pub async fn crash_node(&mut self, index: usize, power: Option<usize>) {
         let Some(node) = self.nodes[index].node.take() else {
             return;
         };
         self.net.down(&self.nodes[index].addr);
-        node.shutdown().await;
-        if lose_unflushed {
-            self.nodes[index].disk.crash();
+        // The power goes before the process notices anything: flushes under way complete
+        // nothing, and the shutdown writes nothing.
+        if power.is_some() {
+            self.nodes[index].disk.power_off();
         }
+        node.shutdown().await;
+        let lost = power.map(|kept| (kept, self.nodes[index].disk.power_on(kept)));
         self.log(format!(
-            "node {} crashed{}",
+            "node {} {}",
             self.nodes[index].id,
-            if lose_unflushed {
-                " (unflushed writes lost)"
-            } else {
-                ""
+            match lost {
+                None => "crashed".to_string(),
+                Some((0, lost)) => format!("lost power ({lost} unflushed batches lost)"),
+                Some((kept, lost)) => {
+                    format!("lost power (torn: {kept} unflushed batches kept, {lost} lost)")
+                }
             }
         ));
     }
@@ -223,7 +243,7 @@ impl World {
     pub fn start_agent(&mut self, index: usize) -> Result<(), String> {
         let agent = &self.agents[index];
         let certname = agent.certname.clone();
-        let spool_clock = self.clock.clone();
+        let spool_clock = agent.clock.clone();
         let spool =
             Spool::open_with_clock(&agent.spool_dir, Arc::new(move || spool_clock.now_ms()))?;
         let mut urls: Vec<String> = self
@@ -281,6 +301,7 @@ impl World {
             tasks: porch_agent::task::TaskSupport::new(
                 agent.spool_dir.join(porch_agent::args::TASK_CACHE_DIR),
             ),
+            run_queue_max: self.knobs.agent_run_queue,
         });
         self.agents[index].task = Some(tokio::spawn(agent.run()));
         self.log(format!("{certname} up"));
@@ -417,6 +438,24 @@ impl World {
                     applied_index: applied.last_applied.map(|l| l.index).unwrap_or(0),
                     state: applied.cluster.clone(),
                 }
+            })
+            .collect()
+    }
+
+    /// What every node incarnation ever started (a crashed one's as it was when it died)
+    /// last applied.
+    pub fn applied_samples(&self) -> Vec<AppliedSample> {
+        lock(&self.all_views)
+            .iter()
+            .zip(&self.view_labels)
+            .filter_map(|(view, label)| {
+                let state = view.read();
+                state.last_applied.map(|log_id| AppliedSample {
+                    who: label.clone(),
+                    index: log_id.index,
+                    log_id: log_id.to_string(),
+                    clock_ms: state.cluster.clock_ms(),
+                })
             })
             .collect()
     }

@@ -4,6 +4,7 @@
 
 use porch_core::planted::{ALL_BUGS, Bug};
 use porch_simulation::config::{Fault, SimConfig};
+use porch_simulation::invariants::Violation;
 use porch_simulation::run::{Failure, run_seed};
 
 fn describe(failure: &Failure) -> String {
@@ -61,6 +62,37 @@ fn fixed_seed_range_passes_every_checker() {
     }
 }
 
+/// The seeds of `simulation/regression-seeds` (the first number of each line that is not a
+/// comment).
+fn regression_seeds() -> Vec<u64> {
+    include_str!("../regression-seeds")
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            line.parse()
+                .unwrap_or_else(|_| panic!("regression-seeds: '{line}' is not a seed"))
+        })
+        .collect()
+}
+
+#[test]
+fn every_seed_that_ever_failed_passes() {
+    let seeds = regression_seeds();
+    assert!(seeds.contains(&1601), "the list holds the known seeds");
+    for seed in seeds {
+        let drawn = SimConfig::for_seed(seed);
+        for (config, flag) in [(drawn.clone().classic(), " --classic"), (drawn, "")] {
+            if let Err(failure) = run_seed(&config) {
+                panic!(
+                    "regression seed {seed}: {}\nreplay: porch sim --seed {seed}{flag}",
+                    describe(&failure)
+                );
+            }
+        }
+    }
+}
+
 /// A scenario that gives `bug` the chance to show: the faults it needs, a few seconds more.
 fn scenario_for(bug: Bug, seed: u64) -> SimConfig {
     let mut config = SimConfig::for_seed(seed);
@@ -80,6 +112,26 @@ fn scenario_for(bug: Bug, seed: u64) -> SimConfig {
             config.jobs = 10;
         }
         Bug::DispatchBeforeCommit | Bug::IgnoreDependencyEdge => {}
+        Bug::AckBeforeFlush => {
+            // Flushes take time, and whole datacenters lose power often.
+            config.knobs.flush_latency_ms = 20;
+            config.faults.insert(Fault::PowerLoss, 0.3);
+            config.faults.remove(&Fault::TornFlush);
+            config.jobs = 12;
+        }
+        Bug::ClockFollowsLeader => {
+            config.faults.insert(Fault::ClockJump, 0.5);
+            config.faults.insert(Fault::LeaderTransfer, 0.3);
+        }
+        Bug::ReadWithoutBarrier => {
+            config.reads_per_s = 10.0;
+            config.faults.insert(Fault::Partition, 0.3);
+            config.faults.insert(Fault::Pause, 0.3);
+        }
+        Bug::ForgetDroppedRun => {
+            config.knobs.session_queue = 1;
+            config.liveness_ms = 60_000;
+        }
     }
     config
 }
@@ -92,6 +144,17 @@ fn expected_invariants(bug: Bug) -> &'static [&'static str] {
         Bug::RedispatchWithoutStatusQuery => &["no dispatch before commit", "once per transaction"],
         Bug::AcceptStaleReport => &["terminal states never change"],
         Bug::ExceedConcurrencyByOne => &["job concurrency"],
+        Bug::AckBeforeFlush => &[
+            "applied entries survive",
+            "acknowledged submissions survive",
+            "submissions apply once",
+            "linearizable history",
+            "replicas agree",
+        ],
+        Bug::ClockFollowsLeader => &["replicated clock never goes back"],
+        Bug::ReadWithoutBarrier => &["linearizable history"],
+        // A run dropped for good never ends: the liveness phase reports it.
+        Bug::ForgetDroppedRun => &["liveness"],
     }
 }
 
@@ -126,6 +189,13 @@ fn every_planted_bug_is_caught_within_a_bounded_number_of_seeds() {
         let caught =
             (1..=SEEDS_PER_BUG).find_map(|seed| match run_seed(&scenario_for(bug, seed)) {
                 Err(Failure::Violation { violation, .. }) => Some((seed, violation)),
+                Err(Failure::Liveness { detail, .. }) if bug == Bug::ForgetDroppedRun => Some((
+                    seed,
+                    Violation {
+                        invariant: "liveness",
+                        detail,
+                    },
+                )),
                 _ => None,
             });
         match caught {

@@ -3,14 +3,18 @@
 //! every acknowledged submission) and keeps whatever history its property needs.
 
 pub mod acknowledged_survive;
+pub mod applied_entries_survive;
 pub mod authorized;
 pub mod committed_before_dispatch;
 pub mod dependencies_finished;
 pub mod leader_per_term;
 pub mod limits;
+pub mod linearizable;
 pub mod once_per_transaction;
 pub mod replicas_agree;
+pub mod replicated_clock_forward;
 pub mod stopped_starts_nothing;
+pub mod submissions_apply_once;
 pub mod terminal_states;
 
 use porch_core::{ClusterState, JobId};
@@ -83,6 +87,16 @@ impl StartEvidence {
     }
 }
 
+/// The entry a node incarnation last applied, and the replicated clock after it.
+#[derive(Clone, Debug)]
+pub struct AppliedSample {
+    pub who: String,
+    pub index: u64,
+    /// The entry's log id (term, leader, index), as text.
+    pub log_id: String,
+    pub clock_ms: u64,
+}
+
 pub struct Observation<'a> {
     pub now_ms: u64,
     pub nodes: &'a [NodeView],
@@ -90,6 +104,10 @@ pub struct Observation<'a> {
     /// Every submission the clients made, with what was acknowledged.
     pub submissions: &'a [crate::workload::Submission],
     pub runs_in_flight_max: usize,
+    /// What each node incarnation ever started last applied.
+    pub applied: &'a [AppliedSample],
+    /// Every client operation with what it was told.
+    pub history: &'a [crate::history::Operation],
 }
 
 impl Observation<'_> {
@@ -128,6 +146,8 @@ pub fn parse_transaction(id: &str) -> Option<(u64, usize, u32)> {
 pub struct Checkers {
     leaders: leader_per_term::LeaderPerTerm,
     terminal: terminal_states::TerminalStates,
+    applied: applied_entries_survive::AppliedEntries,
+    clock: replicated_clock_forward::ReplicatedClock,
 }
 
 impl Checkers {
@@ -143,6 +163,8 @@ impl Checkers {
         limits::check(observation, &mut violations);
         authorized::check(observation, &mut violations);
         self.terminal.check(observation, &mut violations);
+        self.applied.check(observation, &mut violations);
+        self.clock.check(observation, &mut violations);
         violations
     }
 
@@ -153,6 +175,8 @@ impl Checkers {
         dependencies_finished::check(observation, &mut violations);
         stopped_starts_nothing::check(observation, &mut violations);
         acknowledged_survive::check(observation, &mut violations);
+        submissions_apply_once::check(observation, &mut violations);
+        linearizable::check(observation, &mut violations);
         violations
     }
 }
