@@ -310,10 +310,10 @@ mod tests {
         assert_eq!(disk.get(Tree::Log, b"d").unwrap(), None);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_flush_covers_only_earlier_writes_and_nothing_after_a_power_loss() {
         let disk = SimDisk::new();
-        disk.set_flush_latency(Duration::from_millis(10));
+        disk.set_flush_latency(Duration::from_millis(20));
         put(&disk, b"a");
         let flush = tokio::spawn(disk.flush());
         tokio::task::yield_now().await;

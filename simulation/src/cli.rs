@@ -56,8 +56,13 @@ pub struct SimArgs {
     /// raft timings and flush time instead of drawn ones, and only the fault kinds of then
     /// (no power loss, torn flush, disk failure or clock faults). Regression seeds replay
     /// their original scenario this way.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "buggify")]
     pub classic: bool,
+    /// Draw queue capacities, batch sizes, snapshot cadence, raft timings and flush time per
+    /// seed (often tiny), and switch on power loss, torn flushes, disk failures and clock
+    /// faults as the seed draws them.
+    #[arg(long)]
+    pub buggify: bool,
     /// Set one knob, `NAME=VALUE` (repeatable): session-queue, applied-broadcast,
     /// agent-run-queue, snapshot-every, logs-kept, payload, append, api-batch, flush-ms.
     #[arg(long = "knob", value_name = "NAME=VALUE")]
@@ -126,6 +131,9 @@ pub fn config_for(args: &SimArgs, seed: u64) -> Result<SimConfig, String> {
     }
     if args.classic {
         config = config.classic();
+    }
+    if args.buggify {
+        config = config.buggify();
     }
     for pair in &args.knobs {
         let (name, value) = pair
@@ -254,6 +262,9 @@ pub fn replay_command(args: &SimArgs, seed: u64) -> String {
     add("budget-seconds", args.budget_seconds.map(|v| v.to_string()));
     if args.classic {
         command.push_str(" --classic");
+    }
+    if args.buggify {
+        command.push_str(" --buggify");
     }
     for pair in &args.knobs {
         command.push_str(&format!(" --knob {pair}"));

@@ -82,7 +82,10 @@ fn every_seed_that_ever_failed_passes() {
     assert!(seeds.contains(&1601), "the list holds the known seeds");
     for seed in seeds {
         let drawn = SimConfig::for_seed(seed);
-        for (config, flag) in [(drawn.clone().classic(), " --classic"), (drawn, "")] {
+        for (config, flag) in [
+            (drawn.clone().classic(), " --classic"),
+            (drawn.buggify(), " --buggify"),
+        ] {
             if let Err(failure) = run_seed(&config) {
                 panic!(
                     "regression seed {seed}: {}\nreplay: porch sim --seed {seed}{flag}",
