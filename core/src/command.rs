@@ -178,6 +178,8 @@ pub enum Rejection {
     UnknownJob(JobId),
     #[error("the cluster id is already set")]
     ClusterIdAlreadySet,
+    #[error("invalid request: a cluster id must be 1-64 bytes")]
+    ClusterIdInvalid,
     #[error("the cluster id is not set yet")]
     ClusterIdNotSet,
     #[error("unknown transaction {0}")]
@@ -186,6 +188,8 @@ pub enum Rejection {
     Invalid(String),
     #[error("{0}")]
     Access(AccessRefusal),
+    #[error("invalid request: {0}")]
+    AccessChange(crate::access::AccessError),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -234,7 +234,7 @@ impl ClusterState {
             return Outcome::Rejected(Rejection::ClusterIdAlreadySet);
         }
         if cluster_id.is_empty() || cluster_id.len() > 64 {
-            return Outcome::Rejected(Rejection::Invalid("cluster id must be 1-64 bytes".into()));
+            return Outcome::Rejected(Rejection::ClusterIdInvalid);
         }
         self.cluster_id = Some(cluster_id);
         Outcome::Done

@@ -26,11 +26,12 @@ use serde::de::DeserializeOwned;
 
 /// The format this build writes, and the newest it reads. Version 2 (issue 15, tasks): a
 /// job's spec carries its task (`JobSpec::task`), a run's result its stderr
-/// (`RunResult::stderr`), and roles may hold `Permission::RunTask`.
-pub const FORMAT_VERSION: u16 = 2;
-/// The oldest format this build reads: version 1 records lack the fields version 2 added,
-/// and bincode cannot tell, so they are refused by name rather than misread.
-pub const FORMAT_VERSION_MIN: u16 = 2;
+/// (`RunResult::stderr`), and roles may hold `Permission::RunTask`. Version 3 (issue 13):
+/// refusals in the audit log hold the refused change or action as facts, not words.
+pub const FORMAT_VERSION: u16 = 3;
+/// The oldest format this build reads: older records lack what later versions added, and
+/// bincode cannot tell, so they are refused by name rather than misread.
+pub const FORMAT_VERSION_MIN: u16 = 3;
 /// Bytes before the payload.
 pub const HEADER_BYTES: usize = 7;
 
@@ -259,6 +260,17 @@ mod tests {
             message.contains(&format!("version {}", FORMAT_VERSION + 1))
                 && message.contains(&format!("up to {FORMAT_VERSION}")),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_record_older_than_this_build_reads_is_refused() {
+        let mut older = sealed();
+        restamp_version(&mut older, FORMAT_VERSION_MIN - 1);
+        let error = decode::<(String, u64, Vec<u8>)>(Kind::LogEntry, &older).unwrap_err();
+        assert!(
+            matches!(error, EnvelopeError::OlderVersion { .. }),
+            "{error}"
         );
     }
 

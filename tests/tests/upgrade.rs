@@ -2,7 +2,8 @@
 //! to this build. While versions are mixed, with either version leading, it replicates,
 //! installs snapshots on a lagging follower of the other version, elects after leader loss and
 //! catches up. Ignored by default: it needs the older build, which costs a full build; run it
-//! with `tests/upgrade.sh [COMMIT]`, which builds COMMIT once (cached under
+//! with `tests/upgrade.sh [COMMIT]` (default: the commit that set the current format version:
+//! builds of different format versions refuse each other's records by design), which builds COMMIT once (cached under
 //! `target/upgrade-old/`) and passes its binary in `PORCH_OLD_BIN`.
 
 use porch_tests::{Cluster, FAST, poll_until, porch_bin, wait_until};

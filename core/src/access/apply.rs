@@ -3,7 +3,7 @@
 //! the state the command applies to, and whose every attempt lands in the audit log.
 
 use super::permission::Action;
-use super::{AccessRefusal, Actor, Role, Token, User};
+use super::{AccessError, AccessRefusal, Actor, Role, Token, User};
 use crate::audit::{AuditAction, AuditRecord, AuditResult};
 use crate::command::{Command, Origin, Outcome, Rejection};
 use crate::job::Target;
@@ -179,11 +179,11 @@ impl ClusterState {
                 }
                 Ok(())
             }
-            other => Err(format!("not an access command: {other:?}")),
+            _ => Err(AccessError::NotAnAccessCommand),
         };
         match result {
             Ok(()) => Outcome::Done,
-            Err(why) => Outcome::Rejected(Rejection::Invalid(why)),
+            Err(why) => Outcome::Rejected(Rejection::AccessChange(why)),
         }
     }
 
@@ -219,14 +219,14 @@ impl ClusterState {
                 target: token_id,
                 result: match &result {
                     Ok(()) => AuditResult::Ok,
-                    Err(why) => AuditResult::Failed(Rejection::Invalid(why.clone())),
+                    Err(why) => AuditResult::Failed(Rejection::AccessChange(why.clone())),
                 },
             },
             now_ms,
         );
         match result {
             Ok(()) => Outcome::TokenIssued { expires_ms },
-            Err(why) => Outcome::Rejected(Rejection::Invalid(why)),
+            Err(why) => Outcome::Rejected(Rejection::AccessChange(why)),
         }
     }
 }
@@ -382,7 +382,7 @@ mod tests {
             None,
         );
         assert!(
-            matches!(again, Outcome::Rejected(Rejection::Invalid(_))),
+            matches!(again, Outcome::Rejected(Rejection::AccessChange(_))),
             "{again:?}"
         );
         assert!(state.access().user_by_login("admin2").is_none());
@@ -485,7 +485,7 @@ mod tests {
             Some("t-admin"),
         );
         assert!(
-            matches!(last, Outcome::Rejected(Rejection::Invalid(_))),
+            matches!(last, Outcome::Rejected(Rejection::AccessChange(_))),
             "{last:?}"
         );
         let gone = apply(

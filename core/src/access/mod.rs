@@ -77,8 +77,157 @@ pub enum AccessRefusal {
     TokenRevoked,
     #[error("wrong login or password")]
     AuthenticationFailed,
-    #[error("permission denied: {permission}")]
-    PermissionDenied { permission: String },
+    #[error("permission denied: {action}")]
+    PermissionDenied { action: DeniedAction },
+}
+
+/// Why a change to users, roles or tokens was refused, as facts (refusals are kept in the
+/// audit log, in the replicated state); the words come from `Display` when read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessError {
+    #[error("access control is already set up")]
+    AlreadySetUp,
+    #[error("login {login:?}: 1-64 letters, digits, '.', '_', '-' or '@'")]
+    BadLogin { login: String },
+    #[error("a user with login {login:?} exists")]
+    LoginTaken { login: String },
+    #[error("user id {id:?} is taken or empty")]
+    UserIdTaken { id: String },
+    #[error("at most {USERS_MAX} users")]
+    TooManyUsers,
+    #[error("no role named {name:?}")]
+    NoSuchRole { name: String },
+    #[error("no user with login {login:?}")]
+    NoSuchUser { login: String },
+    #[error("{login:?} is the last admin: give another user the admin role first")]
+    LastAdmin { login: String },
+    #[error("user index out of step")]
+    IndexOutOfStep,
+    #[error("role name {name:?}: 1-64 letters, digits, '.', '_', '-' or '@'")]
+    BadRoleName { name: String },
+    #[error("a role named {name:?} exists")]
+    RoleTaken { name: String },
+    #[error("at most {ROLES_MAX} roles")]
+    TooManyRoles,
+    #[error("{name:?} is a built-in role")]
+    BuiltinRole { name: String },
+    #[error("role {name:?} is held by {login:?}: take it away first")]
+    RoleHeld { name: String, login: String },
+    #[error("the user no longer exists")]
+    UserGone,
+    #[error("token id taken")]
+    TokenIdTaken,
+    #[error("unknown token (it may have expired long ago)")]
+    UnknownToken,
+    #[error("not an access command")]
+    NotAnAccessCommand,
+}
+
+/// What a refused caller asked to do, as facts (the audit log keeps refusals in the
+/// replicated state); [`std::fmt::Display`] words it when read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeniedAction {
+    View,
+    Admin,
+    Run {
+        environment: String,
+        application: Option<String>,
+        /// The first [`DENIED_NODES_KEPT`] planned nodes, and how many more there were.
+        nodes: Vec<String>,
+        more_nodes: u64,
+    },
+    RunTask {
+        environment: String,
+        task: String,
+        nodes: Vec<String>,
+        more_nodes: u64,
+    },
+}
+
+/// Planned nodes a refusal names (a job may plan thousands).
+pub const DENIED_NODES_KEPT: usize = 5;
+
+impl DeniedAction {
+    fn of(action: &Action<'_>) -> DeniedAction {
+        match action {
+            Action::View => DeniedAction::View,
+            Action::Admin => DeniedAction::Admin,
+            Action::Run {
+                environment,
+                target,
+                nodes,
+            } => DeniedAction::Run {
+                environment: environment.to_string(),
+                application: match target {
+                    Target::Application(app) => Some(app.clone()),
+                    _ => None,
+                },
+                nodes: nodes
+                    .iter()
+                    .take(DENIED_NODES_KEPT)
+                    .map(|n| n.to_string())
+                    .collect(),
+                more_nodes: nodes.len().saturating_sub(DENIED_NODES_KEPT) as u64,
+            },
+            Action::RunTask {
+                environment,
+                task,
+                nodes,
+            } => DeniedAction::RunTask {
+                environment: environment.to_string(),
+                task: task.to_string(),
+                nodes: nodes
+                    .iter()
+                    .take(DENIED_NODES_KEPT)
+                    .map(|n| n.to_string())
+                    .collect(),
+                more_nodes: nodes.len().saturating_sub(DENIED_NODES_KEPT) as u64,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeniedAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeniedAction::View => f.write_str("view"),
+            DeniedAction::Admin => f.write_str("admin"),
+            DeniedAction::Run {
+                environment,
+                application,
+                nodes,
+                more_nodes,
+            } => {
+                write!(f, "run in environment {environment}")?;
+                if let Some(app) = application {
+                    write!(f, " application {app}")?;
+                }
+                write!(f, " on {}", nodes.join(", "))?;
+                if *more_nodes > 0 {
+                    write!(f, " and {more_nodes} more")?;
+                }
+                Ok(())
+            }
+            DeniedAction::RunTask {
+                environment,
+                task,
+                nodes,
+                more_nodes,
+            } => {
+                write!(
+                    f,
+                    "run_task {task} in environment {environment} on {}",
+                    nodes.join(", ")
+                )?;
+                if *more_nodes > 0 {
+                    write!(f, " and {more_nodes} more")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Who did something, as the audit log and job owners name them.
@@ -175,16 +324,16 @@ impl AccessState {
             Ok(())
         } else {
             Err(AccessRefusal::PermissionDenied {
-                permission: describe_action(action),
+                action: DeniedAction::of(action),
             })
         }
     }
 
     /// Creates the built-in roles and the first admin. Only on an empty user table: a second
     /// bootstrap (a restarted initialiser, a replayed entry) changes nothing.
-    pub fn bootstrap(&mut self, admin: NewUser, now_ms: u64) -> Result<(), String> {
+    pub fn bootstrap(&mut self, admin: NewUser, now_ms: u64) -> Result<(), AccessError> {
         if self.is_bootstrapped() {
-            return Err("access control is already set up".into());
+            return Err(AccessError::AlreadySetUp);
         }
         for role in builtin_roles() {
             self.roles.insert(role.name.clone(), role);
@@ -192,21 +341,18 @@ impl AccessState {
         self.add_user(admin, now_ms)
     }
 
-    pub fn add_user(&mut self, new: NewUser, now_ms: u64) -> Result<(), String> {
+    pub fn add_user(&mut self, new: NewUser, now_ms: u64) -> Result<(), AccessError> {
         if !valid_name(&new.login) {
-            return Err(format!(
-                "login {:?}: 1-64 letters, digits, '.', '_', '-' or '@'",
-                new.login
-            ));
+            return Err(AccessError::BadLogin { login: new.login });
         }
         if self.logins.contains_key(&new.login) {
-            return Err(format!("a user with login {:?} exists", new.login));
+            return Err(AccessError::LoginTaken { login: new.login });
         }
         if self.users.contains_key(&new.id) || new.id.is_empty() {
-            return Err(format!("user id {:?} is taken or empty", new.id));
+            return Err(AccessError::UserIdTaken { id: new.id });
         }
         if self.users.len() >= USERS_MAX {
-            return Err(format!("at most {USERS_MAX} users"));
+            return Err(AccessError::TooManyUsers);
         }
         self.check_roles_exist(&new.roles)?;
         self.logins.insert(new.login.clone(), new.id.clone());
@@ -224,9 +370,11 @@ impl AccessState {
         Ok(())
     }
 
-    fn check_roles_exist(&self, roles: &[String]) -> Result<(), String> {
+    fn check_roles_exist(&self, roles: &[String]) -> Result<(), AccessError> {
         match roles.iter().find(|r| !self.roles.contains_key(*r)) {
-            Some(missing) => Err(format!("no role named {missing:?}")),
+            Some(missing) => Err(AccessError::NoSuchRole {
+                name: missing.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -236,23 +384,25 @@ impl AccessState {
         login: &str,
         password_hash: Option<String>,
         roles: Option<Vec<String>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), AccessError> {
         if let Some(roles) = &roles {
             self.check_roles_exist(roles)?;
         }
         let id = self
             .logins
             .get(login)
-            .ok_or_else(|| format!("no user with login {login:?}"))?
+            .ok_or_else(|| AccessError::NoSuchUser {
+                login: login.to_string(),
+            })?
             .clone();
         if let Some(roles) = &roles {
             if !roles.iter().any(|r| r == ADMIN) && self.is_last_admin(&id) {
-                return Err(format!(
-                    "{login:?} is the last admin: give another user the admin role first"
-                ));
+                return Err(AccessError::LastAdmin {
+                    login: login.to_string(),
+                });
             }
         }
-        let user = self.users.get_mut(&id).ok_or("user index out of step")?;
+        let user = self.users.get_mut(&id).ok_or(AccessError::IndexOutOfStep)?;
         if let Some(hash) = password_hash {
             user.password_hash = hash;
         }
@@ -272,16 +422,18 @@ impl AccessState {
     }
 
     /// Removes the user and every token it holds.
-    pub fn remove_user(&mut self, login: &str) -> Result<(), String> {
+    pub fn remove_user(&mut self, login: &str) -> Result<(), AccessError> {
         let id = self
             .logins
             .get(login)
-            .ok_or_else(|| format!("no user with login {login:?}"))?
+            .ok_or_else(|| AccessError::NoSuchUser {
+                login: login.to_string(),
+            })?
             .clone();
         if self.is_last_admin(&id) {
-            return Err(format!(
-                "{login:?} is the last admin: give another user the admin role first"
-            ));
+            return Err(AccessError::LastAdmin {
+                login: login.to_string(),
+            });
         }
         self.logins.remove(login);
         self.users.remove(&id);
@@ -289,48 +441,51 @@ impl AccessState {
         Ok(())
     }
 
-    pub fn add_role(&mut self, mut role: Role) -> Result<(), String> {
+    pub fn add_role(&mut self, mut role: Role) -> Result<(), AccessError> {
         if !valid_name(&role.name) {
-            return Err(format!(
-                "role name {:?}: 1-64 letters, digits, '.', '_', '-' or '@'",
-                role.name
-            ));
+            return Err(AccessError::BadRoleName { name: role.name });
         }
         if self.roles.contains_key(&role.name) {
-            return Err(format!("a role named {:?} exists", role.name));
+            return Err(AccessError::RoleTaken { name: role.name });
         }
         if self.roles.len() >= ROLES_MAX {
-            return Err(format!("at most {ROLES_MAX} roles"));
+            return Err(AccessError::TooManyRoles);
         }
         role.builtin = false;
         self.roles.insert(role.name.clone(), role);
         Ok(())
     }
 
-    pub fn remove_role(&mut self, name: &str) -> Result<(), String> {
+    pub fn remove_role(&mut self, name: &str) -> Result<(), AccessError> {
         match self.roles.get(name) {
-            None => return Err(format!("no role named {name:?}")),
+            None => {
+                return Err(AccessError::NoSuchRole {
+                    name: name.to_string(),
+                });
+            }
             Some(role) if role.builtin => {
-                return Err(format!("{name:?} is a built-in role"));
+                return Err(AccessError::BuiltinRole {
+                    name: name.to_string(),
+                });
             }
             Some(_) => {}
         }
         if let Some(user) = self.users.values().find(|u| u.roles.contains(name)) {
-            return Err(format!(
-                "role {name:?} is held by {:?}: take it away first",
-                user.login
-            ));
+            return Err(AccessError::RoleHeld {
+                name: name.to_string(),
+                login: user.login.clone(),
+            });
         }
         self.roles.remove(name);
         Ok(())
     }
 
-    pub fn issue_token(&mut self, token: Token) -> Result<(), String> {
+    pub fn issue_token(&mut self, token: Token) -> Result<(), AccessError> {
         if !self.users.contains_key(&token.user_id) {
-            return Err("the user no longer exists".into());
+            return Err(AccessError::UserGone);
         }
         if self.tokens.contains_key(&token.id) {
-            return Err("token id taken".into());
+            return Err(AccessError::TokenIdTaken);
         }
         let now_ms = token.issued_ms;
         self.tokens
@@ -359,58 +514,13 @@ impl AccessState {
         Ok(())
     }
 
-    pub fn revoke_token(&mut self, token_id: &str) -> Result<(), String> {
+    pub fn revoke_token(&mut self, token_id: &str) -> Result<(), AccessError> {
         let token = self
             .tokens
             .get_mut(token_id)
-            .ok_or("unknown token (it may have expired long ago)")?;
+            .ok_or(AccessError::UnknownToken)?;
         token.revoked = true;
         Ok(())
-    }
-}
-
-fn describe_action(action: &Action<'_>) -> String {
-    match action {
-        Action::View => "view".into(),
-        Action::Admin => "admin".into(),
-        Action::Run {
-            environment,
-            target,
-            nodes,
-        } => {
-            let shown: Vec<&str> = nodes.iter().take(5).copied().collect();
-            let more = nodes.len().saturating_sub(shown.len());
-            let target = match target {
-                Target::Application(app) => format!(" application {app}"),
-                _ => String::new(),
-            };
-            format!(
-                "run in environment {environment}{target} on {}{}",
-                shown.join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
-            )
-        }
-        Action::RunTask {
-            environment,
-            task,
-            nodes,
-        } => {
-            let shown: Vec<&str> = nodes.iter().take(5).copied().collect();
-            let more = nodes.len().saturating_sub(shown.len());
-            format!(
-                "run_task {task} in environment {environment} on {}{}",
-                shown.join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
-            )
-        }
     }
 }
 

@@ -97,7 +97,7 @@ pub fn refusal_error(refusal: &AccessRefusal, actor: Option<&Actor>) -> ApiError
             "puppetlabs.rbac/authentication-failed",
             "The login or password is incorrect".to_string(),
         ),
-        AccessRefusal::PermissionDenied { permission } => (
+        AccessRefusal::PermissionDenied { action: permission } => (
             StatusCode::FORBIDDEN,
             "puppetlabs.rbac/permission-denied",
             match actor {

@@ -39,6 +39,7 @@ fn outcome_error(outcome: Outcome, principal: Option<&Principal>) -> ApiError {
             refusal_error(&refusal, principal.map(|p| &p.actor))
         }
         Outcome::Rejected(Rejection::Invalid(why)) => ApiError::validation(why),
+        Outcome::Rejected(Rejection::AccessChange(why)) => ApiError::validation(why.to_string()),
         other => ApiError::internal(format!("unexpected outcome: {other:?}")),
     }
 }
