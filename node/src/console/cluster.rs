@@ -1,4 +1,4 @@
-//! The cluster page: every member with its role, term, indices, lag and last contact, the
+//! The cluster page: every member with its role, datacenter, term, indices, lag and last contact, the
 //! leader, connected agents, and a log of role changes that the script fills from each
 //! member's own live view (`/console/live/node`), so an election shows as it happens.
 
@@ -52,7 +52,7 @@ pub async fn show(State(console): State<Arc<ConsoleState>>, request: Request) ->
             &format!("The leader's view is not available: {}", failure.msg),
         ));
     }
-    body.push_str("<div class=\"scroll\"><table id=\"members\" class=\"members\"><caption class=\"sr\">Members</caption><thead><tr><th scope=\"col\">Node</th><th scope=\"col\">Address</th><th scope=\"col\">Role</th><th scope=\"col\">Term</th><th scope=\"col\">Leader seen</th><th scope=\"col\">Last log</th><th scope=\"col\">Commit</th><th scope=\"col\">Applied</th><th scope=\"col\">Lag</th><th scope=\"col\">Last contact</th><th scope=\"col\">Agents</th></tr></thead><tbody>");
+    body.push_str("<div class=\"scroll\"><table id=\"members\" class=\"members\"><caption class=\"sr\">Members</caption><thead><tr><th scope=\"col\">Node</th><th scope=\"col\">Address</th><th scope=\"col\">Role</th><th scope=\"col\">Datacenter</th><th scope=\"col\">Term</th><th scope=\"col\">Leader seen</th><th scope=\"col\">Last log</th><th scope=\"col\">Commit</th><th scope=\"col\">Applied</th><th scope=\"col\">Lag</th><th scope=\"col\">Last contact</th><th scope=\"col\">Agents</th></tr></thead><tbody>");
     let leader_members: Vec<Value> = leader_view
         .as_ref()
         .ok()
@@ -73,10 +73,11 @@ pub async fn show(State(console): State<Arc<ConsoleState>>, request: Request) ->
         };
         let _ = write!(
             body,
-            "<tr id=\"member-{id}\" data-url=\"{url}\" class=\"r-{rolec}\"><th scope=\"row\">{id}</th><td><a href=\"{url}/console/cluster\">{url}</a></td><td class=\"role\">{role}</td><td class=\"term\">{term}</td><td class=\"leader\">{leader}</td><td class=\"log\">{log}</td><td class=\"commit\">{commit}</td><td class=\"applied\">{applied}</td><td class=\"lag\">{lag}</td><td class=\"contact\">{contact}</td><td class=\"agents\">{agents}</td></tr>",
+            "<tr id=\"member-{id}\" data-url=\"{url}\" class=\"r-{rolec}\"><th scope=\"row\">{id}</th><td><a href=\"{url}/console/cluster\">{url}</a></td><td class=\"role\">{role}</td><td class=\"datacenter\">{datacenter}</td><td class=\"term\">{term}</td><td class=\"leader\">{leader}</td><td class=\"log\">{log}</td><td class=\"commit\">{commit}</td><td class=\"applied\">{applied}</td><td class=\"lag\">{lag}</td><td class=\"contact\">{contact}</td><td class=\"agents\">{agents}</td></tr>",
             url = escape(url.as_str().unwrap_or("")),
             rolec = escape(role.as_str().unwrap_or("unknown")),
             role = cell(&role),
+            datacenter = cell(&from_leader["datacenter"]),
             term = if mine {
                 cell(&own["term"])
             } else {
@@ -100,7 +101,7 @@ pub async fn show(State(console): State<Arc<ConsoleState>>, request: Request) ->
             applied = if mine {
                 cell(&own["applied_index"])
             } else {
-                cell(&from_leader["last_applied_index"])
+                cell(&from_leader["applied_index"])
             },
             lag = cell(&from_leader["lag"]),
             contact = if mine {
