@@ -4,6 +4,8 @@
 //! - [`command`]: what the replicated log carries ([`Request`] = command + leader time) and the
 //!   [`Outcome`] of applying it.
 //! - [`state`]: [`ClusterState::apply`], the deterministic state machine every replica runs.
+//! - [`start_rule`]: the one rule deciding whether a run may start, which both the
+//!   [`scheduler`] (deciding) and `apply` (re-checking the decision) call.
 //! - [`job`], [`node_run`], [`inventory`]: the records the state holds.
 //! - [`restore`]: what a cluster restored from a backup keeps of the backed-up state.
 //! - [`task`]: what a task job runs (file hash, checked parameters).
@@ -24,6 +26,7 @@ pub mod planted;
 pub mod request_log;
 pub mod restore;
 pub mod scheduler;
+pub mod start_rule;
 pub mod state;
 pub mod task;
 

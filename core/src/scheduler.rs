@@ -3,17 +3,15 @@
 //! `StartRuns` command, and only once that is committed and applied do runs start (and
 //! `ClusterState::apply` re-checks every rule, so a decision made on stale state is refused).
 //!
-//! Rules (spec: PE job semantics):
-//! - a node starts only when every predecessor in the plan has *finished*;
-//! - at most `concurrency` runs of one job in flight; at most `runs_in_flight_max` over all;
-//! - a node never runs two runs at once, even for two jobs;
-//! - older jobs first (FIFO by job id), and within a job, plan order.
+//! Whether a run may start is [`crate::start_rule`]'s one rule, which `apply` calls too. This
+//! file only decides the order (older jobs first — FIFO by job id — and within a job, plan
+//! order) and bounds a command's size.
 
 use crate::command::RunStart;
 use crate::ids::JobId;
-use crate::job::{Job, JobState};
+use crate::job::Job;
 use crate::node_run::NodeState;
-use crate::planted::{self, Bug};
+use crate::start_rule::{Occupancy, StartRefusal, start_refusal};
 use crate::state::ClusterState;
 use std::collections::BTreeSet;
 
@@ -32,22 +30,6 @@ impl Default for SchedulerLimits {
             starts_per_command_max: 1000,
         }
     }
-}
-
-/// A job's concurrency limit as enforced (one more with a planted bug).
-pub(crate) fn concurrency_limit(concurrency: u32) -> usize {
-    if planted::active(Bug::ExceedConcurrencyByOne) {
-        return concurrency as usize + 1;
-    }
-    concurrency as usize
-}
-
-/// The dependencies that must have finished (all but the first with a planted bug).
-pub(crate) fn dependencies_checked(depends_on: &[u32]) -> &[u32] {
-    if planted::active(Bug::IgnoreDependencyEdge) && !depends_on.is_empty() {
-        return &depends_on[1..];
-    }
-    depends_on
 }
 
 /// The runs that may start now.
@@ -91,50 +73,45 @@ struct Budget<'a> {
     starts: Vec<RunStart>,
 }
 
-/// Adds `job`'s startable runs to `budget`; false once a cluster-wide limit is reached.
+/// Adds `job`'s startable runs to `budget`, each judged by [`start_refusal`] as `apply` will
+/// judge it; false once the cluster-wide cap or the command's size is reached.
 fn job_starts<'a>(
     state: &ClusterState,
     job: &'a Job,
     limits: &SchedulerLimits,
     budget: &mut Budget<'a>,
 ) -> bool {
-    if !matches!(job.state(), JobState::Ready | JobState::Running) {
-        return true;
-    }
-    let mut in_flight_job = job.runs_in_flight();
+    let mut job_runs_in_flight = job.runs_in_flight();
     for (index, run) in job.runs.iter().enumerate() {
-        if budget.in_flight_total >= limits.runs_in_flight_max
-            || budget.starts.len() >= limits.starts_per_command_max
-        {
+        if budget.starts.len() >= limits.starts_per_command_max {
             return false;
-        }
-        if job
-            .spec
-            .concurrency
-            .is_some_and(|c| in_flight_job >= concurrency_limit(c))
-        {
-            break;
         }
         if run.state != NodeState::New {
             continue;
         }
-        let node = &job.plan.nodes()[index];
-        let ready = dependencies_checked(&node.depends_on)
-            .iter()
-            .all(|&dep| job.runs[dep as usize].state == NodeState::Finished);
-        if !ready
-            || state.busy_nodes().contains_key(&node.name)
-            || budget.claimed_nodes.contains(node.name.as_str())
-        {
-            continue;
-        }
-        budget.claimed_nodes.insert(&node.name);
-        budget.starts.push(RunStart {
+        let start = RunStart {
             job_id: job.id,
             node_index: index as u32,
             attempt: run.attempt + 1,
-        });
-        in_flight_job += 1;
+        };
+        let claimed = &budget.claimed_nodes;
+        let node_busy =
+            |name: &str| state.busy_nodes().contains_key(name) || claimed.contains(name);
+        let occupancy = Occupancy {
+            runs_in_flight: budget.in_flight_total,
+            runs_in_flight_max: Some(limits.runs_in_flight_max),
+            job_runs_in_flight,
+            node_busy: &node_busy,
+        };
+        match start_refusal(job, &start, &occupancy) {
+            None => {}
+            Some(StartRefusal::ClusterCapReached) => return false,
+            Some(refusal) if refusal.refuses_whole_job() => return true,
+            Some(_) => continue,
+        }
+        budget.claimed_nodes.insert(&job.plan.nodes()[index].name);
+        budget.starts.push(start);
+        job_runs_in_flight += 1;
         budget.in_flight_total += 1;
     }
     true
@@ -179,7 +156,7 @@ mod tests {
     use super::*;
     use crate::command::{Command, Outcome, Request, RunOutcome};
     use crate::ids::JobId;
-    use crate::job::{JobSpec, Target};
+    use crate::job::{JobSpec, JobState, Target};
     use crate::node_run::RunResult;
     use crate::plan::{Plan, PlannedNode};
 

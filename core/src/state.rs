@@ -16,6 +16,7 @@ use crate::job::{EventKind, Job, JobEvent, JobSpec, JobState};
 use crate::node_run::{NodeRun, NodeState, RESULT_MESSAGE_BYTES_MAX, SkipCause, truncate_utf8};
 use crate::plan::Plan;
 use crate::request_log::RequestLog;
+use crate::start_rule::{Occupancy, StartRefusal, start_refusal};
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -318,36 +319,27 @@ impl ClusterState {
         )
     }
 
-    /// Why `start` cannot start now, or `None` if it can.
-    pub fn start_refusal(&self, start: &RunStart) -> Option<&'static str> {
+    /// Why `start` cannot start now with at most `runs_in_flight_max` runs in flight, or
+    /// `None` if it can: [`start_refusal`] against this state.
+    pub fn start_refusal(
+        &self,
+        start: &RunStart,
+        runs_in_flight_max: Option<usize>,
+    ) -> Option<StartRefusal> {
         let Some(job) = self.jobs.get(&start.job_id) else {
-            return Some("unknown job");
+            return Some(StartRefusal::UnknownJob);
         };
-        if !matches!(job.state(), JobState::Ready | JobState::Running) {
-            return Some("job is not running");
-        }
-        let Some(run) = job.runs.get(start.node_index as usize) else {
-            return Some("no such node in the plan");
-        };
-        if run.state != NodeState::New || start.attempt != run.attempt + 1 {
-            return Some("stale decision");
-        }
-        let node = &job.plan.nodes()[start.node_index as usize];
-        if crate::scheduler::dependencies_checked(&node.depends_on)
-            .iter()
-            .any(|&dep| job.runs[dep as usize].state != NodeState::Finished)
-        {
-            return Some("a dependency has not finished");
-        }
-        if let Some(limit) = job.spec.concurrency {
-            if job.runs_in_flight() >= crate::scheduler::concurrency_limit(limit) {
-                return Some("job concurrency reached");
-            }
-        }
-        if self.busy_nodes.contains_key(&node.name) {
-            return Some("node is running another job");
-        }
-        None
+        let node_busy = |name: &str| self.busy_nodes.contains_key(name);
+        start_refusal(
+            job,
+            start,
+            &Occupancy {
+                runs_in_flight: self.in_flight.len(),
+                runs_in_flight_max,
+                job_runs_in_flight: job.runs_in_flight(),
+                node_busy: &node_busy,
+            },
+        )
     }
 
     fn start_runs(&mut self, runs: Vec<RunStart>, runs_in_flight_max: Option<u32>) -> Outcome {
@@ -358,8 +350,8 @@ impl ClusterState {
         Outcome::RunsStarted { started, refused }
     }
 
-    /// Starts every decision that passes `start_refusal` while fewer than `runs_in_flight_max`
-    /// runs are in flight; returns the started and the count refused. The cluster id must be set.
+    /// Starts every decision that passes [`start_refusal`] (with at most `runs_in_flight_max`
+    /// runs in flight); returns the started and the count refused. The cluster id must be set.
     fn start_checked(
         &mut self,
         runs: Vec<RunStart>,
@@ -369,8 +361,10 @@ impl ClusterState {
         let mut started = Vec::new();
         let mut refused = 0u32;
         for start in runs {
-            let capped = runs_in_flight_max.is_some_and(|cap| self.in_flight.len() >= cap as usize);
-            if capped || self.start_refusal(&start).is_some() {
+            if self
+                .start_refusal(&start, runs_in_flight_max.map(|cap| cap as usize))
+                .is_some()
+            {
                 refused += 1;
                 continue;
             }
