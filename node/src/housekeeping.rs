@@ -1,6 +1,7 @@
 //! Work only the leader does on a timer: give a new cluster its id, and keep history bounded
 //! (retention by age and by count, decided here and carried out by `apply` on every replica).
-//! (The scheduler, which also runs only on the leader, lives in `scheduler_loop`.)
+//! (The scheduler and unreachable expiry, which also run only on the leader, are reactions:
+//! `crate::reaction`.)
 
 use crate::consensus::Consensus;
 use porch_core::Command;

@@ -9,6 +9,9 @@
 //! - [`planner`]: a job's target resolved into its plan, once, before proposing; `--query`
 //!   targets through [`puppetdb`] (`--puppetdb-url`) or, without it, [`query`]'s certname matcher.
 //! - [`access`]: tokens, the caller of each request, the first admin, audit batching.
+//! - [`reaction`]: the node's reactions — delivery of committed starts to local agents, the
+//!   leader's scheduling and unreachable expiry, session reconciliation — as one pure step
+//!   returning effects, and the one driver that carries them out.
 //! - [`housekeeping`]: leader-only timers.
 //!
 //! Data flow of a submission: HTTP `POST /command/deploy` on any node → validated, plan
@@ -32,6 +35,6 @@ pub mod peer_auth;
 pub mod planner;
 pub mod puppetdb;
 pub mod query;
-pub mod scheduler_loop;
+pub mod reaction;
 pub mod server;
 pub mod tasks;

@@ -11,6 +11,8 @@ use crate::config::NodeConfig;
 use crate::consensus::Consensus;
 use crate::identity::{self, DataDirState};
 use crate::peer_auth::{PeerPolicy, require_member};
+use crate::reaction::LeaderDuties;
+use crate::reaction::driver::Reactor;
 use crate::tasks::TaskGroup;
 use porch_agent::proto::agent_sessions_server::AgentSessionsServer;
 use porch_core::scheduler::SchedulerLimits;
@@ -162,9 +164,22 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
     let registry = Arc::new(Registry::new(config.capacities.session_queue));
     let tasks = Arc::new(TaskGroup::default());
     tasks.spawn(audit.run(consensus.clone(), audit_queue));
+    let reactor = Arc::new(Reactor::new(
+        consensus.clone(),
+        registry.clone(),
+        tasks.clone(),
+        LeaderDuties {
+            limits: SchedulerLimits {
+                runs_in_flight_max: config.runs_in_flight_max,
+                ..SchedulerLimits::default()
+            },
+            unreachable_timeout_ms: config.agent_unreachable_timeout.as_millis() as u64,
+        },
+    ));
     let sessions = tonic::service::Routes::new(AgentSessionsServer::new(SessionService::new(
         consensus.clone(),
         registry.clone(),
+        reactor.clone(),
         AGENT_HEARTBEAT_INTERVAL,
         tasks.clone(),
         !config.insecure_http,
@@ -226,10 +241,6 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         "/porch.agent.v1.AgentSessions/{*method}",
         sessions.into_service(),
     );
-    let limits = SchedulerLimits {
-        runs_in_flight_max: config.runs_in_flight_max,
-        ..SchedulerLimits::default()
-    };
     tasks.spawn(crate::housekeeping::run(
         consensus.clone(),
         config.entropy,
@@ -238,16 +249,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
             ended_kept_max: config.jobs_kept_max,
         },
     ));
-    tasks.spawn(crate::scheduler_loop::run(
-        consensus.clone(),
-        registry.clone(),
-        limits,
-        config.agent_unreachable_timeout,
-    ));
-    tasks.spawn(crate::agents::delivery::run(
-        consensus.view.clone(),
-        registry,
-    ));
+    tasks.spawn(reactor.run());
     if let Some(datacenter) = &config.datacenter {
         tasks.spawn(crate::membership::keep_own_label(
             consensus.clone(),

@@ -4,10 +4,10 @@
 //! - [`session`]: the gRPC `AgentSessions.Session` stream: hello, inventory commands,
 //!   reconciliation after (re)connect, results proposed to raft and acknowledged.
 //! - [`task_files`]: task files served to agents by content hash.
-//! - [`delivery`]: watches applied outcomes and sends `RunRequest`s for runs whose agent is
-//!   connected here — only after the start is committed and applied.
+//!
+//! What the node sends its agents and when (committed starts, status queries) is decided by
+//! `crate::reaction`, from [`run_request`] and [`in_flight_for`] here.
 
-pub mod delivery;
 pub mod registry;
 pub mod session;
 pub mod task_files;

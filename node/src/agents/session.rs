@@ -4,9 +4,10 @@
 //! 1. the agent's `Hello` names its certname; a newer session for that certname supersedes
 //!    an older one here; `Welcome` answers;
 //! 2. the node commits `AgentConnected` (inventory; retried until committed);
-//! 3. reconciliation: the node asks the agent for the status of every run of that certname
-//!    still in flight in the applied state, and re-sends only the runs the agent never saw —
-//!    so a failover or a reconnect never loses a run and never runs one twice;
+//! 3. reconciliation (`crate::reaction`): the node asks the agent for the status of every run
+//!    of that certname still in flight in the applied state, and re-sends only the runs the
+//!    agent never saw — so a failover or a reconnect never loses a run and never runs one
+//!    twice; the same when a message was dropped for a full queue;
 //! 4. results are committed as `ReportRun` (request id = transaction id, so a result sent twice
 //!    applies once) and acknowledged to the agent only after they are committed;
 //! 5. on loss (stream end, 3 missed heartbeats) the node commits `AgentDisconnected`.
@@ -15,17 +16,16 @@
 //! next heartbeat with a `Refused` naming the drain: the agent moves to its next URL, where
 //! step 3 picks up its runs in flight.
 
-use super::in_flight_for;
 use super::registry::{Registry, SessionSender};
-use super::run_request;
 use crate::consensus::Consensus;
+use crate::reaction::Stimulus;
+use crate::reaction::driver::Reactor;
 use crate::tasks::TaskGroup;
 use futures::Stream;
 use porch_agent::proto::agent_sessions_server::AgentSessions;
 use porch_agent::proto::{
-    AgentMessage, Heartbeat, Refused, ResultAck, RunResult, ServerMessage, StatusQuery,
-    StatusReply, TaskFile, TaskFileRequest, Welcome, agent_message, run_result,
-    server_message::Kind, transaction_status,
+    AgentMessage, Heartbeat, Refused, ResultAck, RunResult, ServerMessage, StatusReply, TaskFile,
+    TaskFileRequest, Welcome, agent_message, run_result, server_message::Kind, transaction_status,
 };
 use porch_core::node_run::RESULT_MESSAGE_BYTES_MAX;
 use porch_core::plan::is_valid_certname;
@@ -50,6 +50,7 @@ pub struct SessionService {
     consensus: Arc<Consensus>,
     tasks: Arc<TaskGroup>,
     registry: Arc<Registry>,
+    reactor: Arc<Reactor>,
     heartbeat_interval: Duration,
     boot_ms: u64,
     next_session: AtomicU64,
@@ -66,6 +67,7 @@ impl SessionService {
     pub fn new(
         consensus: Arc<Consensus>,
         registry: Arc<Registry>,
+        reactor: Arc<Reactor>,
         heartbeat_interval: Duration,
         tasks: Arc<TaskGroup>,
         require_certificates: bool,
@@ -80,6 +82,7 @@ impl SessionService {
             consensus,
             tasks,
             registry,
+            reactor,
             heartbeat_interval,
             boot_ms,
             next_session: AtomicU64::new(0),
@@ -207,6 +210,7 @@ impl AgentSessions for SessionService {
             consensus: self.consensus.clone(),
             tasks: self.tasks.clone(),
             registry: self.registry.clone(),
+            reactor: self.reactor.clone(),
             certname: hello.certname,
             session,
             session_id,
@@ -225,6 +229,7 @@ struct SessionDriver {
     consensus: Arc<Consensus>,
     tasks: Arc<TaskGroup>,
     registry: Arc<Registry>,
+    reactor: Arc<Reactor>,
     certname: String,
     /// Cluster-unique session name, recorded in the inventory.
     session: String,
@@ -256,7 +261,9 @@ impl SessionDriver {
                 this.commit_with_retry(command).await;
             });
         }
-        this.reconcile();
+        this.reactor.react(Stimulus::SessionOpened {
+            certname: &this.certname,
+        });
         let mut heartbeat = tokio::time::interval(this.heartbeat_interval);
         let mut sequence = 0u64;
         let silence_max = this.heartbeat_interval * 3;
@@ -303,12 +310,10 @@ impl SessionDriver {
                     if !this.registry.is_current(&this.certname, this.session_id) {
                         break; // superseded by a newer session
                     }
-                    if this.tx.take_overflow()
-                        && !porch_core::planted::active(porch_core::planted::Bug::ForgetDroppedRun)
-                    {
-                        // A message was dropped for a full queue (perhaps a run start): ask
-                        // about every run in flight; the agent's answers re-send what it lacks.
-                        this.reconcile();
+                    if this.tx.take_overflow() {
+                        this.reactor.react(Stimulus::SessionOverflowed {
+                            certname: &this.certname,
+                        });
                     }
                     sequence += 1;
                     if this.tx.try_send(message(Kind::Heartbeat(Heartbeat { sequence }))).is_err() {
@@ -332,25 +337,6 @@ impl SessionDriver {
             .spawn(async move { this.commit_with_retry(command).await });
     }
 
-    /// Asks the agent about every run of its certname still in flight.
-    fn reconcile(&self) {
-        if porch_core::planted::active(porch_core::planted::Bug::RedispatchWithoutStatusQuery) {
-            return self.planted_redispatch();
-        }
-        let txns: Vec<String> = {
-            let state = self.consensus.view.read();
-            in_flight_for(&state.cluster, &self.certname)
-                .into_iter()
-                .map(|(_, txn)| txn)
-                .collect()
-        };
-        if !txns.is_empty() {
-            let _ = self.tx.try_send(message(Kind::StatusQuery(StatusQuery {
-                transaction_ids: txns,
-            })));
-        }
-    }
-
     fn handle(self: &Arc<Self>, msg: AgentMessage) {
         match msg.kind {
             Some(agent_message::Kind::Result(result)) => self.clone().commit_result(result),
@@ -362,11 +348,10 @@ impl SessionDriver {
     }
 
     fn handle_status(self: &Arc<Self>, reply: StatusReply) {
+        let mut lacking = Vec::new();
         for status in reply.statuses {
             match transaction_status::State::try_from(status.state) {
-                Ok(transaction_status::State::Unknown) => {
-                    self.resend_if_in_flight(&status.transaction_id)
-                }
+                Ok(transaction_status::State::Unknown) => lacking.push(status.transaction_id),
                 Ok(transaction_status::State::Done) => {
                     if let Some(result) = status.result {
                         self.clone().commit_result(result);
@@ -375,44 +360,11 @@ impl SessionDriver {
                 Ok(transaction_status::State::Running) | Err(_) => {}
             }
         }
-    }
-
-    /// Planted bug: re-sends every in-flight run of this agent as a new attempt, without
-    /// asking the agent whether it already ran it.
-    fn planted_redispatch(&self) {
-        let state = self.consensus.view.read();
-        for (job_id, transaction_id) in in_flight_for(&state.cluster, &self.certname) {
-            let Some(job) = state.cluster.job(job_id) else {
-                continue;
-            };
-            let Some(index) = job
-                .runs
-                .iter()
-                .position(|r| r.transaction_id.as_deref() == Some(transaction_id.as_str()))
-            else {
-                continue;
-            };
-            let next =
-                state
-                    .cluster
-                    .transaction_id(job_id, index as u32, job.runs[index].attempt + 1);
-            if let Some(request) = run_request(&state.cluster, job_id, &next) {
-                let _ = self.tx.try_send(message(Kind::Run(request)));
-            }
-        }
-    }
-
-    /// Re-sends a run the agent never saw, if it is still this agent's run in flight.
-    fn resend_if_in_flight(&self, transaction_id: &str) {
-        let request = {
-            let state = self.consensus.view.read();
-            in_flight_for(&state.cluster, &self.certname)
-                .into_iter()
-                .find(|(_, txn)| txn == transaction_id)
-                .and_then(|(job, txn)| run_request(&state.cluster, job, &txn))
-        };
-        if let Some(request) = request {
-            let _ = self.tx.try_send(message(Kind::Run(request)));
+        if !lacking.is_empty() {
+            self.reactor.react(Stimulus::AgentLacks {
+                certname: &self.certname,
+                transaction_ids: &lacking,
+            });
         }
     }
 
