@@ -1,7 +1,8 @@
 #!/bin/sh
 # The rolling-upgrade test (tests/tests/upgrade.rs) against an older porch build.
 #
-#   tests/upgrade.sh [COMMIT]     (default: the commit that set the current format version)
+#   tests/upgrade.sh [COMMIT]     (default: the previous release's format: the last commit
+#                                  before the one that set the current format version)
 #
 # Builds COMMIT's `porch` once from a temporary git worktree and caches the binary in
 # target/upgrade-old/<commit>/porch (later runs reuse it). The build shares this tree's
@@ -10,8 +11,8 @@
 # this tree's binaries are rebuilt before the test runs with PORCH_OLD_BIN set.
 set -eu
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
-format_set=$(git -C "$repo" log --format=%H -1 -G'^pub const FORMAT_VERSION: u16' -- raft/src/envelope.rs)
-commit=$(git -C "$repo" rev-parse "${1:-$format_set}")
+format_set=$(git -C "$repo" log --format=%H -1 -G'^pub const FORMAT_VERSION: u16' -- core/src/format_version.rs raft/src/envelope.rs)
+commit=$(git -C "$repo" rev-parse "${1:-$format_set^}")
 cache="$repo/target/upgrade-old/$commit"
 if [ ! -x "$cache/porch" ]; then
     src="$repo/target/upgrade-old/src-$commit"

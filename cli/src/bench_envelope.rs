@@ -20,7 +20,9 @@ pub fn envelope(jobs: u64, rounds: usize) -> Result<(), String> {
         "state with {jobs} ended jobs (2 nodes each, reported) built in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let value = (&applied.last_applied, &applied.membership, &applied.cluster);
+    let version = applied.cluster.format_version();
+    let stored = applied.cluster.stored(version).map_err(|e| e.to_string())?;
+    let value = (&applied.last_applied, &applied.membership, stored);
     let mut timings: [Vec<Duration>; 5] = Default::default();
     let mut bytes = 0;
     for _ in 0..rounds.max(1) {
@@ -34,7 +36,7 @@ pub fn envelope(jobs: u64, rounds: usize) -> Result<(), String> {
         let decoded: (
             Option<porch_raft::types::LogId>,
             porch_raft::types::StoredMembership,
-            ClusterState,
+            porch_core::stored_state::StoredV3,
         ) = bincode::deserialize(&plain).map_err(|e| e.to_string())?;
         timings[2].push(at.elapsed());
         drop(decoded);

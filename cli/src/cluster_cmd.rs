@@ -165,14 +165,16 @@ fn render_status(status: &Value) -> String {
                 m["disk_bytes"]
                     .as_u64()
                     .map_or("-".into(), |b| format!("{:.1} MB", b as f64 / 1e6)),
+                text(&m["format_version_max"]),
             ]
         })
         .collect();
     format!(
-        "leader: {}   term: {}   committed: {}\n{}",
+        "leader: {}   term: {}   committed: {}   format version: {}\n{}",
         text(&status["leader"]),
         text(&status["term"]),
         text(&status["committed_index"]),
+        text(&status["format_version"]),
         table(
             &[
                 "ID",
@@ -183,7 +185,8 @@ fn render_status(status: &Value) -> String {
                 "APPLY LAG",
                 "LAST CONTACT",
                 "SNAPSHOT",
-                "DISK"
+                "DISK",
+                "READS FORMAT"
             ],
             &rows
         )

@@ -159,6 +159,11 @@ pub enum Command {
     RecordAudit {
         records: Vec<AuditRecord>,
     },
+    /// The leader found every member able to read format `version` (one more than the
+    /// cluster writes): from this entry on, every member writes it.
+    SetFormatVersion {
+        version: u16,
+    },
 }
 
 /// A run the state machine started: everything the agent's session node needs to deliver it.
@@ -190,6 +195,8 @@ pub enum Rejection {
     Access(AccessRefusal),
     #[error("invalid request: {0}")]
     AccessChange(crate::access::AccessError),
+    #[error("format version {proposed} is not the next after {writing}, which the cluster writes")]
+    FormatVersionNotNext { writing: u16, proposed: u16 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,6 +253,17 @@ impl Command {
             Command::IssueToken { .. } => "issue_token",
             Command::RevokeToken { .. } => "revoke_token",
             Command::RecordAudit { .. } => "record_audit",
+            Command::SetFormatVersion { .. } => "set_format_version",
+        }
+    }
+
+    /// The oldest format version whose readers know this command (0: every version this
+    /// build reads). An entry holding it is sealed at least at that version, so a node that
+    /// cannot read it refuses it by name instead of misreading it.
+    pub fn format_version_needed(&self) -> u16 {
+        match self {
+            Command::SetFormatVersion { version } => (*version).max(4),
+            _ => 0,
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`start_rule`]: the one rule deciding whether a run may start, which both the
 //!   [`scheduler`] (deciding) and `apply` (re-checking the decision) call.
 //! - [`job`], [`node_run`], [`inventory`]: the records the state holds.
+//! - [`format_version`], [`stored_state`]: which record formats a build reads and writes, and
+//!   the state's layout in each (rolling upgrades).
 //! - [`restore`]: what a cluster restored from a backup keeps of the backed-up state.
 //! - [`task`]: what a task job runs (file hash, checked parameters).
 //! - [`access`]: users, roles, tokens and the permission rule; [`audit`]: who did what.
@@ -17,6 +19,7 @@
 pub mod access;
 pub mod audit;
 pub mod command;
+pub mod format_version;
 pub mod ids;
 pub mod inventory;
 pub mod job;
@@ -28,6 +31,7 @@ pub mod restore;
 pub mod scheduler;
 pub mod start_rule;
 pub mod state;
+pub mod stored_state;
 pub mod task;
 
 pub use access::Actor;
@@ -37,4 +41,5 @@ pub use job::{EventKind, Job, JobEvent, JobSpec, JobState, StatusEntry, Target};
 pub use node_run::{NodeRun, NodeState, RunResult, SkipCause};
 pub use plan::{ComponentPlacement, Plan, PlanError, PlannedNode};
 pub use state::ClusterState;
+pub use stored_state::{StoredState, UnknownFormatVersion};
 pub use task::{TaskInputMethod, TaskInvocation};

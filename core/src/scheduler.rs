@@ -333,8 +333,13 @@ mod tests {
             .collect();
         assert_eq!(active, expected);
 
-        let decoded: ClusterState =
-            serde_json::from_str(&serde_json::to_string(&w.state).unwrap()).unwrap();
+        let version = crate::format_version::FORMAT_VERSION;
+        let json = serde_json::to_string(&w.state.stored(version).unwrap()).unwrap();
+        let decoded = ClusterState::deserialize_stored(
+            version,
+            &mut serde_json::Deserializer::from_str(&json),
+        )
+        .unwrap();
         assert_eq!(decoded, w.state, "the derived index is rebuilt on decode");
         w.report(waiting, "d", false);
         assert_eq!(w.state.active_jobs().count(), 0);
@@ -391,7 +396,8 @@ mod tests {
         let limits = SchedulerLimits::default();
         assert_eq!(w.step(&limits), vec!["db"]);
         w.report(job, "db", false);
-        let stored = serde_json::to_string(&w.state).unwrap();
+        let version = crate::format_version::FORMAT_VERSION;
+        let stored = serde_json::to_string(&w.state.stored(version).unwrap()).unwrap();
         for words in ["puppet run", "skipped because", "Job 1"] {
             assert!(
                 !stored.contains(words),

@@ -29,83 +29,97 @@ pub struct TransactionRef {
     pub node_index: u32,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "StoredState")]
+/// Not `Serialize`: it is stored in the layout of a format version the caller names
+/// ([`ClusterState::stored`], [`ClusterState::deserialize_stored`] in `stored_state`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterState {
-    cluster_id: Option<String>,
+    pub(crate) cluster_id: Option<String>,
     /// The largest leader-stamped time applied so far.
     pub(crate) clock_ms: u64,
-    next_job_id: u64,
-    next_event_id: u64,
+    pub(crate) next_job_id: u64,
+    pub(crate) next_event_id: u64,
     /// A persistent map of jobs behind `Arc`: copying the whole state for a snapshot is O(1)
     /// (the copy shares the map's nodes), and a job is only deep-copied if it changes while
     /// a snapshot still holds it. A plain `BTreeMap` copy took 30-75 ms at 100,000 jobs,
     /// with `apply` waiting on the lock meanwhile. Serialized exactly like a `BTreeMap`.
-    jobs: OrdMap<JobId, Arc<Job>>,
+    pub(crate) jobs: OrdMap<JobId, Arc<Job>>,
     /// Runs in flight by transaction id (index over `jobs`, kept for O(log n) reports).
-    in_flight: BTreeMap<String, TransactionRef>,
+    pub(crate) in_flight: BTreeMap<String, TransactionRef>,
     /// Certname -> transaction id of its run in flight: a node never runs two at once.
-    busy_nodes: BTreeMap<String, String>,
-    inventory: Inventory,
-    requests: RequestLog,
+    pub(crate) busy_nodes: BTreeMap<String, String>,
+    pub(crate) inventory: Inventory,
+    pub(crate) requests: RequestLog,
     pub(crate) access: AccessState,
     pub(crate) audit: AuditLog,
+    /// The format version every member writes (see `format_version`): raised by the leader
+    /// once every member reads a newer one, never lowered.
+    pub(crate) format_version: u16,
     /// Ids of the jobs not yet terminal: the scheduler walks these, not every job kept (a
     /// walk over all jobs ran after every applied entry, O(jobs) per write). Derived from
-    /// `jobs`, so it is not stored: a decoded state rebuilds it (see [`StoredState`]).
-    #[serde(skip)]
+    /// `jobs`, so it is not stored: a decoded state rebuilds it.
     active_jobs: OrdSet<JobId>,
 }
 
-/// `ClusterState` as snapshots store it: every field but the derived indexes, in the same
-/// order (bincode is positional). Decoding goes through here to rebuild those indexes.
-#[derive(Deserialize)]
-struct StoredState {
-    cluster_id: Option<String>,
-    clock_ms: u64,
-    next_job_id: u64,
-    next_event_id: u64,
-    jobs: OrdMap<JobId, Arc<Job>>,
-    in_flight: BTreeMap<String, TransactionRef>,
-    busy_nodes: BTreeMap<String, String>,
-    inventory: Inventory,
-    requests: RequestLog,
-    access: AccessState,
-    audit: AuditLog,
-}
-
-impl From<StoredState> for ClusterState {
-    fn from(stored: StoredState) -> ClusterState {
-        let active_jobs = stored
-            .jobs
+impl ClusterState {
+    /// The state a stored layout holds, with the derived indexes rebuilt.
+    pub(crate) fn from_stored(
+        stored: crate::stored_state::StoredV3<'_>,
+        format_version: u16,
+    ) -> ClusterState {
+        let jobs = stored.jobs.into_owned();
+        let active_jobs = jobs
             .iter()
             .filter(|(_, job)| !job.state().is_terminal())
             .map(|(id, _)| *id)
             .collect();
         ClusterState {
-            cluster_id: stored.cluster_id,
+            cluster_id: stored.cluster_id.into_owned(),
             clock_ms: stored.clock_ms,
             next_job_id: stored.next_job_id,
             next_event_id: stored.next_event_id,
-            jobs: stored.jobs,
-            in_flight: stored.in_flight,
-            busy_nodes: stored.busy_nodes,
-            inventory: stored.inventory,
-            requests: stored.requests,
-            access: stored.access,
-            audit: stored.audit,
+            jobs,
+            in_flight: stored.in_flight.into_owned(),
+            busy_nodes: stored.busy_nodes.into_owned(),
+            inventory: stored.inventory.into_owned(),
+            requests: stored.requests.into_owned(),
+            access: stored.access.into_owned(),
+            audit: stored.audit.into_owned(),
+            format_version,
             active_jobs,
         }
     }
 }
 
+impl Default for ClusterState {
+    fn default() -> ClusterState {
+        ClusterState::new()
+    }
+}
+
 impl ClusterState {
+    /// An empty state. It writes the oldest format this build reads until its cluster says
+    /// otherwise: a node joining a cluster of the previous release must speak its format.
     pub fn new() -> ClusterState {
         ClusterState {
+            cluster_id: None,
+            clock_ms: 0,
             next_job_id: 1,
             next_event_id: 1,
-            ..ClusterState::default()
+            jobs: OrdMap::new(),
+            in_flight: BTreeMap::new(),
+            busy_nodes: BTreeMap::new(),
+            inventory: Inventory::default(),
+            requests: RequestLog::default(),
+            access: AccessState::default(),
+            audit: AuditLog::default(),
+            format_version: crate::format_version::FORMAT_VERSION_MIN,
+            active_jobs: OrdSet::new(),
         }
+    }
+
+    /// The format version this cluster's members write (see `format_version`).
+    pub fn format_version(&self) -> u16 {
+        self.format_version
     }
 
     pub fn cluster_id(&self) -> Option<&str> {
@@ -226,8 +240,22 @@ impl ClusterState {
                 ended_kept_max,
             } => self.prune_jobs(finished_before_ms, ended_kept_max),
             Command::Tick => Outcome::Done,
+            Command::SetFormatVersion { version } => self.set_format_version(version),
             command => self.apply_access_command(command),
         }
+    }
+
+    /// One step up at a time, never down: every member was asked before the leader
+    /// proposed it, and a replica that could not read the new format would not be here.
+    fn set_format_version(&mut self, version: u16) -> Outcome {
+        if version != self.format_version + 1 || version > crate::format_version::FORMAT_VERSION {
+            return Outcome::Rejected(Rejection::FormatVersionNotNext {
+                writing: self.format_version,
+                proposed: version,
+            });
+        }
+        self.format_version = version;
+        Outcome::Done
     }
 
     fn set_cluster_id(&mut self, cluster_id: String) -> Outcome {

@@ -31,6 +31,12 @@ pub struct NodeSelfStatus {
     pub snapshot_index: Option<u64>,
     /// Bytes of the node's store on disk: its sled files and snapshot.
     pub disk_bytes: u64,
+    /// The format version this node's applied state says its cluster writes.
+    /// (`None` from a build before format versions were agreed on.)
+    pub format_version: Option<u16>,
+    /// The newest format version this node's build reads (`None`: a build that does not
+    /// say, which the leader takes as unable to read any version newer than its cluster's).
+    pub format_version_max: Option<u16>,
 }
 
 /// One member as `porch cluster status` shows it.
@@ -57,6 +63,8 @@ pub struct MemberStatus {
     pub last_contact_ms: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub disk_bytes: Option<u64>,
+    /// The newest format version the member's build reads (its own report).
+    pub format_version_max: Option<u16>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,6 +72,10 @@ pub struct ClusterStatus {
     pub leader: Option<u64>,
     pub term: u64,
     pub committed_index: Option<u64>,
+    /// The format version the cluster writes, as the leader applied it (`None` from a
+    /// leader of a build before format versions were agreed on).
+    #[serde(default)]
+    pub format_version: Option<u16>,
     pub members: Vec<MemberStatus>,
 }
 
@@ -101,13 +113,14 @@ impl Consensus {
                 committed.map(|c| c.saturating_sub(report.applied_index.unwrap_or(0)));
             member.snapshot_index = report.snapshot_index;
             member.disk_bytes = Some(report.disk_bytes);
+            member.format_version_max = report.format_version_max;
         }
         Ok(status)
     }
 
     /// Member `id`'s report of itself (this node's own without a round trip), or `None`
     /// when it does not answer in time.
-    async fn member_self_status(&self, id: u64, addr: String) -> Option<NodeSelfStatus> {
+    pub(crate) async fn member_self_status(&self, id: u64, addr: String) -> Option<NodeSelfStatus> {
         if id == self.id {
             return Some(self.self_status());
         }
@@ -139,6 +152,8 @@ impl Consensus {
             applied_index: metrics.last_applied.map(|l| l.index),
             snapshot_index: metrics.snapshot.map(|l| l.index),
             disk_bytes: self.disk_bytes(),
+            format_version: Some(self.view.read().cluster.format_version()),
+            format_version_max: Some(porch_core::format_version::FORMAT_VERSION),
         }
     }
 
@@ -193,6 +208,7 @@ impl Consensus {
                     last_contact_ms,
                     snapshot_index: None,
                     disk_bytes: None,
+                    format_version_max: None,
                 }
             })
             .collect();
@@ -200,6 +216,7 @@ impl Consensus {
             leader: Some(self.id),
             term: metrics.current_term,
             committed_index: metrics.local_committed.map(|l| l.index),
+            format_version: Some(self.view.read().cluster.format_version()),
             members,
         })
     }

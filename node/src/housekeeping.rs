@@ -1,7 +1,8 @@
-//! Work only the leader does on a timer: give a new cluster its id, and keep history bounded
-//! (retention by age and by count, decided here and carried out by `apply` on every replica).
-//! (The scheduler and unreachable expiry, which also run only on the leader, are reactions:
-//! `crate::reaction`.)
+//! Work only the leader does on a timer: give a new cluster its id, keep history bounded
+//! (retention by age and by count, decided here and carried out by `apply` on every replica),
+//! and move the cluster to a newer format version once every member reads it
+//! (`format_upgrade`). (The scheduler and unreachable expiry, which also run only on the
+//! leader, are reactions: `crate::reaction`.)
 
 use crate::consensus::Consensus;
 use porch_core::Command;
@@ -12,6 +13,9 @@ use std::time::Duration;
 const PERIOD: Duration = Duration::from_millis(200);
 /// How often the leader looks at retention: pruning walks the job map, so not every period.
 const RETENTION_EVERY: Duration = Duration::from_secs(5);
+/// How often the leader asks the members which format versions they read (one small RPC
+/// each, and only while the cluster writes an older version than this build).
+const FORMAT_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// How much history to keep.
 #[derive(Clone, Copy, Debug)]
@@ -24,6 +28,7 @@ pub struct Retention {
 /// from the OS; the simulation: from its seed, so runs replay exactly).
 pub async fn run(consensus: Arc<Consensus>, entropy: u64, retention: Retention) {
     let mut last_retention = tokio::time::Instant::now();
+    let mut last_format_check = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(PERIOD).await;
         if !consensus.is_leader() {
@@ -32,6 +37,10 @@ pub async fn run(consensus: Arc<Consensus>, entropy: u64, retention: Retention) 
         if last_retention.elapsed() >= RETENTION_EVERY {
             last_retention = tokio::time::Instant::now();
             prune_if_due(&consensus, retention).await;
+        }
+        if last_format_check.elapsed() >= FORMAT_CHECK_EVERY {
+            last_format_check = tokio::time::Instant::now();
+            crate::format_upgrade::raise_if_every_member_reads_it(&consensus).await;
         }
         let missing_id = consensus.view.read().cluster.cluster_id().is_none();
         if missing_id {

@@ -12,7 +12,8 @@
 //! - [`reaction`]: the node's reactions — delivery of committed starts to local agents, the
 //!   leader's scheduling and unreachable expiry, session reconciliation — as one pure step
 //!   returning effects, and the one driver that carries them out.
-//! - [`housekeeping`]: leader-only timers.
+//! - [`housekeeping`]: leader-only timers; [`format_upgrade`]: raising the format version
+//!   the cluster writes once every member reads it.
 //!
 //! Data flow of a submission: HTTP `POST /command/deploy` on any node → validated, plan
 //! resolved → `Consensus::write` → (forwarded to) the leader, which stamps the time and
@@ -27,6 +28,7 @@ pub mod cluster_status;
 pub mod config;
 pub mod consensus;
 pub mod console;
+pub mod format_upgrade;
 pub mod housekeeping;
 pub mod identity;
 pub mod membership;

@@ -85,13 +85,17 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
     )
     .map_err(|e| format!("{data_dir}: cannot load the snapshot: {e}"))?;
     let view = state_machine.view();
-    let log_store = LogStore::new(env.disk.clone());
+    let log_store = LogStore::new(env.disk.clone(), view.written_format());
     let (log_metrics, snapshot_metrics) = (log_store.metrics(), state_machine.metrics());
     let cluster_id: ClusterIdSource = {
         let view = view.clone();
         Arc::new(move || view.read().cluster.cluster_id().map(str::to_string))
     };
-    let network = Network::new(env.dialer.clone(), cluster_id.clone());
+    let network = Network::new(
+        env.dialer.clone(),
+        cluster_id.clone(),
+        view.written_format(),
+    );
     let raft_config = Arc::new(config.openraft_config()?);
     let raft = Raft::new(config.id, raft_config, network, log_store, state_machine)
         .await

@@ -50,12 +50,20 @@ pub enum BackupError {
     Envelope(#[from] EnvelopeError),
 }
 
-/// The bytes of a backup file of `cluster` as of `header`.
+/// The bytes of a backup file of `cluster` as of `header`, in the format version its
+/// cluster writes (a backup taken mid-upgrade restores with either release).
 pub fn encode_backup(
     header: &BackupHeader,
     cluster: &ClusterState,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let sealed = envelope::encode(Kind::Backup, &(header, cluster))?;
+    let version = cluster.format_version();
+    let stored = cluster
+        .stored(version)
+        .map_err(|e| EnvelopeError::Unencodable {
+            kind: Kind::Backup,
+            detail: e.to_string(),
+        })?;
+    let sealed = envelope::encode_at(Kind::Backup, version, &(header, stored))?;
     let mut bytes = Vec::with_capacity(BACKUP_MAGIC.len() + sealed.len());
     bytes.extend_from_slice(BACKUP_MAGIC);
     bytes.extend_from_slice(&sealed);
@@ -65,7 +73,16 @@ pub fn encode_backup(
 /// What [`encode_backup`] wrote, checked whole before it is returned.
 pub fn decode_backup(bytes: &[u8]) -> Result<(BackupHeader, ClusterState), BackupError> {
     match bytes.strip_prefix(BACKUP_MAGIC.as_slice()) {
-        Some(sealed) => Ok(envelope::decode(Kind::Backup, sealed)?),
+        Some(sealed) => {
+            let (version, payload) = envelope::open(Kind::Backup, sealed)?;
+            let undecodable = |e| envelope::undecodable(Kind::Backup, e);
+            let mut deserializer =
+                bincode::Deserializer::from_slice(payload, envelope::bincode_options());
+            let header = BackupHeader::deserialize(&mut deserializer).map_err(undecodable)?;
+            let cluster = ClusterState::deserialize_stored(version, &mut deserializer)
+                .map_err(undecodable)?;
+            Ok((header, cluster))
+        }
         None => Err(BackupError::NotABackup {
             found: String::from_utf8_lossy(&bytes[..bytes.len().min(BACKUP_MAGIC.len())])
                 .into_owned(),
@@ -109,10 +126,11 @@ pub async fn seed(
         last_log_id: Some(log_id),
         last_membership: membership,
     };
-    StateMachineStore::open(disk.clone())?
-        .save_snapshot(&meta, &data)
-        .await?;
-    LogStore::new(disk).seed_after_snapshot(log_id).await
+    let store = StateMachineStore::open(disk.clone())?;
+    store.save_snapshot(&meta, &data).await?;
+    LogStore::new(disk, store.view().written_format())
+        .seed_after_snapshot(log_id)
+        .await
 }
 
 #[cfg(test)]

@@ -12,26 +12,22 @@
 //! torn write, bad sector, truncation — is detected before anything is decoded, let alone
 //! applied. A record whose checksum holds but whose version is newer than
 //! [`FORMAT_VERSION`] was written by a newer porch: it is refused, naming both versions (the
-//! caller stops rather than guess at the bytes). CRC-32 via `crc32fast`: already in the build
+//! caller stops rather than guess at the bytes). Versions from [`FORMAT_VERSION_MIN`] up are
+//! read: the caller writes the version its cluster agreed on (`porch_core::format_version`
+//! says which and why), so a record's version is whatever the cluster wrote at the time. CRC-32 via `crc32fast`: already in the build
 //! (sled uses it), hardware-accelerated (PCLMULQDQ / ARM CRC), and it detects every burst
 //! error up to 32 bits; a cryptographic hash would guard against no failure disks have.
 //!
-//! Raise [`FORMAT_VERSION`] whenever the bincode layout of anything enveloped changes
+//! Raise the format version whenever the bincode layout of anything enveloped changes
 //! (`porch_core::Request`, `ClusterState`, openraft's records): bincode is not
 //! self-describing, so a changed layout read by an older node would decode to garbage or fail
-//! without saying why.
+//! without saying why. Only the snapshot's and the backup's state changed layout between the
+//! versions this build reads (`porch_core::stored_state`); entries, messages and snapshot
+//! metadata decode alike in each.
 
+pub use porch_core::format_version::{FORMAT_VERSION, FORMAT_VERSION_MIN};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-/// The format this build writes, and the newest it reads. Version 2 (issue 15, tasks): a
-/// job's spec carries its task (`JobSpec::task`), a run's result its stderr
-/// (`RunResult::stderr`), and roles may hold `Permission::RunTask`. Version 3 (issue 13):
-/// refusals in the audit log hold the refused change or action as facts, not words.
-pub const FORMAT_VERSION: u16 = 3;
-/// The oldest format this build reads: older records lack what later versions added, and
-/// bincode cannot tell, so they are refused by name rather than misread.
-pub const FORMAT_VERSION_MIN: u16 = 3;
 /// Bytes before the payload.
 pub const HEADER_BYTES: usize = 7;
 
@@ -109,8 +105,13 @@ pub enum EnvelopeError {
     Unencodable { kind: Kind, detail: String },
 }
 
-/// `value` in bincode, inside an envelope of `kind` at [`FORMAT_VERSION`].
-pub fn encode<T: Serialize + ?Sized>(kind: Kind, value: &T) -> Result<Vec<u8>, EnvelopeError> {
+/// `value` in bincode, inside an envelope of `kind` at format `version` (the caller laid
+/// `value` out as that version does).
+pub fn encode_at<T: Serialize + ?Sized>(
+    kind: Kind,
+    version: u16,
+    value: &T,
+) -> Result<Vec<u8>, EnvelopeError> {
     let unencodable = |e: bincode::Error| EnvelopeError::Unencodable {
         kind,
         detail: e.to_string(),
@@ -120,7 +121,8 @@ pub fn encode<T: Serialize + ?Sized>(kind: Kind, value: &T) -> Result<Vec<u8>, E
     let payload_len = bincode::serialized_size(value).map_err(unencodable)?;
     let mut bytes = Vec::with_capacity(HEADER_BYTES + payload_len as usize);
     bytes.push(kind.tag());
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    debug_assert!((FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version));
+    bytes.extend_from_slice(&version.to_le_bytes());
     bytes.extend_from_slice(&[0; 4]);
     bincode::serialize_into(&mut bytes, value).map_err(unencodable)?;
     let crc = checksum(&bytes);
@@ -128,17 +130,33 @@ pub fn encode<T: Serialize + ?Sized>(kind: Kind, value: &T) -> Result<Vec<u8>, E
     Ok(bytes)
 }
 
-/// The value [`encode`] sealed, after checking kind, checksum and version.
-pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<T, EnvelopeError> {
-    let payload = open(kind, bytes)?;
-    bincode::deserialize(payload).map_err(|e| EnvelopeError::Undecodable {
-        kind,
-        detail: e.to_string(),
-    })
+/// The value [`encode_at`] sealed, after checking kind, checksum and version, with the
+/// version it was written in. For records whose layout is the same in every version this
+/// build reads (entries, messages, snapshot metadata); the state's is read with [`open`].
+pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<(T, u16), EnvelopeError> {
+    let (version, payload) = open(kind, bytes)?;
+    let value = bincode::deserialize(payload).map_err(|e| undecodable(kind, e))?;
+    Ok((value, version))
 }
 
-/// The payload of a checked envelope.
-fn open(kind: Kind, bytes: &[u8]) -> Result<&[u8], EnvelopeError> {
+pub fn undecodable(kind: Kind, error: impl std::fmt::Display) -> EnvelopeError {
+    EnvelopeError::Undecodable {
+        kind,
+        detail: error.to_string(),
+    }
+}
+
+/// The bincode options `bincode::serialize` and `deserialize` use, for reading a payload
+/// piece by piece (a state whose layout depends on the version).
+pub fn bincode_options() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+}
+
+/// The format version and payload of a checked envelope.
+pub fn open(kind: Kind, bytes: &[u8]) -> Result<(u16, &[u8]), EnvelopeError> {
     if bytes.len() < HEADER_BYTES {
         return Err(EnvelopeError::Truncated {
             kind,
@@ -175,7 +193,7 @@ fn open(kind: Kind, bytes: &[u8]) -> Result<&[u8], EnvelopeError> {
             found: version,
         });
     }
-    Ok(&bytes[HEADER_BYTES..])
+    Ok((version, &bytes[HEADER_BYTES..]))
 }
 
 /// CRC-32 of kind, version and payload (everything but the checksum field itself).
@@ -202,13 +220,26 @@ mod tests {
     use super::*;
 
     fn sealed() -> Vec<u8> {
-        encode(Kind::LogEntry, &("job", 42u64, vec![1u8, 2, 3])).unwrap()
+        encode_at(
+            Kind::LogEntry,
+            FORMAT_VERSION,
+            &("job", 42u64, vec![1u8, 2, 3]),
+        )
+        .unwrap()
     }
 
     #[test]
     fn a_record_round_trips() {
-        let back: (String, u64, Vec<u8>) = decode(Kind::LogEntry, &sealed()).unwrap();
+        let back: (String, u64, Vec<u8>) = decode(Kind::LogEntry, &sealed()).unwrap().0;
         assert_eq!(back, ("job".to_string(), 42, vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn every_version_from_the_previous_release_on_is_read_and_named() {
+        for version in FORMAT_VERSION_MIN..=FORMAT_VERSION {
+            let sealed = encode_at(Kind::LogEntry, version, &7u64).unwrap();
+            assert_eq!(decode::<u64>(Kind::LogEntry, &sealed), Ok((7, version)));
+        }
     }
 
     #[test]
@@ -282,7 +313,7 @@ mod tests {
 
     #[test]
     fn a_lying_length_inside_a_valid_envelope_is_an_error_not_an_allocation() {
-        let lying = encode(Kind::Message, &u64::MAX).unwrap();
+        let lying = encode_at(Kind::Message, FORMAT_VERSION, &u64::MAX).unwrap();
         let result = decode::<Vec<u8>>(Kind::Message, &lying);
         assert!(
             matches!(result, Err(EnvelopeError::Undecodable { .. })),

@@ -29,6 +29,7 @@ pub mod state_machine_store;
 pub mod storage_metrics;
 pub mod types;
 pub mod wire;
+pub mod written_format;
 
 pub use disk::Disk;
 pub use log_store::LogStore;
@@ -38,6 +39,7 @@ pub use state_machine_store::{
     APPLIED_BROADCAST_CAPACITY, Applied, AppliedState, AppliedView, StateMachineStore,
 };
 pub use types::{NodeId, PeerNode, Raft, TypeConfig, member_certname, member_socket_addr};
+pub use written_format::WrittenFormat;
 pub mod network;
 pub mod raft_service;
 

@@ -17,6 +17,7 @@ use crate::disk::{Disk, Tree, Write, corrupt, log_index, log_key};
 use crate::envelope::{self, Kind};
 use crate::storage_metrics::LogMetrics;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
+use crate::written_format::WrittenFormat;
 use openraft::OptionalSend;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -38,13 +39,17 @@ const PURGE_CHUNK: usize = 1000;
 pub struct LogStore {
     disk: Arc<dyn Disk>,
     metrics: Arc<LogMetrics>,
+    /// Entries are sealed in the format their cluster writes, so a node rolled back to the
+    /// previous release before the cluster raised its version still reads its own log.
+    written_format: WrittenFormat,
 }
 
 impl LogStore {
-    pub fn new(disk: Arc<dyn Disk>) -> LogStore {
+    pub fn new(disk: Arc<dyn Disk>, written_format: WrittenFormat) -> LogStore {
         LogStore {
             disk,
             metrics: Arc::default(),
+            written_format,
         }
     }
 
@@ -89,11 +94,14 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> io::Result<T> {
 /// An entry as the log keeps it: refused (a storage error, which stops raft and the node)
 /// when its checksum fails or a newer porch wrote it, so it is never applied.
 fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
-    envelope::decode(Kind::LogEntry, bytes).map_err(|e| corrupt(e.to_string()))
+    envelope::decode(Kind::LogEntry, bytes)
+        .map(|(entry, _)| entry)
+        .map_err(|e| corrupt(e.to_string()))
 }
 
-fn encode_entry(entry: &Entry) -> io::Result<Vec<u8>> {
-    envelope::encode(Kind::LogEntry, entry).map_err(|e| io::Error::other(e.to_string()))
+fn encode_entry(entry: &Entry, written_format: &WrittenFormat) -> io::Result<Vec<u8>> {
+    let version = written_format.for_entries([entry]);
+    envelope::encode_at(Kind::LogEntry, version, entry).map_err(|e| io::Error::other(e.to_string()))
 }
 
 fn start_index<RB: RangeBounds<u64>>(range: &RB) -> u64 {
@@ -203,7 +211,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let started = std::time::Instant::now();
         let mut writes = Vec::new();
         for entry in entries {
-            let bytes = encode_entry(&entry)?;
+            let bytes = encode_entry(&entry, &self.written_format)?;
             writes.push((log_key(entry.index()).to_vec(), bytes));
         }
         self.disk.append(Tree::Log, writes)?;
@@ -265,7 +273,7 @@ mod tests {
     #[tokio::test]
     async fn an_entry_in_a_newer_format_or_corrupt_is_never_served() {
         let disk = Arc::new(SimDisk::new());
-        let mut store = LogStore::new(disk.clone());
+        let mut store = LogStore::new(disk.clone(), WrittenFormat::new(envelope::FORMAT_VERSION));
         let (tx, rx) = TypeConfig::oneshot();
         let entries: Vec<Entry> = (1..=3).map(|i| blank_ent::<TypeConfig>(1, 1, i)).collect();
         store.append(entries, IOFlushed::signal(tx)).await.unwrap();
@@ -288,12 +296,41 @@ mod tests {
         assert!(error.to_string().contains("checksum"), "{error}");
     }
 
+    /// Entries are sealed in the version the cluster writes (the previous release's, mid
+    /// upgrade), except the entry raising it, which only readers of the new version know.
+    #[tokio::test]
+    async fn entries_are_sealed_in_the_clusters_format_and_a_raise_in_the_raised_one() {
+        let disk = Arc::new(SimDisk::new());
+        let previous = envelope::FORMAT_VERSION_MIN;
+        let mut store = LogStore::new(disk.clone(), WrittenFormat::new(previous));
+        let raise = porch_core::Request {
+            request_id: None,
+            now_ms: 1,
+            command: porch_core::Command::SetFormatVersion {
+                version: previous + 1,
+            },
+            origin: None,
+        };
+        let entries = vec![
+            blank_ent::<TypeConfig>(1, 1, 1),
+            Entry::new_normal(log_id::<TypeConfig>(1, 1, 2), raise),
+        ];
+        let (tx, rx) = TypeConfig::oneshot();
+        store.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+        for (index, version) in [(1, previous), (2, previous + 1)] {
+            let bytes = disk.get(Tree::Log, &log_key(index)).unwrap().unwrap();
+            assert_eq!(envelope::open(Kind::LogEntry, &bytes).unwrap().0, version);
+        }
+        assert_eq!(store.try_get_log_entries(1..=2).await.unwrap().len(), 2);
+    }
+
     /// A purge answers at once and leaves the entries for a background task to delete: they
     /// must never be served meanwhile, and must be gone from disk soon after.
     #[tokio::test]
     async fn purged_entries_are_never_served_and_leave_the_disk_in_the_background() {
         let disk = Arc::new(SimDisk::new());
-        let mut store = LogStore::new(disk.clone());
+        let mut store = LogStore::new(disk.clone(), WrittenFormat::new(envelope::FORMAT_VERSION));
         let entries: Vec<Entry> = (1..=2500)
             .map(|i| blank_ent::<TypeConfig>(1, 1, i))
             .collect();

@@ -8,6 +8,7 @@
 use crate::proto::Payload;
 use crate::proto::raft_client::RaftClient;
 use crate::types::{NodeId, PeerNode, TypeConfig, Vote};
+use crate::written_format::WrittenFormat;
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
@@ -84,11 +85,22 @@ pub type ClusterIdSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 pub struct Network {
     dialer: Arc<dyn Dialer>,
     cluster_id: ClusterIdSource,
+    /// Requests are sealed in the format the cluster writes: a member of the previous
+    /// release reads them until the cluster moves on.
+    written_format: WrittenFormat,
 }
 
 impl Network {
-    pub fn new(dialer: Arc<dyn Dialer>, cluster_id: ClusterIdSource) -> Network {
-        Network { dialer, cluster_id }
+    pub fn new(
+        dialer: Arc<dyn Dialer>,
+        cluster_id: ClusterIdSource,
+        written_format: WrittenFormat,
+    ) -> Network {
+        Network {
+            dialer,
+            cluster_id,
+            written_format,
+        }
     }
 }
 
@@ -100,6 +112,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             channel: self.dialer.channel(&node.addr),
             cluster_id: self.cluster_id.clone(),
+            written_format: self.written_format.clone(),
         }
     }
 }
@@ -108,6 +121,7 @@ pub struct PeerClient {
     target: NodeId,
     channel: Result<Channel, String>,
     cluster_id: ClusterIdSource,
+    written_format: WrittenFormat,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,8 +135,10 @@ enum CallError {
 }
 
 impl PeerClient {
+    /// Sends `request` sealed in format `version`.
     async fn call<Req, Resp, F, Fut>(
         &self,
+        version: u16,
         request: &Req,
         ttl: Duration,
         method: F,
@@ -134,8 +150,8 @@ impl PeerClient {
         Fut: Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
     {
         let channel = self.channel.clone().map_err(CallError::Unreachable)?;
-        let json =
-            crate::wire::encode(request).map_err(|e| CallError::Network(format!("encode: {e}")))?;
+        let json = crate::wire::encode(version, request)
+            .map_err(|e| CallError::Network(format!("encode: {e}")))?;
         let mut grpc_request = tonic::Request::new(Payload { json });
         if let Some(id) = (self.cluster_id)() {
             if let Ok(value) = id.parse() {
@@ -161,12 +177,14 @@ impl PeerClient {
             }
             Ok(Ok(response)) => response.into_inner(),
         };
-        crate::wire::decode(&response.json).map_err(|e| {
-            CallError::Network(format!(
-                "node {} sent an undecodable reply: {e}",
-                self.target
-            ))
-        })
+        crate::wire::decode(&response.json)
+            .map(|(reply, _)| reply)
+            .map_err(|e| {
+                CallError::Network(format!(
+                    "node {} sent an undecodable reply: {e}",
+                    self.target
+                ))
+            })
     }
 
     fn rpc_error(
@@ -225,12 +243,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         } else {
             option.soft_ttl().max(ENTRIES_RPC_TIMEOUT_MIN)
         };
+        let version = self.written_format.for_entries(&rpc.entries);
         let reply = self
-            .call(
-                &rpc,
-                ttl,
-                |mut c, r| async move { c.append_entries(r).await },
-            )
+            .call(version, &rpc, ttl, |mut c, r| async move {
+                c.append_entries(r).await
+            })
             .await
             .and_then(flatten);
         reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::AppendEntries, ttl))
@@ -244,6 +261,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let ttl = option.soft_ttl();
         let reply = self
             .call(
+                self.written_format.get(),
                 &rpc,
                 ttl,
                 |mut c, r| async move { c.transfer_leader(r).await },
@@ -260,7 +278,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let ttl = option.soft_ttl();
         let reply = self
-            .call(&rpc, ttl, |mut c, r| async move { c.vote(r).await })
+            .call(
+                self.written_format.get(),
+                &rpc,
+                ttl,
+                |mut c, r| async move { c.vote(r).await },
+            )
             .await
             .and_then(flatten);
         reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::Vote, ttl))
@@ -273,7 +296,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let ttl = option.soft_ttl();
         let reply = self
-            .call(&rpc, ttl, |mut c, r| async move { c.pre_vote(r).await })
+            .call(
+                self.written_format.get(),
+                &rpc,
+                ttl,
+                |mut c, r| async move { c.pre_vote(r).await },
+            )
             .await
             .and_then(flatten);
         reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::Vote, ttl))
@@ -289,9 +317,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         // Snapshots can be large: allow the hard TTL rather than the soft one.
         let ttl = option.hard_ttl().max(Duration::from_secs(30));
         let request = (vote, snapshot.meta, snapshot.snapshot);
-        let call = self.call(&request, ttl, |mut c, r| async move {
-            c.install_snapshot(r).await
-        });
+        let call = self.call(
+            self.written_format.get(),
+            &request,
+            ttl,
+            |mut c, r| async move { c.install_snapshot(r).await },
+        );
         tokio::select! {
             biased;
             closed = cancel => Err(StreamingError::Closed(closed)),

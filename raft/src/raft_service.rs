@@ -89,9 +89,30 @@ impl RaftService {
         });
     }
 
-    /// Decodes the payload after checking the sender's cluster id against ours. A peer of
-    /// another cluster (a stale address, a copied data dir) is refused, never obeyed.
-    fn decode<T: DeserializeOwned>(&self, request: Request<Payload>) -> Result<T, Status> {
+    /// Why this node refuses to vote, if it must: a learner is not part of any quorum, so a
+    /// vote from it would count for nothing, yet granting one would move its term and make it
+    /// refuse the leader it follows. The vote is not handed to raft: nothing changes.
+    fn vote_refusal(&self) -> Option<String> {
+        use openraft::rt::watch::WatchReceiver;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let learner = metrics
+            .membership_config
+            .membership()
+            .learner_ids()
+            .any(|id| id == metrics.id);
+        learner.then(|| {
+            format!(
+                "node {} is a learner (a non-voting member): it does not vote",
+                metrics.id
+            )
+        })
+    }
+
+    /// Decodes the payload after checking the sender's cluster id against ours, with the
+    /// format version it came in (the reply goes back in it). A peer of another cluster (a
+    /// stale address, a copied data dir) is refused, never obeyed.
+    fn decode<T: DeserializeOwned>(&self, request: Request<Payload>) -> Result<(T, u16), Status> {
         if let (Some(theirs), Some(ours)) = (
             request.metadata().get(CLUSTER_ID_HEADER),
             (self.cluster_id)(),
@@ -112,63 +133,76 @@ impl RaftService {
     }
 }
 
+/// The reply to a request that came in format `version`, in that version (its sender reads it).
 fn reply<T: Serialize, E: std::fmt::Display>(
+    version: u16,
     result: Result<T, E>,
 ) -> Result<Response<Payload>, Status> {
     let reply = match result {
         Ok(value) => RpcReply::Ok(value),
         Err(error) => RpcReply::Err(error.to_string()),
     };
-    let json = crate::wire::encode(&reply).map_err(|e| Status::internal(format!("encode: {e}")))?;
+    let json = crate::wire::encode(version, &reply)
+        .map_err(|e| Status::internal(format!("encode: {e}")))?;
     Ok(Response::new(Payload { json }))
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc: VoteRequest = self.decode(request)?;
+        let (rpc, version): (VoteRequest, u16) = self.decode(request)?;
+        if let Some(refusal) = self.vote_refusal() {
+            return reply::<VoteResponse, _>(version, Err(refusal));
+        }
         let result = self.raft.vote(rpc.clone()).await;
         if let Ok(response) = &result {
             self.campaign_if_better_candidate(&rpc, response);
         }
-        reply(result)
+        reply(version, result)
     }
 
     async fn pre_vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc: VoteRequest = self.decode(request)?;
+        let (rpc, version): (VoteRequest, u16) = self.decode(request)?;
+        if let Some(refusal) = self.vote_refusal() {
+            return reply::<VoteResponse, _>(version, Err(refusal));
+        }
         let result = self.raft.pre_vote(rpc.clone()).await;
         if let Ok(response) = &result {
             self.campaign_if_better_candidate(&rpc, response);
         }
-        reply(result)
+        reply(version, result)
     }
 
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc = self.decode(request)?;
+        let (rpc, version) = self.decode(request)?;
         let result = self.raft.append_entries(rpc).await;
         if result.as_ref().is_ok_and(|r| r.is_success()) {
             self.last_leader_contact.touch();
         }
-        reply(result)
+        reply(version, result)
     }
 
     async fn transfer_leader(
         &self,
         request: Request<Payload>,
     ) -> Result<Response<Payload>, Status> {
-        let rpc = self.decode(request)?;
-        reply(self.raft.handle_transfer_leader(rpc).await)
+        let (rpc, version) = self.decode(request)?;
+        reply(version, self.raft.handle_transfer_leader(rpc).await)
     }
 
     async fn install_snapshot(
         &self,
         request: Request<Payload>,
     ) -> Result<Response<Payload>, Status> {
-        let (vote, meta, data): (Vote, SnapshotMeta, Vec<u8>) = self.decode(request)?;
+        let ((vote, meta, data), version): ((Vote, SnapshotMeta, Vec<u8>), u16) =
+            self.decode(request)?;
         let snapshot = openraft::storage::Snapshot {
             meta,
             snapshot: data,
         };
-        reply(self.raft.install_full_snapshot(vote, snapshot).await)
+        reply(
+            version,
+            self.raft.install_full_snapshot(vote, snapshot).await,
+        )
     }
 }

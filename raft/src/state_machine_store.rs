@@ -14,11 +14,12 @@ use crate::disk::Disk;
 use crate::envelope::{self, EnvelopeError, Kind};
 use crate::storage_metrics::SnapshotMetrics;
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::written_format::WrittenFormat;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use porch_core::{ClusterState, Outcome};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::io;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use tokio::sync::{broadcast, watch};
@@ -31,7 +32,7 @@ pub(crate) const SNAPSHOT_BLOB: &str = "snapshot";
 pub const APPLIED_BROADCAST_CAPACITY: usize = 4096;
 
 /// The state as of a log index.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct AppliedState {
     pub cluster: ClusterState,
     pub last_applied: Option<LogId>,
@@ -54,6 +55,7 @@ pub struct AppliedView {
     state: RwLock<AppliedState>,
     applied_tx: broadcast::Sender<Applied>,
     applied_index_tx: watch::Sender<u64>,
+    written_format: WrittenFormat,
 }
 
 impl AppliedView {
@@ -75,6 +77,11 @@ impl AppliedView {
     /// yet; at [`APPLIED_BROADCAST_CAPACITY`] it lags and re-reads the state instead.
     pub fn listener_backlog(&self) -> usize {
         self.applied_tx.len()
+    }
+
+    /// The format version this node writes (its cluster's, as of the applied state).
+    pub fn written_format(&self) -> WrittenFormat {
+        self.written_format.clone()
     }
 }
 
@@ -121,11 +128,13 @@ impl StateMachineStore {
         let applied = state.last_applied.map(|id| id.index).unwrap_or(0);
         let (applied_tx, _) = broadcast::channel(applied_capacity.max(1));
         let (applied_index_tx, _) = watch::channel(applied);
+        let written_format = WrittenFormat::new(state.cluster.format_version());
         Ok(StateMachineStore {
             view: Arc::new(AppliedView {
                 state: RwLock::new(state),
                 applied_tx,
                 applied_index_tx,
+                written_format,
             }),
             disk,
             saved_snapshot: Arc::new(tokio::sync::Mutex::new(saved_snapshot)),
@@ -153,7 +162,7 @@ impl StateMachineStore {
         if *saved > meta.last_log_id {
             return Ok(false);
         }
-        let record = envelope::encode(Kind::SnapshotMeta, meta)
+        let record = envelope::encode_at(Kind::SnapshotMeta, self.view.written_format.get(), meta)
             .map_err(|e| io::Error::other(e.to_string()))?;
         let mut blob = Vec::with_capacity(8 + record.len() + data.len());
         blob.extend_from_slice(&(record.len() as u64).to_be_bytes());
@@ -178,7 +187,7 @@ fn load_snapshot(disk: &dyn Disk) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>>
     let record = blob
         .get(8..8usize.saturating_add(length))
         .ok_or_else(|| corrupt("metadata runs past the end"))?;
-    let meta: SnapshotMeta =
+    let (meta, _): (SnapshotMeta, u16) =
         envelope::decode(Kind::SnapshotMeta, record).map_err(|e| corrupt(&format!("{e}")))?;
     Ok(Some((meta, blob[8 + length..].to_vec())))
 }
@@ -193,18 +202,32 @@ async fn encode_off_the_workers(state: AppliedState) -> io::Result<Vec<u8>> {
 }
 
 /// The snapshot data of `state`: what the snapshot file holds after its metadata, what an
-/// InstallSnapshot carries, and what a backup holds.
+/// InstallSnapshot carries, and what a backup holds. Written in the format version the state
+/// says its cluster writes, so every member (of either release, mid-upgrade) can install it.
 pub fn encode_state(state: &AppliedState) -> io::Result<Vec<u8>> {
-    envelope::encode(
+    let version = state.cluster.format_version();
+    let stored = state
+        .cluster
+        .stored(version)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    envelope::encode_at(
         Kind::Snapshot,
-        &(&state.last_applied, &state.membership, &state.cluster),
+        version,
+        &(&state.last_applied, &state.membership, stored),
     )
     .map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// Reads what [`encode_state`] wrote; a bad checksum or a newer format is an error naming it.
+/// Reads what [`encode_state`] wrote, in any format version this build reads; a bad
+/// checksum or a newer format is an error naming it.
 pub fn decode_state(data: &[u8]) -> Result<AppliedState, EnvelopeError> {
-    let (last_applied, membership, cluster) = envelope::decode(Kind::Snapshot, data)?;
+    let (version, payload) = envelope::open(Kind::Snapshot, data)?;
+    let undecodable = |e| envelope::undecodable(Kind::Snapshot, e);
+    let mut deserializer = bincode::Deserializer::from_slice(payload, envelope::bincode_options());
+    let last_applied = Option::<LogId>::deserialize(&mut deserializer).map_err(undecodable)?;
+    let membership = StoredMembership::deserialize(&mut deserializer).map_err(undecodable)?;
+    let cluster =
+        ClusterState::deserialize_stored(version, &mut deserializer).map_err(undecodable)?;
     Ok(AppliedState {
         cluster,
         last_applied,
@@ -271,14 +294,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let outcome = {
                 let mut state = self.write_state();
                 state.last_applied = Some(entry.log_id);
-                match entry.payload {
+                let outcome = match entry.payload {
                     EntryPayload::Blank => Outcome::Done,
                     EntryPayload::Normal(request) => state.cluster.apply(request),
                     EntryPayload::Membership(membership) => {
                         state.membership = StoredMembership::new(Some(entry.log_id), membership);
                         Outcome::Done
                     }
-                }
+                };
+                self.view.written_format.set(state.cluster.format_version());
+                outcome
             };
             // No listener is fine (nobody subscribed yet).
             let _ = self.view.applied_tx.send(Applied::Entry {
@@ -321,6 +346,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             );
         }
         let index = installed.last_applied.map(|id| id.index).unwrap_or(0);
+        self.view
+            .written_format
+            .set(installed.cluster.format_version());
         *self.write_state() = installed;
         self.metrics.record(meta, snapshot.len());
         self.metrics
@@ -463,9 +491,48 @@ mod tests {
             ..AppliedState::default()
         };
         let decoded = decode_state(&encode_state(&state).unwrap()).unwrap();
+        assert_eq!(decoded.cluster, state.cluster);
+    }
+
+    /// A state whose cluster writes format 3 (the previous release) is snapshotted in format
+    /// 3, byte for byte as that release lays it out, and read back by this build; once the
+    /// cluster raised its version, snapshots are written in it.
+    #[test]
+    fn a_snapshot_is_written_in_the_format_its_cluster_writes_and_read_in_either() {
+        let mut state = AppliedState {
+            cluster: ClusterState::new(),
+            ..AppliedState::default()
+        };
+        let previous = envelope::FORMAT_VERSION_MIN;
+        assert_eq!(state.cluster.format_version(), previous);
+        let old = encode_state(&state).unwrap();
+        assert_eq!(envelope::open(Kind::Snapshot, &old).unwrap().0, previous);
+        // The previous release's layout: the tuple of log id, membership and its state.
+        let layout = bincode::serialize(&(
+            &state.last_applied,
+            &state.membership,
+            state.cluster.stored(previous).unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(&old[envelope::HEADER_BYTES..], &layout[..]);
+        assert_eq!(decode_state(&old).unwrap().cluster, state.cluster);
+
+        state.cluster.apply(porch_core::Request {
+            request_id: None,
+            now_ms: 1,
+            command: Command::SetFormatVersion {
+                version: previous + 1,
+            },
+            origin: None,
+        });
+        let new = encode_state(&state).unwrap();
         assert_eq!(
-            serde_json::to_value(&decoded.cluster).unwrap(),
-            serde_json::to_value(&state.cluster).unwrap()
+            envelope::open(Kind::Snapshot, &new).unwrap().0,
+            previous + 1
+        );
+        assert_eq!(
+            decode_state(&new).unwrap().cluster.format_version(),
+            previous + 1
         );
     }
 

@@ -15,7 +15,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         let dir = tempfile::tempdir().expect("temp dir");
         let disk: Arc<dyn Disk> = Arc::new(SledDisk::open(dir.path()).expect("open sled"));
         let sm = StateMachineStore::open(disk.clone()).expect("open state machine");
-        Ok((dir, LogStore::new(disk), sm))
+        Ok((dir, LogStore::new(disk, sm.view().written_format()), sm))
     }
 }
 
@@ -25,7 +25,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for SimBuilder {
     async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
         let sm = StateMachineStore::open(disk.clone()).expect("open state machine");
-        Ok(((), LogStore::new(disk), sm))
+        Ok(((), LogStore::new(disk, sm.view().written_format()), sm))
     }
 }
 

@@ -596,8 +596,9 @@ fn agent_certificate_cannot_speak_raft_or_cluster_rpc(cluster: &Cluster) {
             leader_commit: None,
         };
         let payload = |value: Vec<u8>| Payload { json: value };
-        let vote = porch_raft::wire::encode(&vote).expect("encode a vote");
-        let append = porch_raft::wire::encode(&append).expect("encode an append");
+        let version = porch_raft::envelope::FORMAT_VERSION_MIN;
+        let vote = porch_raft::wire::encode(version, &vote).expect("encode a vote");
+        let append = porch_raft::wire::encode(version, &append).expect("encode an append");
         let url = tonic_url(cluster, id);
         let (web1, anonymous) = (tls_as(cluster, "web1"), tls_without_certificate(cluster));
         let refusals: Vec<(&str, Result<Payload, tonic::Status>)> = block_on(async {
@@ -668,6 +669,80 @@ fn agent_certificate_cannot_speak_raft_or_cluster_rpc(cluster: &Cluster) {
         "a node took the forged term {forged_term}: {after:?}"
     );
     cluster.wait_for_leader(WAIT);
+}
+
+/// A learner is a member (its peers' certificates may speak raft to it) but not a voter: asked
+/// for a vote, even by a member's certificate with a far newer term, it refuses naming why,
+/// and its term stays (a vote granted would have moved it, and made it refuse its leader).
+#[test]
+fn a_learner_asked_to_vote_refuses_and_keeps_its_term() {
+    use openraft::type_config::alias::CommittedLeaderIdOf;
+    use porch_raft::types::{LogId, TypeConfig, Vote};
+    let mut cluster = Cluster::start(3, FAST);
+    let leader = cluster.wait_for_leader(WAIT);
+    let addr = cluster.start_extra_node(4, FAST);
+    let add = json!({"id": 4, "addr": addr, "learner": true}).to_string();
+    let (status, reply) = cluster.post(leader, "/cluster/members", &add, &[]);
+    assert_eq!(status, 200, "{reply}");
+    let term_of = |id: u64| {
+        cluster
+            .status(id)
+            .and_then(|s| s["term"].as_u64())
+            .unwrap_or_else(|| panic!("node {id} reports a term"))
+    };
+    let learner_term = wait_until(WAIT, "the learner to hear from the leader", || {
+        let term = term_of(4);
+        (term > 0 && term == term_of(leader)).then_some(term)
+    });
+    let forged_term = learner_term + 1000;
+    let candidate = (1..=3).find(|id| *id != leader).expect("a follower");
+    let request = openraft::raft::VoteRequest::<TypeConfig> {
+        vote: Vote::new(forged_term, candidate),
+        last_log_id: Some(LogId::new(
+            CommittedLeaderIdOf::<TypeConfig>::new(forged_term),
+            1 << 40,
+        )),
+        leadership_transfer: true,
+    };
+    let version = porch_raft::envelope::FORMAT_VERSION_MIN;
+    let vote = porch_raft::wire::encode(version, &request).expect("encode a vote");
+    let url = tonic_url(&cluster, 4);
+    let as_member = tls_as(&cluster, &cluster.certname(candidate));
+    let replies: Vec<(&str, Payload)> = block_on(async {
+        let channel = channel(&url, as_member)
+            .await
+            .expect("a TLS channel as a member");
+        let mut client = RaftClient::new(channel);
+        let vote_reply = client.vote(Payload { json: vote.clone() }).await;
+        let pre_vote_reply = client.pre_vote(Payload { json: vote }).await;
+        vec![
+            (
+                "vote",
+                vote_reply.expect("the learner answers").into_inner(),
+            ),
+            (
+                "pre-vote",
+                pre_vote_reply.expect("the learner answers").into_inner(),
+            ),
+        ]
+    });
+    for (what, payload) in replies {
+        // The reply is an `RpcReply`: `Err(reason)` when raft did not take the request.
+        type VoteReply = Result<openraft::raft::VoteResponse<TypeConfig>, String>;
+        let (reply, _): (VoteReply, u16) =
+            porch_raft::wire::decode(&payload.json).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let refusal = match reply {
+            Err(refusal) => refusal,
+            Ok(answer) => panic!("the learner answered the {what} request: {answer:?}"),
+        };
+        assert!(
+            refusal.contains("node 4 is a learner") && refusal.contains("does not vote"),
+            "{what}: {refusal}"
+        );
+    }
+    assert_eq!(term_of(4), learner_term, "the learner's term moved");
+    let job = cluster.submit(4, &["after-the-vote"], None);
+    assert_eq!(cluster.job(4, job)["name"], job.to_string());
 }
 
 /// The agent's side of a refusal: every failed attempt says what was wrong with its

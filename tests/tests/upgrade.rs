@@ -1,11 +1,15 @@
-//! Rolling upgrade (issue 13): a cluster of an older porch build upgraded one node at a time
-//! to this build. While versions are mixed, with either version leading, it replicates,
-//! installs snapshots on a lagging follower of the other version, elects after leader loss and
-//! catches up. Ignored by default: it needs the older build, which costs a full build; run it
-//! with `tests/upgrade.sh [COMMIT]` (default: the commit that set the current format version:
-//! builds of different format versions refuse each other's records by design), which builds COMMIT once (cached under
-//! `target/upgrade-old/`) and passes its binary in `PORCH_OLD_BIN`.
+//! Rolling upgrade (issue 13): a cluster of the previous release (a build of the previous
+//! format version) upgraded one node at a time to this build. While versions are mixed, with
+//! either version leading, it replicates, installs snapshots on a lagging follower of the
+//! other version, elects after leader loss and catches up — the cluster keeps writing the
+//! previous format. Once the last node runs this build, the leader raises the format version
+//! on its own; the cluster then works in the new format, and the previous release, started on
+//! an upgraded data dir, refuses it naming both versions. Ignored by default: it needs the
+//! older build, which costs a full build; run it with `tests/upgrade.sh [COMMIT]` (default:
+//! the last commit before the current format version was set), which builds COMMIT once
+//! (cached under `target/upgrade-old/`) and passes its binary in `PORCH_OLD_BIN`.
 
+use porch_raft::envelope::{FORMAT_VERSION, FORMAT_VERSION_MIN};
 use porch_tests::{Cluster, FAST, poll_until, porch_bin, wait_until};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,6 +55,29 @@ impl Upgrade {
             Duration::from_secs(20),
             &format!("node {id} to answer"),
             || self.cluster.answers(id).then_some(()),
+        );
+    }
+
+    /// The format version the cluster writes, as `GET /cluster` on a node of this build
+    /// reports it (the previous release does not report one).
+    fn format_version(&self) -> Option<u64> {
+        let new_node = self
+            .cluster
+            .running()
+            .into_iter()
+            .find(|id| self.version(*id) == "new")?;
+        let (status, body) = self.cluster.get(new_node, "/cluster");
+        (status == 200).then(|| body["format_version"].as_u64())?
+    }
+
+    /// While a member runs the previous release, the cluster keeps writing its format: give
+    /// the leader time to (wrongly) raise it, then check it did not.
+    fn still_writes_the_previous_format(&self, when: &str) {
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(
+            self.format_version(),
+            Some(u64::from(FORMAT_VERSION_MIN)),
+            "{when}: the format version moved while a member runs the previous release"
         );
     }
 
@@ -184,6 +211,7 @@ fn a_mixed_version_cluster_replicates_snapshots_elects_and_catches_up_with_eithe
     upgrade.start_on(follower, &new);
     upgrade.submit(5, follower);
     upgrade.all_nodes_have_every_job("one node upgraded");
+    upgrade.still_writes_the_previous_format("one node upgraded");
 
     // Old leading: a new follower lags and installs the old leader's snapshot.
     upgrade.elect_a_leader_of("old");
@@ -191,6 +219,7 @@ fn a_mixed_version_cluster_replicates_snapshots_elects_and_catches_up_with_eithe
     // New leading: an old follower lags and installs the new leader's snapshot.
     upgrade.elect_a_leader_of("new");
     upgrade.lagging_follower_catches_up("old");
+    upgrade.still_writes_the_previous_format("a new leader, an old follower");
 
     // The rest upgraded one at a time, the leader last.
     let leader = upgrade.leader();
@@ -204,4 +233,41 @@ fn a_mixed_version_cluster_replicates_snapshots_elects_and_catches_up_with_eithe
         }
     }
     assert!((1..=3).all(|id| upgrade.version(id) == "new"));
+
+    // Every member reads the new format: the leader moves the cluster to it on its own.
+    wait_until(
+        Duration::from_secs(20),
+        "the cluster to write the new format version",
+        || (upgrade.format_version() == Some(u64::from(FORMAT_VERSION))).then_some(()),
+    );
+    let through = upgrade.leader();
+    upgrade.submit(5, through);
+    upgrade.all_nodes_have_every_job("after the format version was raised");
+    // Snapshots in the new format install too.
+    upgrade.lagging_follower_catches_up("new");
+
+    // The previous release on an upgraded data dir refuses the new format by name and stops
+    // (it neither misreads nor applies it); back on this build, the node catches up.
+    let leader = upgrade.leader();
+    let rolled_back = (1..=3).find(|id| *id != leader).expect("a follower");
+    upgrade.cluster.kill9(rolled_back);
+    let old = upgrade.old.clone();
+    upgrade.cluster.restart_with(rolled_back, &old);
+    let exit = wait_until(
+        Duration::from_secs(30),
+        "the previous release to stop on the new format",
+        || upgrade.cluster.exited(rolled_back),
+    );
+    assert!(!exit.success(), "the previous release exited with {exit}");
+    let log = upgrade.cluster.log(rolled_back);
+    let refusal = format!(
+        "in format version {FORMAT_VERSION}, newer than this porch understands (up to {FORMAT_VERSION_MIN})"
+    );
+    assert!(
+        log.contains(&refusal),
+        "the previous release's log does not say {refusal:?}:\n{log}"
+    );
+    upgrade.start_on(rolled_back, &new);
+    upgrade.submit(3, leader);
+    upgrade.all_nodes_have_every_job("the rolled-back node back on this build");
 }

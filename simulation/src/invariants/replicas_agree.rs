@@ -5,7 +5,11 @@ use super::{Observation, Violation};
 use std::collections::BTreeMap;
 
 fn fingerprint(state: &porch_core::ClusterState) -> u64 {
-    let bytes = serde_json::to_vec(state).unwrap_or_default();
+    // In the newest layout: it holds every stored field, the format version included.
+    let stored = state
+        .stored(porch_core::format_version::FORMAT_VERSION)
+        .ok();
+    let bytes = serde_json::to_vec(&stored).unwrap_or_default();
     let mut hash = 0xcbf29ce484222325u64;
     for byte in bytes {
         hash ^= byte as u64;

@@ -1,0 +1,34 @@
+//! Format versions of the records porch replicates and stores, and the rule for moving a
+//! cluster from one to the next (a rolling upgrade).
+//!
+//! Every record (log entry, snapshot, raft message, backup) is sealed with the format version
+//! it was written in (`porch_raft::envelope`). A build reads every version from
+//! [`FORMAT_VERSION_MIN`] (the previous one) to [`FORMAT_VERSION`] (its own), and refuses a
+//! newer one by name. It *writes* the version the cluster has agreed on — the replicated
+//! [`crate::ClusterState::format_version`] — not its own: while members of the previous
+//! release remain, an upgraded node writes their format, so either build can lead, send
+//! snapshots and be caught up by the other. The leader raises the agreed version one step
+//! ([`crate::Command::SetFormatVersion`]) once every member reports a build that reads it
+//! (`porch_node`'s `format_upgrade`), as etcd raises its cluster version; it never goes down.
+//!
+//! Raising [`FORMAT_VERSION`] (whenever the bincode layout of anything replicated changes):
+//! - freeze the previous layout of what changed (see [`crate::stored_state`]: the state as
+//!   each readable version stores it, with its conversion to the current one) and drop the
+//!   layouts older than the new [`FORMAT_VERSION_MIN`];
+//! - commands are only ever appended to [`crate::Command`]; a new one says which version
+//!   introduced it ([`crate::Command::format_version_needed`]), so an entry holding it is
+//!   sealed at that version even before the cluster moved (a node that cannot read it refuses
+//!   it by name rather than misreading it), and the node must not propose it for users while
+//!   the cluster's version is older (a feature gate);
+//! - set [`FORMAT_VERSION_MIN`] to the previous version: one release back is read, no more.
+
+/// The newest format this build reads and can write. Version 2 (tasks): a job's spec carries
+/// its task, a run's result its stderr, roles may hold `run_task`. Version 3: refusals in the
+/// audit log hold the refused change or action as facts. Version 4: the state holds the
+/// format version the cluster writes ([`crate::ClusterState::format_version`]).
+pub const FORMAT_VERSION: u16 = 4;
+
+/// The oldest format this build reads, and the version a state that has not yet heard from
+/// its cluster assumes it writes: the previous release's. Older records lack what later
+/// versions added, and bincode cannot tell, so they are refused by name rather than misread.
+pub const FORMAT_VERSION_MIN: u16 = 3;
