@@ -32,3 +32,63 @@ pub const FORMAT_VERSION: u16 = 4;
 /// its cluster assumes it writes: the previous release's. Older records lack what later
 /// versions added, and bincode cannot tell, so they are refused by name rather than misread.
 pub const FORMAT_VERSION_MIN: u16 = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Outcome, Rejection, Request};
+    use crate::state::ClusterState;
+
+    fn set(state: &mut ClusterState, version: u16) -> Outcome {
+        state.apply(Request {
+            request_id: None,
+            now_ms: 1,
+            command: Command::SetFormatVersion { version },
+            origin: None,
+        })
+    }
+
+    #[test]
+    fn a_new_state_writes_the_previous_release_format_until_its_cluster_moves() {
+        assert_eq!(ClusterState::new().format_version(), FORMAT_VERSION_MIN);
+    }
+
+    #[test]
+    fn the_format_version_moves_one_step_up_and_never_down_or_past_this_build() {
+        let mut state = ClusterState::new();
+        for refused in [
+            FORMAT_VERSION_MIN - 1,
+            FORMAT_VERSION_MIN,
+            FORMAT_VERSION_MIN + 2,
+            u16::MAX,
+        ] {
+            assert_eq!(
+                set(&mut state, refused),
+                Outcome::Rejected(Rejection::FormatVersionNotNext {
+                    writing: FORMAT_VERSION_MIN,
+                    proposed: refused
+                })
+            );
+        }
+        assert_eq!(set(&mut state, FORMAT_VERSION_MIN + 1), Outcome::Done);
+        assert_eq!(state.format_version(), FORMAT_VERSION_MIN + 1);
+        assert!(matches!(
+            set(&mut state, FORMAT_VERSION_MIN),
+            Outcome::Rejected(_)
+        ));
+        assert!(matches!(
+            set(&mut state, FORMAT_VERSION + 1),
+            Outcome::Rejected(_)
+        ));
+        assert_eq!(state.format_version(), FORMAT_VERSION);
+    }
+
+    #[test]
+    fn the_raise_needs_the_version_it_raises_to_and_older_commands_need_none() {
+        assert_eq!(
+            Command::SetFormatVersion { version: 4 }.format_version_needed(),
+            4
+        );
+        assert_eq!(Command::Tick.format_version_needed(), 0);
+    }
+}

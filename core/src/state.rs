@@ -248,7 +248,9 @@ impl ClusterState {
     /// One step up at a time, never down: every member was asked before the leader
     /// proposed it, and a replica that could not read the new format would not be here.
     fn set_format_version(&mut self, version: u16) -> Outcome {
-        if version != self.format_version + 1 || version > crate::format_version::FORMAT_VERSION {
+        if Some(version) != self.format_version.checked_add(1)
+            || version > crate::format_version::FORMAT_VERSION
+        {
             return Outcome::Rejected(Rejection::FormatVersionNotNext {
                 writing: self.format_version,
                 proposed: version,

@@ -103,6 +103,10 @@ impl Consensus {
                 .map(|member| self.member_self_status(member.id, member.addr.clone())),
         )
         .await;
+        // A leader of the previous release does not report it: this node's applied state says.
+        if status.format_version.is_none() {
+            status.format_version = Some(self.view.read().cluster.format_version());
+        }
         let committed = status.committed_index;
         for (member, report) in status.members.iter_mut().zip(reports) {
             let Some(report) = report else { continue };
