@@ -439,9 +439,15 @@ pub struct RoleChanges(
 );
 
 impl RoleChanges {
-    /// Returns at the next change, or after `at_most`.
+    /// Returns at the next change, or after `at_most`. Once raft has stopped there are no
+    /// more changes: it waits `at_most` rather than return at once, or a caller's loop
+    /// would spin (the scheduler loop of a node whose disk failed held the simulation's only
+    /// thread at one instant, until its process would have exited).
     pub async fn next(&mut self, at_most: Duration) {
         use openraft::rt::watch::WatchReceiver;
-        let _ = tokio::time::timeout(at_most, self.0.changed()).await;
+        let started = tokio::time::Instant::now();
+        if let Ok(Err(_stopped)) = tokio::time::timeout(at_most, self.0.changed()).await {
+            tokio::time::sleep_until(started + at_most).await;
+        }
     }
 }

@@ -225,6 +225,21 @@ fn flatten<T>(reply: RpcReply<T>) -> Result<T, CallError> {
 /// The least time an AppendEntries carrying entries gets before it counts as lost.
 const ENTRIES_RPC_TIMEOUT_MIN: Duration = Duration::from_millis(1000);
 
+/// The slowest link a snapshot is expected to cross, bytes per second (1 MiB/s: a congested
+/// link between datacenters).
+const SNAPSHOT_BYTES_PER_SECOND_MIN: u64 = 1024 * 1024;
+
+/// How long an InstallSnapshot may take before it counts as lost: as long as an
+/// AppendEntries with entries (it includes the follower's fsync), plus the snapshot's
+/// transfer at [`SNAPSHOT_BYTES_PER_SECOND_MIN`]. Not a fixed 30 s: while a lost snapshot
+/// message waits out its timeout the follower receives nothing, and the simulation saw
+/// several followers stalled that way at once leave a leader without a quorum for 30 s at a
+/// time (snapshots every few entries under message loss).
+fn snapshot_rpc_timeout(soft_ttl: Duration, snapshot_bytes: usize) -> Duration {
+    let transfer_ms = (snapshot_bytes as u64).saturating_mul(1000) / SNAPSHOT_BYTES_PER_SECOND_MIN;
+    soft_ttl.max(ENTRIES_RPC_TIMEOUT_MIN) + Duration::from_millis(transfer_ms)
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = Vec<u8>;
 
@@ -314,8 +329,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        // Snapshots can be large: allow the hard TTL rather than the soft one.
-        let ttl = option.hard_ttl().max(Duration::from_secs(30));
+        let ttl = snapshot_rpc_timeout(option.soft_ttl(), snapshot.snapshot.len());
         let request = (vote, snapshot.meta, snapshot.snapshot);
         let call = self.call(
             self.written_format.get(),
@@ -338,5 +352,29 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 })),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_rpc_waits_for_its_transfer_not_a_fixed_half_minute() {
+        let heartbeat_ttl = Duration::from_millis(75);
+        assert_eq!(
+            snapshot_rpc_timeout(heartbeat_ttl, 10_000),
+            Duration::from_millis(1009),
+            "a small snapshot lost in transit costs about a second"
+        );
+        assert_eq!(
+            snapshot_rpc_timeout(heartbeat_ttl, 100 * 1024 * 1024),
+            Duration::from_secs(101),
+            "a large one gets its transfer time at 1 MiB/s"
+        );
+        assert_eq!(
+            snapshot_rpc_timeout(Duration::from_secs(3), 0),
+            Duration::from_secs(3)
+        );
     }
 }

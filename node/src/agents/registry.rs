@@ -55,6 +55,17 @@ impl SessionSender {
         }
     }
 
+    /// Queues `message` if there is room, without remembering a full queue: for messages
+    /// whose loss costs nothing (a heartbeat: the agent hears the queued messages instead).
+    /// Fails only if the session ended; returns whether the message was queued.
+    pub fn send_if_room(&self, message: ServerMessage) -> Result<bool, ()> {
+        match self.queue.try_send(Box::new(message)) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        }
+    }
+
     /// Whether a message was refused for a full queue since the last call (and forgets it).
     pub fn take_overflow(&self) -> bool {
         self.overflowed.swap(false, Ordering::SeqCst)

@@ -269,6 +269,7 @@ impl SessionDriver {
         let silence_max = this.heartbeat_interval * 3;
         let mut last_heard = tokio::time::Instant::now();
         let mut cut_off_since: Option<tokio::time::Instant> = None;
+        let mut full_ticks = 0u32;
         loop {
             tokio::select! {
                 biased;
@@ -316,8 +317,20 @@ impl SessionDriver {
                         });
                     }
                     sequence += 1;
-                    if this.tx.try_send(message(Kind::Heartbeat(Heartbeat { sequence }))).is_err() {
-                        break;
+                    // A queue still full at three heartbeats in a row (a whole silence
+                    // window) is an agent too slow to keep: it reconnects and reconciles.
+                    // One full at a single tick is not: with a small queue, the status query
+                    // just sent fills it, and closing then meant reconnecting for ever.
+                    match this.tx.send_if_room(message(Kind::Heartbeat(Heartbeat { sequence }))) {
+                        Ok(true) => full_ticks = 0,
+                        Ok(false) => {
+                            full_ticks += 1;
+                            if full_ticks >= 3 {
+                                tracing::warn!("agent {}'s queue stayed full for 3 heartbeats; closing its session", this.certname);
+                                break;
+                            }
+                        }
+                        Err(()) => break,
                     }
                 }
             }
