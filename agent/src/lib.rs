@@ -23,6 +23,7 @@ pub mod codec;
 pub mod runner;
 pub mod session;
 pub mod spool;
+pub mod spool_store;
 pub mod task;
 pub mod tls_flags;
 pub mod transport;

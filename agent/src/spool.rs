@@ -2,12 +2,15 @@
 //! fsync, rename, fsync of the directory) before the agent acts on it. This is what makes a
 //! run happen at most once: a request for a transaction already in the spool is never run
 //! again — the agent answers with what it knows instead. And it is what makes a result
-//! survive an agent crash until the cluster has acknowledged it.
+//! survive an agent crash until the cluster has acknowledged it. Records live in a
+//! [`SpoolStore`] (files in production), each with its checksum: a damaged one is reported
+//! errored, as an interrupted run is.
 
+use crate::spool_store::{FileSpoolStore, SpoolStore, seal, unseal};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest transaction id accepted (it becomes a file name).
@@ -87,9 +90,20 @@ pub type SpoolClock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 pub const SPOOL_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
 
 pub struct Spool {
-    dir: PathBuf,
+    store: Arc<dyn SpoolStore>,
     entries: BTreeMap<String, Entry>,
     now_ms: SpoolClock,
+}
+
+fn planted_run_before_spool_sync() -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        porch_core::planted::active(porch_core::planted::Bug::RunBeforeSpoolSync)
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        false
+    }
 }
 
 fn wall_clock_ms() -> u64 {
@@ -118,46 +132,36 @@ impl Spool {
 
     /// As [`Spool::open`], with the clock that stamps accepted runs and ages them out.
     pub fn open_with_clock(dir: &Path, now_ms: SpoolClock) -> Result<Spool, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("--spool-dir {}: cannot create: {e}", dir.display()))?;
-        let probe = dir.join(".write-test");
-        std::fs::write(&probe, b"ok")
-            .map_err(|e| format!("--spool-dir {}: not writable: {e}", dir.display()))?;
-        let _ = std::fs::remove_file(&probe);
+        Spool::open_in(Arc::new(FileSpoolStore::open(dir)?), now_ms)
+    }
+
+    /// As [`Spool::open_with_clock`], over any store (the simulation's disk).
+    pub fn open_in(store: Arc<dyn SpoolStore>, now_ms: SpoolClock) -> Result<Spool, String> {
+        let records = store
+            .list()
+            .map_err(|e| format!("spool: cannot read its records: {e}"))?;
         let mut spool = Spool {
-            dir: dir.to_path_buf(),
+            store,
             entries: BTreeMap::new(),
             now_ms,
         };
-        let listing =
-            std::fs::read_dir(dir).map_err(|e| format!("--spool-dir {}: {e}", dir.display()))?;
         let mut interrupted = Vec::new();
-        for item in listing.flatten() {
-            let path = item.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let parsed = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| {
-                    serde_json::from_slice::<Entry>(&bytes).map_err(|e| e.to_string())
-                });
+        let mut damaged = Vec::new();
+        for (name, bytes) in records {
+            let parsed = unseal(&bytes)
+                .and_then(|json| serde_json::from_slice::<Entry>(json).map_err(|e| e.to_string()));
             match parsed {
-                Ok(entry) => {
+                Ok(entry) if entry.transaction_id == name => {
                     if entry.result.is_none() {
-                        interrupted.push(entry.transaction_id.clone());
+                        interrupted.push(name.clone());
                     }
-                    spool.entries.insert(entry.transaction_id.clone(), entry);
+                    spool.entries.insert(name, entry);
                 }
-                Err(e) => {
-                    let aside = path.with_extension("json.corrupt");
-                    tracing::warn!(
-                        "spool file {} is corrupt ({e}); moved to {}",
-                        path.display(),
-                        aside.display()
-                    );
-                    let _ = std::fs::rename(&path, &aside);
-                }
+                Ok(entry) => damaged.push((
+                    name,
+                    format!("it names transaction {}", entry.transaction_id),
+                )),
+                Err(e) => damaged.push((name, e)),
             }
         }
         for txn in interrupted {
@@ -167,6 +171,27 @@ impl Spool {
                     "the agent restarted during the run; it may or may not have completed",
                 ),
             )?;
+        }
+        // The transaction was accepted (its record exists), so it may have run: it must never
+        // run again, and what its record said is unknown.
+        for (txn, why) in damaged {
+            tracing::warn!(
+                "spool record of transaction {txn} is corrupt ({why}): reported errored"
+            );
+            if !valid_transaction_id(&txn) {
+                continue;
+            }
+            let entry = Entry {
+                transaction_id: txn.clone(),
+                job_id: 0,
+                accepted_ms: (spool.now_ms)(),
+                result: Some(StoredResult::errored(format!(
+                    "the agent's spool record of this run was corrupt ({why}); it may or may not have completed"
+                ))),
+                acked: false,
+            };
+            spool.persist(&entry)?;
+            spool.entries.insert(txn, entry);
         }
         Ok(spool)
     }
@@ -234,14 +259,13 @@ impl Spool {
             .filter(|e| e.acked && e.accepted_ms < cutoff)
             .map(|e| e.transaction_id.clone())
             .collect();
-        for txn in old {
-            let _ = std::fs::remove_file(self.path(&txn));
-            self.entries.remove(&txn);
+        for txn in &old {
+            let _ = self.store.remove(txn);
+            self.entries.remove(txn);
         }
-    }
-
-    fn path(&self, transaction_id: &str) -> PathBuf {
-        self.dir.join(format!("{transaction_id}.json"))
+        if !old.is_empty() {
+            let _ = self.store.sync();
+        }
     }
 
     fn persist(&self, entry: &Entry) -> Result<(), String> {
@@ -251,17 +275,19 @@ impl Spool {
                 entry.transaction_id
             ));
         }
-        let path = self.path(&entry.transaction_id);
-        let temp = self.dir.join(format!(".{}.tmp", entry.transaction_id));
-        let bytes = serde_json::to_vec_pretty(entry).map_err(|e| e.to_string())?;
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&temp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &path)?;
-            std::fs::File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| format!("spool {}: cannot write: {e}", path.display()))
+        let json = serde_json::to_vec_pretty(entry).map_err(|e| e.to_string())?;
+        let txn = &entry.transaction_id;
+        self.store
+            .write(txn, &seal(&json))
+            .map_err(|e| format!("spool record of {txn}: cannot write: {e}"))?;
+        // Planted: a new transaction is run before its record is durable, so a crash of the
+        // machine during the run can forget it was ever accepted.
+        if entry.result.is_none() && planted_run_before_spool_sync() {
+            return Ok(());
+        }
+        self.store
+            .sync()
+            .map_err(|e| format!("spool record of {txn}: cannot sync: {e}"))
     }
 }
 
@@ -344,12 +370,33 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_file_is_moved_aside() {
+    fn a_corrupt_record_is_reported_errored_and_never_run_again() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("bad.json"), b"{not json").unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        assert!(spool.get("bad").is_none());
-        assert!(dir.path().join("bad.json.corrupt").exists());
+        let mut spool = Spool::open(dir.path()).unwrap();
+        spool.accept("t1", 1).unwrap();
+        let mut finished = StoredResult::errored("x");
+        finished.outcome = Outcome::Finished;
+        spool.finish("t1", finished).unwrap();
+        drop(spool);
+        let path = dir.path().join("t1.json");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x04; // a bit of the JSON: still JSON, another record
+        std::fs::write(&path, &bytes).unwrap();
+        std::fs::write(dir.path().join("t2.json"), b"{not json").unwrap();
+
+        let mut spool = Spool::open(dir.path()).unwrap();
+        for txn in ["t1", "t2"] {
+            let result = spool.get(txn).unwrap().result.clone().unwrap();
+            assert_eq!(result.outcome, Outcome::Errored, "{txn}");
+            assert!(
+                result.message.contains("corrupt"),
+                "{txn}: {}",
+                result.message
+            );
+            assert!(!spool.accept(txn, 1).unwrap(), "{txn} must never run again");
+        }
+        assert_eq!(spool.unacked().len(), 2, "both are reported");
     }
 
     #[test]

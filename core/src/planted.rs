@@ -29,9 +29,14 @@ pub enum Bug {
     ReadWithoutBarrier,
     /// A message dropped for a full session queue is forgotten: no status query follows.
     ForgetDroppedRun,
+    /// Stored records are believed without their checksum (a corrupt one is read as
+    /// whatever its bytes now say).
+    SkipChecksum,
+    /// The agent runs a transaction before the spool record accepting it is durable.
+    RunBeforeSpoolSync,
 }
 
-pub const ALL_BUGS: [Bug; 9] = [
+pub const ALL_BUGS: [Bug; 11] = [
     Bug::DispatchBeforeCommit,
     Bug::IgnoreDependencyEdge,
     Bug::RedispatchWithoutStatusQuery,
@@ -41,6 +46,8 @@ pub const ALL_BUGS: [Bug; 9] = [
     Bug::ClockFollowsLeader,
     Bug::ReadWithoutBarrier,
     Bug::ForgetDroppedRun,
+    Bug::SkipChecksum,
+    Bug::RunBeforeSpoolSync,
 ];
 
 /// Whether this build can plant bugs at all.
@@ -58,6 +65,8 @@ impl Bug {
             Bug::ClockFollowsLeader => "clock-follows-leader",
             Bug::ReadWithoutBarrier => "read-without-barrier",
             Bug::ForgetDroppedRun => "forget-dropped-run",
+            Bug::SkipChecksum => "skip-checksum",
+            Bug::RunBeforeSpoolSync => "run-before-spool-sync",
         }
     }
 

@@ -79,6 +79,11 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         None => None,
     };
     let fresh = identity::claim(env.disk.as_ref(), config.id, &data_dir).await?;
+    let (repairs, vote_floor) =
+        porch_raft::repair::check_and_repair(env.disk.as_ref(), &data_dir).await?;
+    for repair in &repairs {
+        tracing::warn!("{data_dir}: corrupt data found at start: {repair}");
+    }
     let state_machine = StateMachineStore::open_with_capacity(
         env.disk.clone(),
         config.capacities.applied_broadcast,
@@ -152,6 +157,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         raft.clone(),
         cluster_id,
         Duration::from_millis(config.raft.election_timeout_max_ms),
+        vote_floor,
     );
     let leader_contact = raft_service.leader_contact();
     let grpc = tonic::service::Routes::new(

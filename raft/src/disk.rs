@@ -95,6 +95,10 @@ pub trait Disk: Send + Sync + 'static {
 
     fn read_blob(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
 
+    /// Moves blob `name` out of the way (kept as `<name>.corrupt` for its operator to look
+    /// at): it failed its checksum. Durable on return.
+    fn set_aside_blob(&self, name: &str) -> io::Result<()>;
+
     /// Bytes the store occupies on disk, snapshot included (0 if unknown), for `cluster
     /// status`.
     fn size_on_disk(&self) -> u64 {

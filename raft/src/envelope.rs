@@ -44,16 +44,19 @@ pub enum Kind {
     Message,
     /// A backup file's body (after its magic).
     Backup,
+    /// A raft metadata record: vote, committed index, purge point, vote floor.
+    RaftMeta,
 }
 
 impl Kind {
-    fn tag(self) -> u8 {
+    pub(crate) fn tag(self) -> u8 {
         match self {
             Kind::LogEntry => b'E',
             Kind::Snapshot => b'S',
             Kind::SnapshotMeta => b'T',
             Kind::Message => b'M',
             Kind::Backup => b'B',
+            Kind::RaftMeta => b'R',
         }
     }
 
@@ -64,6 +67,7 @@ impl Kind {
             Kind::SnapshotMeta => "snapshot metadata",
             Kind::Message => "raft message",
             Kind::Backup => "backup",
+            Kind::RaftMeta => "raft metadata record",
         }
     }
 }
@@ -171,7 +175,7 @@ pub fn open(kind: Kind, bytes: &[u8]) -> Result<(u16, &[u8]), EnvelopeError> {
     }
     let stored = u32::from_le_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]);
     let computed = checksum(bytes);
-    if stored != computed {
+    if stored != computed && !porch_core::planted::active(porch_core::planted::Bug::SkipChecksum) {
         return Err(EnvelopeError::Checksum {
             kind,
             stored,

@@ -23,6 +23,7 @@ pub mod envelope;
 pub mod flush_thread;
 pub mod latency_histogram;
 pub mod log_store;
+pub mod repair;
 pub mod sim_disk;
 pub mod sled_disk;
 pub mod state_machine_store;

@@ -28,9 +28,11 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-const VOTE_KEY: &[u8] = b"vote";
-const COMMITTED_KEY: &[u8] = b"committed";
-const LAST_PURGED_KEY: &[u8] = b"last_purged";
+pub(crate) const VOTE_KEY: &[u8] = b"vote";
+pub(crate) const COMMITTED_KEY: &[u8] = b"committed";
+pub(crate) const LAST_PURGED_KEY: &[u8] = b"last_purged";
+/// See [`crate::repair::VoteFloor`].
+pub(crate) const VOTE_FLOOR_KEY: &[u8] = b"vote_floor";
 /// Log entries deleted per step when a purge clears them from disk.
 const PURGE_CHUNK: usize = 1000;
 
@@ -59,15 +61,11 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        match self.disk.get(Tree::Meta, key)? {
-            None => Ok(None),
-            Some(bytes) => decode(&bytes, "meta").map(Some),
-        }
+        read_meta(self.disk.as_ref(), key)
     }
 
     fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> io::Result<()> {
-        self.disk
-            .write(Tree::Meta, vec![Write::Put(key.to_vec(), encode(value)?)])
+        write_meta(self.disk.as_ref(), key, value)
     }
 
     /// Starts an empty log right after a snapshot at `log_id` (a restored node): purged up
@@ -83,12 +81,30 @@ impl LogStore {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| io::Error::other(format!("cannot encode: {e}")))
+/// A raft metadata record (vote, committed, purge point, vote floor), enveloped with its
+/// checksum: a flipped bit in a vote's term must be caught, not believed.
+pub(crate) fn write_meta<T: Serialize>(disk: &dyn Disk, key: &[u8], value: &T) -> io::Result<()> {
+    let bytes =
+        envelope::encode(Kind::RaftMeta, value).map_err(|e| io::Error::other(e.to_string()))?;
+    disk.write(Tree::Meta, vec![Write::Put(key.to_vec(), bytes)])
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> io::Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt(format!("corrupt {what} record: {e}")))
+/// Reads what [`write_meta`] wrote. Data dirs written before metadata carried checksums hold
+/// it as JSON (which never starts with the envelope's tag): read as such until rewritten.
+pub(crate) fn read_meta<T: DeserializeOwned>(disk: &dyn Disk, key: &[u8]) -> io::Result<Option<T>> {
+    let Some(bytes) = disk.get(Tree::Meta, key)? else {
+        return Ok(None);
+    };
+    let what = String::from_utf8_lossy(key);
+    if bytes.first() == Some(&Kind::RaftMeta.tag()) {
+        envelope::decode(Kind::RaftMeta, &bytes)
+            .map(Some)
+            .map_err(|e| corrupt(format!("meta record '{what}': {e}")))
+    } else {
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| corrupt(format!("corrupt meta record '{what}': {e}")))
+    }
 }
 
 /// An entry as the log keeps it: refused (a storage error, which stops raft and the node)

@@ -4,6 +4,7 @@
 use crate::network::{CLUSTER_ID_HEADER, ClusterIdSource, RpcReply};
 use crate::proto::Payload;
 use crate::proto::raft_server::Raft as RaftRpc;
+use crate::repair::VoteFloor;
 use crate::types::{Raft, SnapshotMeta, TypeConfig, Vote};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub struct RaftService {
     leader_lease: Duration,
     /// When this node last accepted an AppendEntries (entries or heartbeat) from a leader.
     last_leader_contact: Arc<LeaderContact>,
+    /// Set when this node lost entries to corruption at start (see [`VoteFloor`]).
+    vote_floor: Option<VoteFloor>,
 }
 
 /// When this node last accepted an AppendEntries (entries or heartbeat) from a leader: a
@@ -46,13 +49,40 @@ impl LeaderContact {
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, cluster_id: ClusterIdSource, leader_lease: Duration) -> RaftService {
+    pub fn new(
+        raft: Raft,
+        cluster_id: ClusterIdSource,
+        leader_lease: Duration,
+        vote_floor: Option<VoteFloor>,
+    ) -> RaftService {
         RaftService {
             raft,
             cluster_id,
             leader_lease,
             last_leader_contact: Arc::default(),
+            vote_floor,
         }
+    }
+
+    /// A refusal when the vote floor forbids voting for this candidate (`None`: openraft
+    /// decides). The floor is checked here, before openraft sees the request, because
+    /// openraft compares the candidate with the log as it is, not with the entries this node
+    /// acknowledged and then lost.
+    fn below_vote_floor(&self, request: &VoteRequest) -> Option<VoteResponse> {
+        let floor = self.vote_floor?;
+        use openraft::rt::watch::WatchReceiver;
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let own_last = metrics.last_log_index;
+        if floor.allows(own_last, request.last_log_id.as_ref()) {
+            return None;
+        }
+        tracing::info!(
+            "refused a vote for {} (its log ends at {:?}): this node lost entries up to {} to corruption and has not got them back",
+            request.vote,
+            request.last_log_id,
+            floor.index
+        );
+        Some(VoteResponse::new(metrics.vote, None, false))
     }
 
     /// This node's last contact with a leader, as the status API reads it.
@@ -154,6 +184,9 @@ impl RaftRpc for RaftService {
         if let Some(refusal) = self.vote_refusal() {
             return reply::<VoteResponse, _>(version, Err(refusal));
         }
+        if let Some(refusal) = self.below_vote_floor(&rpc) {
+            return reply(version, Ok::<_, String>(refusal));
+        }
         let result = self.raft.vote(rpc.clone()).await;
         if let Ok(response) = &result {
             self.campaign_if_better_candidate(&rpc, response);
@@ -165,6 +198,9 @@ impl RaftRpc for RaftService {
         let (rpc, version): (VoteRequest, u16) = self.decode(request)?;
         if let Some(refusal) = self.vote_refusal() {
             return reply::<VoteResponse, _>(version, Err(refusal));
+        }
+        if let Some(refusal) = self.below_vote_floor(&rpc) {
+            return reply(version, Ok::<_, String>(refusal));
         }
         let result = self.raft.pre_vote(rpc.clone()).await;
         if let Ok(response) = &result {

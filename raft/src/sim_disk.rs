@@ -43,6 +43,13 @@ struct Inner {
     flush_failures: u64,
 }
 
+/// One record on a [`SimDisk`]: a key of a tree, or a blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredRecord {
+    Tree(Tree, Vec<u8>),
+    Blob(String),
+}
+
 /// A cheaply cloneable handle; clones share the same disk.
 #[derive(Clone, Default)]
 pub struct SimDisk {
@@ -154,6 +161,49 @@ impl SimDisk {
         Ok(())
     }
 
+    /// Every stored record, durable or not, with its length in bytes: what bit rot can hit.
+    pub fn records(&self) -> Vec<(StoredRecord, usize)> {
+        let inner = self.lock();
+        let mut records = Vec::new();
+        for (tree, map) in &inner.current {
+            for (key, value) in map {
+                records.push((StoredRecord::Tree(*tree, key.clone()), value.len()));
+            }
+        }
+        for (name, data) in &inner.blobs {
+            records.push((StoredRecord::Blob(name.clone()), data.len()));
+        }
+        records
+    }
+
+    /// Bit rot: flips bit `bit` (counted from the record's first byte) of `record`, in what
+    /// reads see and in what survives a crash alike.
+    pub fn flip_bit(&self, record: &StoredRecord, bit: usize) {
+        let mut inner = self.lock();
+        let flip = |bytes: &mut Vec<u8>| {
+            if let Some(byte) = bytes.get_mut(bit / 8) {
+                *byte ^= 1 << (bit % 8);
+            }
+        };
+        match record {
+            StoredRecord::Tree(tree, key) => {
+                let Inner {
+                    current, durable, ..
+                } = &mut *inner;
+                for trees in [current, durable] {
+                    if let Some(value) = trees.get_mut(tree).and_then(|m| m.get_mut(key)) {
+                        flip(value);
+                    }
+                }
+            }
+            StoredRecord::Blob(name) => {
+                if let Some(data) = inner.blobs.get_mut(name) {
+                    flip(data);
+                }
+            }
+        }
+    }
+
     /// Writes not yet durable (for tests of the durability contract).
     pub fn unflushed_writes(&self) -> usize {
         self.lock().unflushed.len()
@@ -251,6 +301,14 @@ impl Disk for SimDisk {
 
     fn read_blob(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
         Ok(self.lock().blobs.get(name).cloned())
+    }
+
+    fn set_aside_blob(&self, name: &str) -> io::Result<()> {
+        let mut inner = self.lock();
+        if let Some(data) = inner.blobs.remove(name) {
+            inner.blobs.insert(format!("{name}.corrupt"), data);
+        }
+        Ok(())
     }
 
     fn flush(&self) -> BoxFuture<'static, io::Result<()>> {

@@ -234,6 +234,14 @@ impl Disk for SledDisk {
         }
     }
 
+    fn set_aside_blob(&self, name: &str) -> io::Result<()> {
+        let path = self.blob_dir.join(name);
+        let aside = self.blob_dir.join(format!("{name}.corrupt"));
+        std::fs::rename(&path, &aside)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        std::fs::File::open(&self.blob_dir)?.sync_all()
+    }
+
     fn size_on_disk(&self) -> u64 {
         let blobs: u64 = std::fs::read_dir(&self.blob_dir)
             .map(|entries| {

@@ -151,7 +151,7 @@ impl StateMachineStore {
         self.metrics.clone()
     }
 
-    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, AppliedState> {
+    pub(crate) fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, AppliedState> {
         self.view.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -174,7 +174,7 @@ impl StateMachineStore {
     }
 }
 
-fn load_snapshot(disk: &dyn Disk) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+pub(crate) fn load_snapshot(disk: &dyn Disk) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
     let Some(blob) = disk.read_blob(SNAPSHOT_BLOB)? else {
         return Ok(None);
     };
@@ -235,7 +235,7 @@ pub fn decode_state(data: &[u8]) -> Result<AppliedState, EnvelopeError> {
     })
 }
 
-fn decode_state_of(data: &[u8], what: &str) -> io::Result<AppliedState> {
+pub(crate) fn decode_state_of(data: &[u8], what: &str) -> io::Result<AppliedState> {
     decode_state(data).map_err(|e| crate::disk::corrupt(format!("{what}: {e}")))
 }
 

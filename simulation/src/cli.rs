@@ -36,7 +36,7 @@ pub struct SimArgs {
     /// from the seed unless given with --fault. Kinds: crash, lose-unflushed, partition,
     /// asymmetric, loss, duplication, delay, pause, slow-disk, agent-crash,
     /// agent-disconnect, leader-transfer, membership, stop, power-loss, torn-flush,
-    /// disk-failure, clock-jump, clock-drift.
+    /// disk-failure, clock-jump, clock-drift, bit-rot.
     #[arg(long)]
     pub faults: Option<String>,
     /// Set one fault's rate, `NAME=RATE` (0-1; repeatable): per simulated second for events,
@@ -46,23 +46,20 @@ pub struct SimArgs {
     /// Plant a known bug (needs a build with feature porch-simulation/planted-bugs):
     /// dispatch-before-commit, ignore-dependency-edge, redispatch-without-status-query,
     /// accept-stale-report, exceed-concurrency-by-one, ack-before-flush,
-    /// clock-follows-leader, read-without-barrier, forget-dropped-run.
+    /// clock-follows-leader, read-without-barrier, forget-dropped-run, skip-checksum,
+    /// run-before-spool-sync.
     #[arg(long)]
     pub plant_bug: Option<String>,
     /// Wall-clock seconds one seed may take before it is reported as over budget.
     #[arg(long)]
     pub budget_seconds: Option<u64>,
     /// Run the seed as it ran before issue 14: the standard queue capacities, batch sizes,
-    /// raft timings and flush time instead of drawn ones, and only the fault kinds of then
-    /// (no power loss, torn flush, disk failure or clock faults). Regression seeds replay
-    /// their original scenario this way.
-    #[arg(long, conflicts_with = "buggify")]
-    pub classic: bool,
-    /// Draw queue capacities, batch sizes, snapshot cadence, raft timings and flush time per
-    /// seed (often tiny), and switch on power loss, torn flushes, disk failures and clock
-    /// faults as the seed draws them.
+    /// raft timings and flush time instead of drawn ones (by default each seed draws them,
+    /// often tiny), and only the fault kinds of then (no power loss, torn flush, disk
+    /// failure, bit rot or clock faults). Regression seeds replay their original scenario
+    /// this way.
     #[arg(long)]
-    pub buggify: bool,
+    pub classic: bool,
     /// Set one knob, `NAME=VALUE` (repeatable): session-queue, applied-broadcast,
     /// agent-run-queue, snapshot-every, logs-kept, payload, append, api-batch, flush-ms.
     #[arg(long = "knob", value_name = "NAME=VALUE")]
@@ -131,9 +128,6 @@ pub fn config_for(args: &SimArgs, seed: u64) -> Result<SimConfig, String> {
     }
     if args.classic {
         config = config.classic();
-    }
-    if args.buggify {
-        config = config.buggify();
     }
     for pair in &args.knobs {
         let (name, value) = pair
@@ -263,9 +257,6 @@ pub fn replay_command(args: &SimArgs, seed: u64) -> String {
     if args.classic {
         command.push_str(" --classic");
     }
-    if args.buggify {
-        command.push_str(" --buggify");
-    }
     for pair in &args.knobs {
         command.push_str(&format!(" --knob {pair}"));
     }
@@ -320,7 +311,10 @@ fn report(seed: u64, args: &SimArgs) -> Option<u64> {
             None
         }
         Err(Failure::Budget { detail }) => {
-            println!("seed {seed}: BUDGET EXCEEDED (not a pass): {detail}; replay: {replay}");
+            println!(
+                "seed {seed}: BUDGET EXCEEDED (not a pass): {detail}\n  scenario: {}\nreplay: {replay}",
+                config.describe()
+            );
             None
         }
         Err(Failure::Setup(detail)) => {

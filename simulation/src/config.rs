@@ -52,13 +52,18 @@ pub enum Fault {
     ClockJump,
     /// A node's clock starts running fast or slow (up to ±10 %).
     ClockDrift,
+    /// A bit flips in one record on a stopped node's disk (a log entry, the snapshot, the
+    /// committed index or the purge point) before it restarts; a probability per restart.
+    /// Only while every other node is up and caught up: one damaged copy of an entry at a
+    /// time, which a majority can always make good.
+    BitRot,
 }
 
 /// The fault kinds from before knobs and storage and clock faults (issue 14): a seed run with
 /// only these and the standard knobs replays the scenario it drew then.
 pub const CLASSIC_FAULTS: usize = 14;
 
-pub const ALL_FAULTS: [Fault; 19] = [
+pub const ALL_FAULTS: [Fault; 20] = [
     Fault::Crash,
     Fault::LoseUnflushed,
     Fault::Partition,
@@ -78,6 +83,7 @@ pub const ALL_FAULTS: [Fault; 19] = [
     Fault::DiskFailure,
     Fault::ClockJump,
     Fault::ClockDrift,
+    Fault::BitRot,
 ];
 
 impl Fault {
@@ -102,6 +108,7 @@ impl Fault {
             Fault::DiskFailure => "disk-failure",
             Fault::ClockJump => "clock-jump",
             Fault::ClockDrift => "clock-drift",
+            Fault::BitRot => "bit-rot",
         }
     }
 
@@ -120,6 +127,7 @@ impl Fault {
     fn swarm_max(self) -> f64 {
         match self {
             Fault::LoseUnflushed | Fault::TornFlush => 1.0,
+            Fault::BitRot => 0.5,
             Fault::PowerLoss | Fault::DiskFailure => 0.05,
             Fault::Loss | Fault::Duplication => 0.05,
             Fault::Delay => 0.3,
@@ -166,8 +174,14 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The standard scenario with what this seed draws.
+    /// The standard scenario with what this seed draws: knobs, and every fault kind.
     pub fn for_seed(seed: u64) -> SimConfig {
+        SimConfig::drawn_before_knobs(seed).buggify()
+    }
+
+    /// What a seed drew before knobs and the storage and clock faults (issue 14): the
+    /// classic fault kinds only.
+    fn drawn_before_knobs(seed: u64) -> SimConfig {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_5eed);
         let nodes = [3, 5, 5, 7][rng.random_range(0..4)];
         let datacenters = rng.random_range(1..=3usize);
@@ -214,8 +228,8 @@ impl SimConfig {
     /// BUGGIFY: this seed with drawn knobs (queue capacities, batch sizes, snapshot cadence,
     /// raft timings, flush time) and the storage and clock faults switched on and off and
     /// rated as the classic ones are (from a random source of their own, so the rest of the
-    /// scenario is the seed's usual one). `porch sim --buggify`.
-    pub fn buggify(mut self) -> SimConfig {
+    /// scenario is what the seed drew before them).
+    fn buggify(mut self) -> SimConfig {
         self.knobs = crate::knobs::Knobs::draw(self.seed);
         let mut rng = SmallRng::seed_from_u64(self.seed ^ 0xb066_1f1e);
         for fault in &ALL_FAULTS[CLASSIC_FAULTS..] {

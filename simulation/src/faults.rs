@@ -116,6 +116,7 @@ impl FaultInjector {
             let index = self.rng.random_range(0..world.agents.len());
             if world.agents[index].task.is_some() {
                 world.crash_agent(index);
+                self.spool_power_loss(world, index);
                 self.later(world, 500, 15_000, Undo::RestartAgent(index));
             }
         }
@@ -216,6 +217,108 @@ impl FaultInjector {
             world.crash_node(i, Some(kept)).await;
             self.later(world, 1_000, 10_000, Undo::RestartNode(i));
         }
+    }
+
+    /// With [`Fault::BitRot`]'s probability, flips one bit of one record on stopped node
+    /// `index`'s disk — a log entry, the snapshot, the committed index or the purge point
+    /// (the vote and the node identity are records whose loss the node refuses to start
+    /// with; `porch_raft::repair`'s tests cover those) — if every other node is up and
+    /// caught up with the commit index: a committed entry then has intact copies on a
+    /// majority, which is what recovery from peers needs.
+    async fn maybe_rot(&mut self, world: &mut World, index: usize) {
+        let rate = self.config.rate(Fault::BitRot);
+        if rate <= 0.0 || !self.rng.random_bool(rate.min(1.0)) {
+            return;
+        }
+        if !world.others_caught_up(index) {
+            return;
+        }
+        use porch_raft::disk::Tree;
+        use porch_raft::sim_disk::StoredRecord;
+        let disk = &world.nodes[index].disk;
+        let records: Vec<(StoredRecord, usize)> = disk
+            .records()
+            .into_iter()
+            .filter(|(record, len)| {
+                *len > 0
+                    && match record {
+                        StoredRecord::Tree(Tree::Log, _) => true,
+                        StoredRecord::Tree(Tree::Meta, key) => {
+                            key == b"committed" || key == b"last_purged"
+                        }
+                        StoredRecord::Blob(name) => name == "snapshot",
+                    }
+            })
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        let (record, len) = &records[self.rng.random_range(0..records.len())];
+        let bit = self.rng.random_range(0..len * 8);
+        disk.flip_bit(record, bit);
+        let id = world.nodes[index].id;
+        let what = match record {
+            StoredRecord::Tree(Tree::Log, key) => format!(
+                "log entry {}",
+                porch_raft::disk::log_index(key).unwrap_or(u64::MAX)
+            ),
+            StoredRecord::Tree(tree, key) => {
+                format!("{} record '{}'", tree.name(), String::from_utf8_lossy(key))
+            }
+            StoredRecord::Blob(name) => format!("blob '{name}'"),
+        };
+        world.log(format!("bit rot: bit {bit} of node {id}'s {what} flipped"));
+    }
+
+    /// An agent's crash is its machine's: its spool disk keeps what was synced and, with
+    /// [`Fault::TornFlush`]'s probability, a drawn prefix of the changes since, the last one
+    /// possibly cut short.
+    fn spool_power_loss(&mut self, world: &mut World, index: usize) {
+        let disk = &world.agents[index].spool_disk;
+        let unsynced = disk.unsynced();
+        let torn = self.config.rate(Fault::TornFlush);
+        let (kept, torn_bytes) =
+            if unsynced > 0 && torn > 0.0 && self.rng.random_bool(torn.min(1.0)) {
+                (
+                    self.rng.random_range(0..=unsynced),
+                    Some(self.rng.random_range(0..200)),
+                )
+            } else {
+                (0, None)
+            };
+        let lost = disk.power_loss(kept, torn_bytes);
+        if unsynced > 0 {
+            world.log(format!(
+                "{}'s spool lost {lost} of {unsynced} unsynced changes{}",
+                world.agents[index].certname,
+                if torn_bytes.is_some() { " (torn)" } else { "" }
+            ));
+        }
+    }
+
+    /// With [`Fault::BitRot`]'s probability, flips one bit of one record of a stopped
+    /// agent's spool.
+    fn maybe_rot_spool(&mut self, world: &mut World, index: usize) {
+        let rate = self.config.rate(Fault::BitRot);
+        if rate <= 0.0 || !self.rng.random_bool(rate.min(1.0)) {
+            return;
+        }
+        let disk = &world.agents[index].spool_disk;
+        let records: Vec<(String, usize)> = disk
+            .records()
+            .into_iter()
+            .filter(|(_, len)| *len > 0)
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        let (name, len) = &records[self.rng.random_range(0..records.len())];
+        let bit = self.rng.random_range(0..len * 8);
+        disk.flip_bit(name, bit);
+        world.log(format!(
+            "bit rot: bit {bit} of {}'s spool record {name} flipped",
+            world.agents[index].certname
+        ));
     }
 
     fn clock_of(&mut self, world: &World) -> ClockOf {
@@ -336,6 +439,7 @@ impl FaultInjector {
                 Undo::RestartNode(index) => {
                     // A disk still failing keeps its node down until it is repaired.
                     if world.nodes[index].node.is_none() && !world.nodes[index].disk.failing() {
+                        self.maybe_rot(world, index).await;
                         world.start_node(index).await?;
                     }
                 }
@@ -358,6 +462,7 @@ impl FaultInjector {
                 Undo::FastDisk(index) => world.nodes[index].disk.set_flush_delay(Duration::ZERO),
                 Undo::RestartAgent(index) => {
                     if world.agents[index].task.is_none() {
+                        self.maybe_rot_spool(world, index);
                         world.start_agent(index)?;
                     }
                 }

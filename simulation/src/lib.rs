@@ -30,6 +30,7 @@ pub mod machine_clock;
 pub mod models;
 pub mod net;
 pub mod run;
+pub mod spool_disk;
 pub mod trace;
 pub mod workload;
 pub mod world;

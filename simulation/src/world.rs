@@ -54,7 +54,10 @@ pub struct SimNode {
 pub struct SimAgent {
     pub certname: String,
     pub clock: Arc<MachineClock>,
+    /// The task cache's directory (the spool itself is on `spool_disk`).
     pub spool_dir: PathBuf,
+    /// The disk of the agent's machine that holds its spool; it outlives crashes.
+    pub spool_disk: crate::spool_disk::SpoolDisk,
     pub task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -149,6 +152,7 @@ impl World {
                     certname: format!("agent{i}"),
                     clock: Arc::new(MachineClock::new(clock.clone())),
                     spool_dir: spool_root.join(format!("agent{i}")),
+                    spool_disk: Default::default(),
                     task: None,
                 })
                 .collect(),
@@ -244,8 +248,10 @@ impl World {
         let agent = &self.agents[index];
         let certname = agent.certname.clone();
         let spool_clock = agent.clock.clone();
-        let spool =
-            Spool::open_with_clock(&agent.spool_dir, Arc::new(move || spool_clock.now_ms()))?;
+        let spool = Spool::open_in(
+            Arc::new(agent.spool_disk.clone()),
+            Arc::new(move || spool_clock.now_ms()),
+        )?;
         let mut urls: Vec<String> = self
             .nodes
             .iter()
@@ -325,6 +331,23 @@ impl World {
             .filter(|(_, m)| m.state == porch_raft::types::ServerState::Leader)
             .max_by_key(|(_, m)| m.current_term)
             .map(|(i, _)| i)
+    }
+
+    /// Whether every node but `index` is up and its log reaches the highest commit index
+    /// any of them knows.
+    pub fn others_caught_up(&self, index: usize) -> bool {
+        let mut committed = 0;
+        let mut lowest_last = u64::MAX;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i == index {
+                continue;
+            }
+            let Some(node) = &n.node else { return false };
+            let metrics = node.consensus.metrics();
+            committed = committed.max(metrics.local_committed.map_or(0, |id| id.index));
+            lowest_last = lowest_last.min(metrics.last_log_index.unwrap_or(0));
+        }
+        lowest_last >= committed
     }
 
     /// The voters as the leader (or any live node) sees them.
