@@ -108,9 +108,13 @@ pub fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
     let (head, json) = bytes
         .split_at_checked(9)
         .ok_or_else(|| format!("{} bytes: shorter than its checksum", bytes.len()))?;
+    // Lower-case digits only, as `seal` writes them: a flipped case bit must not parse.
+    let lower_hex = head[..8]
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
     let stored = std::str::from_utf8(&head[..8])
         .ok()
-        .filter(|_| head[8] == b'\n')
+        .filter(|_| lower_hex && head[8] == b'\n')
         .and_then(|hex| u32::from_str_radix(hex, 16).ok())
         .ok_or("no checksum line")?;
     let computed = crc32fast::hash(json);

@@ -441,8 +441,8 @@ pub struct RoleChanges(
 impl RoleChanges {
     /// Returns at the next change, or after `at_most`. Once raft has stopped there are no
     /// more changes: it waits `at_most` rather than return at once, or a caller's loop
-    /// would spin (the scheduler loop of a node whose disk failed held the simulation's only
-    /// thread at one instant, until its process would have exited).
+    /// would spin until the process exits (the scheduler loop that used this did, on a node
+    /// whose disk failed, and held the simulation's only thread at one instant).
     pub async fn next(&mut self, at_most: Duration) {
         use openraft::rt::watch::WatchReceiver;
         let started = tokio::time::Instant::now();
