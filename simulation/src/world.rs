@@ -410,7 +410,20 @@ impl World {
                     datacenter: None,
                     learner: true,
                 };
-                match via.change_member(learner).await {
+                // Already a learner: an earlier attempt added it but did not get to promote
+                // it (its leader crashed); an operator then promotes it, and so does this.
+                let already_learner = via
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .learner_ids()
+                    .any(|learner| learner == id);
+                let added = if already_learner {
+                    Ok(())
+                } else {
+                    via.change_member(learner).await
+                };
+                match added {
                     Ok(()) => via.change_member(MemberChange::Promote { id }).await,
                     Err(e) => Err(e),
                 }
