@@ -169,11 +169,6 @@ impl NodeConfig {
             // exactly that (seed 1601 of 2,000: a leader of {1, 3} lost index 22 in a crash,
             // came back as leader of term 2, and node 3 kept its own index 22).
             enable_leader_restore: Some(false),
-            // A follower that found corrupt entries at start cuts its log before them and
-            // gets them again from the leader (`porch_raft::repair`): its log goes back, which
-            // openraft's leader otherwise takes for a bug and panics on. Such a follower
-            // grants no vote that the lost entries would have forbidden (its vote floor).
-            allow_log_reversion: Some(true),
             ..Default::default()
         };
         config.validate().map_err(|e| format!("raft settings: {e}"))

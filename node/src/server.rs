@@ -96,15 +96,18 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         let view = view.clone();
         Arc::new(move || view.read().cluster.cluster_id().map(str::to_string))
     };
+    let local_raft = porch_raft::network::LocalRaft::default();
     let network = Network::new(
         env.dialer.clone(),
         cluster_id.clone(),
         view.written_format(),
+        local_raft.clone(),
     );
     let raft_config = Arc::new(config.openraft_config()?);
     let raft = Raft::new(config.id, raft_config, network, log_store, state_machine)
         .await
         .map_err(|e| format!("cannot start raft: {e}"))?;
+    let _ = local_raft.set(raft.clone());
     let consensus = Arc::new(Consensus::new(
         config.id,
         raft.clone(),

@@ -85,7 +85,10 @@ impl LogStore {
 /// checksum: a flipped bit in a vote's term must be caught, not believed.
 pub(crate) fn write_meta<T: Serialize>(disk: &dyn Disk, key: &[u8], value: &T) -> io::Result<()> {
     let bytes =
-        envelope::encode(Kind::RaftMeta, value).map_err(|e| io::Error::other(e.to_string()))?;
+        // Its layout is the same in every format this build reads: the oldest, so a build
+        // rolled back to reads it too.
+        envelope::encode_at(Kind::RaftMeta, envelope::FORMAT_VERSION_MIN, value)
+            .map_err(|e| io::Error::other(e.to_string()))?;
     disk.write(Tree::Meta, vec![Write::Put(key.to_vec(), bytes)])
 }
 
@@ -98,7 +101,7 @@ pub(crate) fn read_meta<T: DeserializeOwned>(disk: &dyn Disk, key: &[u8]) -> io:
     let what = String::from_utf8_lossy(key);
     if bytes.first() == Some(&Kind::RaftMeta.tag()) {
         envelope::decode(Kind::RaftMeta, &bytes)
-            .map(Some)
+            .map(|(value, _version)| Some(value))
             .map_err(|e| corrupt(format!("meta record '{what}': {e}")))
     } else {
         serde_json::from_slice(&bytes)

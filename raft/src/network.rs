@@ -88,18 +88,33 @@ pub struct Network {
     /// Requests are sealed in the format the cluster writes: a member of the previous
     /// release reads them until the cluster moves on.
     written_format: WrittenFormat,
+    /// This node's raft, once built (the network is made before it): see
+    /// [`LOG_REVERTED`].
+    local_raft: LocalRaft,
 }
+
+/// This node's raft handle, set once it exists.
+pub type LocalRaft = Arc<std::sync::OnceLock<crate::types::Raft>>;
+
+/// What a follower answers the first AppendEntries of a leader while its log is behind what
+/// it may have acknowledged (it cut entries it found corrupt at start: `crate::repair`). The
+/// leader then allows that follower's log to go back (`allow_next_revert`) before it
+/// retries, instead of taking the shorter log for a bug — which openraft does otherwise, by
+/// stopping.
+pub const LOG_REVERTED: &str = "log reverted after corruption";
 
 impl Network {
     pub fn new(
         dialer: Arc<dyn Dialer>,
         cluster_id: ClusterIdSource,
         written_format: WrittenFormat,
+        local_raft: LocalRaft,
     ) -> Network {
         Network {
             dialer,
             cluster_id,
             written_format,
+            local_raft,
         }
     }
 }
@@ -113,6 +128,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             channel: self.dialer.channel(&node.addr),
             cluster_id: self.cluster_id.clone(),
             written_format: self.written_format.clone(),
+            local_raft: self.local_raft.clone(),
         }
     }
 }
@@ -122,6 +138,7 @@ pub struct PeerClient {
     channel: Result<Channel, String>,
     cluster_id: ClusterIdSource,
     written_format: WrittenFormat,
+    local_raft: LocalRaft,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +282,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             })
             .await
             .and_then(flatten);
+        if let Err(CallError::Network(message)) = &reply {
+            if message.contains(LOG_REVERTED) {
+                if let Some(raft) = self.local_raft.get() {
+                    let _ = raft.trigger().allow_next_revert(&self.target, true).await;
+                }
+            }
+        }
         reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::AppendEntries, ttl))
     }
 

@@ -25,6 +25,8 @@ pub struct RaftService {
     last_leader_contact: Arc<LeaderContact>,
     /// Set when this node lost entries to corruption at start (see [`VoteFloor`]).
     vote_floor: Option<VoteFloor>,
+    /// The leaders told that this node's log went back ([`crate::network::LOG_REVERTED`]).
+    told_reverted: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// When this node last accepted an AppendEntries (entries or heartbeat) from a leader: a
@@ -61,7 +63,25 @@ impl RaftService {
             leader_lease,
             last_leader_contact: Arc::default(),
             vote_floor,
+            told_reverted: Mutex::default(),
         }
+    }
+
+    /// Whether to answer this AppendEntries with [`crate::network::LOG_REVERTED`]: the first
+    /// from each leader while this node's log is still short of its vote floor.
+    fn tell_reverted(&self, leader: &Vote) -> bool {
+        let Some(floor) = self.vote_floor else {
+            return false;
+        };
+        use openraft::rt::watch::WatchReceiver;
+        let own_last = self.raft.metrics().borrow_watched().last_log_index;
+        if own_last.is_some_and(|own| own >= floor.index) {
+            return false;
+        }
+        self.told_reverted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(leader.to_string())
     }
 
     /// A refusal when the vote floor forbids voting for this candidate (`None`: openraft
@@ -210,7 +230,11 @@ impl RaftRpc for RaftService {
     }
 
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let (rpc, version) = self.decode(request)?;
+        let (rpc, version): (openraft::raft::AppendEntriesRequest<TypeConfig>, u16) =
+            self.decode(request)?;
+        if self.tell_reverted(&rpc.vote) {
+            return reply::<(), _>(version, Err(crate::network::LOG_REVERTED));
+        }
         let result = self.raft.append_entries(rpc).await;
         if result.as_ref().is_ok_and(|r| r.is_success()) {
             self.last_leader_contact.touch();

@@ -176,7 +176,7 @@ fn first_corrupt(
     for (key, value) in rows {
         let index = log_index(&key).map_err(|e| format!("{data_dir}: {e}"))?;
         let sound = envelope::decode::<Entry>(Kind::LogEntry, &value)
-            .is_ok_and(|entry| entry.index() == index);
+            .is_ok_and(|(entry, _version)| entry.index() == index);
         if sound {
             continue;
         }
@@ -220,6 +220,7 @@ async fn cap_committed(
         Some((_, value)) => Some(
             envelope::decode::<Entry>(Kind::LogEntry, &value)
                 .map_err(|e| format!("{data_dir}: {e}"))?
+                .0
                 .log_id,
         ),
         None => None,
@@ -241,10 +242,16 @@ async fn wipe(
     mut repairs: Repairs,
 ) -> Result<(Repairs, Option<VoteFloor>), String> {
     let fail = |e: std::io::Error| format!("{data_dir}: {e}");
+    // The log may be all purged: its end is then the purge point.
+    let purged_to = log_store::read_meta::<LogId>(disk, LAST_PURGED_KEY)
+        .ok()
+        .flatten()
+        .map_or(0, |id| id.index);
     let last_on_disk = match disk.last(Tree::Log).map_err(fail)? {
         Some((key, _)) => log_index(&key).map_err(fail)?,
         None => 0,
-    };
+    }
+    .max(purged_to);
     let floor = raise_floor(floor, last_on_disk, vote.as_ref());
     let all = disk.range(Tree::Log, &log_key(0), None).map_err(fail)?;
     disk.write(
@@ -287,7 +294,10 @@ mod tests {
     /// `snapshot_at`) a snapshot at that index.
     async fn disk_with_log(snapshot_at: Option<u64>) -> Arc<SimDisk> {
         let disk = Arc::new(SimDisk::new());
-        let mut log = LogStore::new(disk.clone());
+        let mut log = LogStore::new(
+            disk.clone(),
+            crate::written_format::WrittenFormat::new(envelope::FORMAT_VERSION),
+        );
         let (tx, rx) = TypeConfig::oneshot();
         let entries: Vec<Entry> = (1..=10).map(|i| blank_ent::<TypeConfig>(2, 1, i)).collect();
         log.append(entries, IOFlushed::signal(tx)).await.unwrap();
@@ -329,7 +339,10 @@ mod tests {
         assert_eq!(repairs.len(), 1, "{repairs:?}");
         assert!(repairs[0].contains("log entry 7 corrupt"), "{repairs:?}");
         assert_eq!(floor, Some(VoteFloor { index: 10, term: 3 }));
-        let mut log = LogStore::new(disk.clone());
+        let mut log = LogStore::new(
+            disk.clone(),
+            crate::written_format::WrittenFormat::new(envelope::FORMAT_VERSION),
+        );
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|id| id.index), Some(6));
         let committed = log.read_committed().await.unwrap();
@@ -355,7 +368,13 @@ mod tests {
         let (repairs, floor) = check_and_repair(disk.as_ref(), "data").await.unwrap();
         assert!(repairs[0].contains("purged"), "{repairs:?}");
         assert_eq!(floor, None, "no entry this node acknowledged is gone");
-        let state = LogStore::new(disk.clone()).get_log_state().await.unwrap();
+        let state = LogStore::new(
+            disk.clone(),
+            crate::written_format::WrittenFormat::new(envelope::FORMAT_VERSION),
+        )
+        .get_log_state()
+        .await
+        .unwrap();
         assert_eq!(state.last_purged_log_id.map(|id| id.index), Some(6));
         assert_eq!(state.last_log_id.map(|id| id.index), Some(10));
     }
@@ -363,10 +382,13 @@ mod tests {
     #[tokio::test]
     async fn a_corrupt_snapshot_over_a_purged_log_leaves_an_empty_node_for_the_leader_to_fill() {
         let disk = disk_with_log(Some(6)).await;
-        LogStore::new(disk.clone())
-            .purge(log_id::<TypeConfig>(2, 1, 5))
-            .await
-            .unwrap();
+        LogStore::new(
+            disk.clone(),
+            crate::written_format::WrittenFormat::new(envelope::FORMAT_VERSION),
+        )
+        .purge(log_id::<TypeConfig>(2, 1, 5))
+        .await
+        .unwrap();
         flip(
             &disk,
             crate::sim_disk::StoredRecord::Blob(SNAPSHOT_BLOB.into()),
@@ -380,7 +402,13 @@ mod tests {
             "{repairs:?}"
         );
         assert_eq!(floor, Some(VoteFloor { index: 10, term: 3 }));
-        let state = LogStore::new(disk.clone()).get_log_state().await.unwrap();
+        let state = LogStore::new(
+            disk.clone(),
+            crate::written_format::WrittenFormat::new(envelope::FORMAT_VERSION),
+        )
+        .get_log_state()
+        .await
+        .unwrap();
         assert_eq!(state.last_log_id, None);
         assert!(disk.read_blob(SNAPSHOT_BLOB).unwrap().is_none());
         assert!(
@@ -400,7 +428,13 @@ mod tests {
         );
         let (_, floor) = check_and_repair(disk.as_ref(), "data").await.unwrap();
         assert_eq!(floor, None);
-        let state = LogStore::new(disk.clone()).get_log_state().await.unwrap();
+        let state = LogStore::new(
+            disk.clone(),
+            crate::written_format::WrittenFormat::new(envelope::FORMAT_VERSION),
+        )
+        .get_log_state()
+        .await
+        .unwrap();
         assert_eq!(state.last_log_id.map(|id| id.index), Some(10));
     }
 
@@ -432,7 +466,16 @@ mod tests {
         let (repairs, floor) = check_and_repair(disk.as_ref(), "data").await.unwrap();
         assert!(repairs[0].contains("committed index"), "{repairs:?}");
         assert_eq!(floor, None);
-        assert_eq!(LogStore::new(disk).read_committed().await.unwrap(), None);
+        assert_eq!(
+            LogStore::new(
+                disk,
+                crate::written_format::WrittenFormat::new(envelope::FORMAT_VERSION)
+            )
+            .read_committed()
+            .await
+            .unwrap(),
+            None
+        );
     }
 
     #[test]
