@@ -25,6 +25,9 @@ pub enum BenchWhat {
     /// What the record envelope (format version, CRC-32) adds to a snapshot's encode and
     /// decode, against plain bincode, on a state of many ended jobs (in process, no cluster).
     Envelope(EnvelopeArgs),
+    /// Schedule firing precision (due → committed, median and p99) with many active
+    /// schedules, and the leader's CPU for them.
+    Schedules(crate::bench_schedules::SchedulesArgs),
     /// Memory, snapshot size and restart time as jobs pile up under `--jobs-kept-max`
     /// (a long run: checkpoints from the first 10,000 jobs to 1,000,000).
     Retention(RetentionArgs),
@@ -168,6 +171,7 @@ pub async fn run_bench(args: BenchArgs) -> ExitCode {
         BenchWhat::Fanout(args) => crate::fanout_bench::fanout(args).await,
         BenchWhat::Levels(args) => crate::bench_levels::levels(args).await,
         BenchWhat::Envelope(args) => crate::bench_envelope::envelope(args.jobs, args.rounds),
+        BenchWhat::Schedules(args) => crate::bench_schedules::schedules(args).await,
         BenchWhat::Retention(args) => crate::bench_retention::retention(args).await,
         BenchWhat::LearnerReads(args) => crate::bench_learner::learner_reads(args).await,
     };

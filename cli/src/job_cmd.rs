@@ -63,6 +63,8 @@ pub struct RunArgs {
     /// Return once the job id is known.
     #[arg(long)]
     pub no_wait: bool,
+    #[command(flatten)]
+    pub schedule: crate::schedule_cmd::ScheduleArgs,
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
 }
@@ -185,6 +187,13 @@ async fn run(client: &Client, settings: &Settings, args: &RunArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => return usage(e),
     };
+    if let Some(code) = args
+        .schedule
+        .create_if_asked(client, "deploy", &body, args.format)
+        .await
+    {
+        return code;
+    }
     let submitted = tokio::select! {
         reply = client.post("/command/deploy", &body) => reply,
         _ = tokio::signal::ctrl_c() => {
@@ -499,6 +508,16 @@ async fn show(client: &Client, id: &str, format: Format) -> ExitCode {
         ),
         ("Nodes", job["node_count"].to_string()),
         ("Node states", job["node_states"].to_string()),
+        (
+            "Schedule",
+            match job["scheduled_job"]["name"].as_str() {
+                Some(name) => format!(
+                    "scheduled job {name}, occurrence {}",
+                    job["scheduled_job"]["occurrence"]
+                ),
+                None => "-".to_string(),
+            },
+        ),
     ];
     for (label, value) in rows {
         println!("{label:<12} {value}");

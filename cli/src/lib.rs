@@ -1,7 +1,7 @@
 //! porch-cli: the command-line programs.
 //!
 //! - `porch`: `server` (an orchestrator node), `dev` (a local 3-node cluster), `agent`,
-//!   `job`/`app`/`cluster`/`access`/`rbac`/`audit` (clients), `bench`, `chaos` (a seeded
+//!   `job`/`app`/`schedule`/`cluster`/`access`/`rbac`/`audit` (clients), `bench`, `chaos` (a seeded
 //!   fault schedule against a local cluster of real processes, with a verdict).
 //! - `puppet-job`, `puppet-app` and `puppet-access`: the PE-compatible clients (same code as
 //!   `porch job|app|access`).
@@ -22,6 +22,7 @@ pub mod bench_envelope;
 pub mod bench_learner;
 pub mod bench_levels;
 pub mod bench_retention;
+pub mod bench_schedules;
 pub mod bench_submit;
 pub mod chaos;
 pub mod client;
@@ -31,6 +32,7 @@ pub mod exit_code;
 pub mod fanout_bench;
 pub mod job_cmd;
 pub mod rbac_cmd;
+pub mod schedule_cmd;
 pub mod server_cmd;
 pub mod task_cmd;
 

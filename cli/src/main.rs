@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use porch_cli::config::GlobalArgs;
 use porch_cli::{
     access_cmd, app_cmd, audit_cmd, backup_cmd, bench_cmd, cluster_cmd, exit_code, job_cmd,
-    rbac_cmd, run_main, server_cmd, task_cmd,
+    rbac_cmd, run_main, schedule_cmd, server_cmd, task_cmd,
 };
 use std::process::ExitCode;
 
@@ -36,6 +36,13 @@ enum Command {
         global: GlobalArgs,
         #[command(subcommand)]
         command: task_cmd::TaskCommand,
+    },
+    /// Scheduled jobs: list, show, delete (create one with `job run --schedule-at`).
+    Schedule {
+        #[command(flatten)]
+        global: GlobalArgs,
+        #[command(subcommand)]
+        command: schedule_cmd::ScheduleCommand,
     },
     /// Applications: show (as puppet-app).
     App {
@@ -99,6 +106,9 @@ fn main() -> ExitCode {
             Command::Job { global, command } => job_cmd::run_job(command, &global).await,
             Command::Task { global, command } => task_cmd::run_task(command, &global).await,
             Command::App { global, command } => app_cmd::run_app(command, &global).await,
+            Command::Schedule { global, command } => {
+                schedule_cmd::run_schedule(command, &global).await
+            }
             Command::Cluster { global, command } => {
                 cluster_cmd::run_cluster(command, &global).await
             }

@@ -53,6 +53,8 @@ pub struct TaskRunArgs {
     /// Return once the job id is known.
     #[arg(long)]
     pub no_wait: bool,
+    #[command(flatten)]
+    pub schedule: crate::schedule_cmd::ScheduleArgs,
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
 }
@@ -187,6 +189,13 @@ async fn run(client: &Client, settings: &Settings, args: &TaskRunArgs) -> ExitCo
         Ok(body) => body,
         Err(e) => return usage(e),
     };
+    if let Some(code) = args
+        .schedule
+        .create_if_asked(client, "task", &body, args.format)
+        .await
+    {
+        return code;
+    }
     let human = args.format == Format::Human;
     if human {
         println!("Starting job ...");
@@ -472,6 +481,7 @@ mod tests {
             description: None,
             timeout: None,
             no_wait: false,
+            schedule: Default::default(),
             format: Format::Human,
         }
     }

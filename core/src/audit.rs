@@ -24,6 +24,8 @@ pub enum AuditAction {
     RoleRemove,
     TokenIssue,
     TokenRevoke,
+    ScheduleCreate,
+    ScheduleDelete,
     /// A request refused before it reached a command (no token, bad token, no permission).
     Request,
     MemberPromote,
@@ -46,6 +48,8 @@ impl AuditAction {
             AuditAction::RoleRemove => "role.remove",
             AuditAction::TokenIssue => "token.issue",
             AuditAction::TokenRevoke => "token.revoke",
+            AuditAction::ScheduleCreate => "schedule.create",
+            AuditAction::ScheduleDelete => "schedule.delete",
             AuditAction::Request => "request",
             AuditAction::MemberPromote => "cluster.member.promote",
             AuditAction::MemberDrain => "cluster.member.drain",

@@ -154,6 +154,20 @@ pub enum Command {
     RevokeToken {
         token_id: String,
     },
+    /// A schedule, made on a user's behalf: `nodes` are those the node planned for it at
+    /// creation, for the permission check (each occurrence is planned, and checked, anew).
+    CreateSchedule {
+        schedule: crate::schedule::NewSchedule,
+        nodes: Vec<String>,
+    },
+    DeleteSchedule {
+        schedule_id: crate::schedule::ScheduleId,
+    },
+    /// The leader's decisions to fire schedule occurrences whose time has come (see
+    /// `schedule::apply`: each is refused unless it is its schedule's next occurrence).
+    FireSchedules {
+        firings: Vec<crate::schedule::Firing>,
+    },
     /// Audit entries a node saw outside `apply`: refused requests, failed logins, membership
     /// changes.
     RecordAudit {
@@ -197,6 +211,8 @@ pub enum Rejection {
     AccessChange(crate::access::AccessError),
     #[error("format version {proposed} is not the next after {writing}, which the cluster writes")]
     FormatVersionNotNext { writing: u16, proposed: u16 },
+    #[error("unknown schedule {0}")]
+    UnknownSchedule(crate::schedule::ScheduleId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +244,15 @@ pub enum Outcome {
     TokenIssued {
         expires_ms: u64,
     },
+    ScheduleCreated {
+        schedule_id: crate::schedule::ScheduleId,
+    },
+    ScheduleDeleted {
+        schedule_id: crate::schedule::ScheduleId,
+    },
+    SchedulesFired {
+        results: Vec<crate::schedule::FiringResult>,
+    },
     Rejected(Rejection),
 }
 
@@ -254,6 +279,9 @@ impl Command {
             Command::RevokeToken { .. } => "revoke_token",
             Command::RecordAudit { .. } => "record_audit",
             Command::SetFormatVersion { .. } => "set_format_version",
+            Command::CreateSchedule { .. } => "create_schedule",
+            Command::DeleteSchedule { .. } => "delete_schedule",
+            Command::FireSchedules { .. } => "fire_schedules",
         }
     }
 
@@ -263,6 +291,9 @@ impl Command {
     pub fn format_version_needed(&self) -> u16 {
         match self {
             Command::SetFormatVersion { version } => (*version).max(4),
+            Command::CreateSchedule { .. }
+            | Command::DeleteSchedule { .. }
+            | Command::FireSchedules { .. } => crate::format_version::SCHEDULES_SINCE,
             _ => 0,
         }
     }

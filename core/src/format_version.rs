@@ -25,8 +25,14 @@
 /// The newest format this build reads and can write. Version 2 (tasks): a job's spec carries
 /// its task, a run's result its stderr, roles may hold `run_task`. Version 3: refusals in the
 /// audit log hold the refused change or action as facts. Version 4: the state holds the
-/// format version the cluster writes ([`crate::ClusterState::format_version`]).
+/// format version the cluster writes ([`crate::ClusterState::format_version`]), and scheduled
+/// jobs ([`SCHEDULES_SINCE`]).
 pub const FORMAT_VERSION: u16 = 4;
+
+/// The format that brought scheduled jobs: their commands are sealed at least at it, and
+/// `apply` creates no schedule while the cluster writes an older one (the state of a cluster
+/// writing format 3 has nowhere to keep them, and its older members could not read them).
+pub const SCHEDULES_SINCE: u16 = 4;
 
 /// The oldest format this build reads, and the version a state that has not yet heard from
 /// its cluster assumes it writes: the previous release's. Older records lack what later

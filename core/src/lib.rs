@@ -11,6 +11,7 @@
 //!   the state's layout in each (rolling upgrades).
 //! - [`restore`]: what a cluster restored from a backup keeps of the backed-up state.
 //! - [`task`]: what a task job runs (file hash, checked parameters).
+//! - [`schedule`]: scheduled jobs, fired exactly once by the leader through the log.
 //! - [`access`]: users, roles, tokens and the permission rule; [`audit`]: who did what.
 //!
 //! Nothing in this crate reads a clock, draws a random number or touches a socket or a file:
@@ -28,6 +29,7 @@ pub mod plan;
 pub mod planted;
 pub mod request_log;
 pub mod restore;
+pub mod schedule;
 pub mod scheduler;
 pub mod start_rule;
 pub mod state;

@@ -34,9 +34,16 @@ pub enum Bug {
     SkipChecksum,
     /// The agent runs a transaction before the spool record accepting it is durable.
     RunBeforeSpoolSync,
+    /// A new leader fires the last fired occurrence of each schedule again, and `apply`
+    /// accepts the occurrence before the next one.
+    ScheduleRefireLast,
+    /// A schedule's next occurrence fires although the job of the previous one still runs.
+    ScheduleOverlapUnchecked,
+    /// An occurrence more than 2 s late (a leader change) is never fired nor skipped.
+    ScheduleLateOccurrenceLost,
 }
 
-pub const ALL_BUGS: [Bug; 11] = [
+pub const ALL_BUGS: [Bug; 14] = [
     Bug::DispatchBeforeCommit,
     Bug::IgnoreDependencyEdge,
     Bug::RedispatchWithoutStatusQuery,
@@ -48,6 +55,9 @@ pub const ALL_BUGS: [Bug; 11] = [
     Bug::ForgetDroppedRun,
     Bug::SkipChecksum,
     Bug::RunBeforeSpoolSync,
+    Bug::ScheduleRefireLast,
+    Bug::ScheduleOverlapUnchecked,
+    Bug::ScheduleLateOccurrenceLost,
 ];
 
 /// Whether this build can plant bugs at all.
@@ -67,6 +77,9 @@ impl Bug {
             Bug::ForgetDroppedRun => "forget-dropped-run",
             Bug::SkipChecksum => "skip-checksum",
             Bug::RunBeforeSpoolSync => "run-before-spool-sync",
+            Bug::ScheduleRefireLast => "schedule-refire-last",
+            Bug::ScheduleOverlapUnchecked => "schedule-overlap-unchecked",
+            Bug::ScheduleLateOccurrenceLost => "schedule-late-occurrence-lost",
         }
     }
 

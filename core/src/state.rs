@@ -54,6 +54,7 @@ pub struct ClusterState {
     /// The format version every member writes (see `format_version`): raised by the leader
     /// once every member reads a newer one, never lowered.
     pub(crate) format_version: u16,
+    pub(crate) schedules: crate::schedule::Schedules,
     /// Ids of the jobs not yet terminal: the scheduler walks these, not every job kept (a
     /// walk over all jobs ran after every applied entry, O(jobs) per write). Derived from
     /// `jobs`, so it is not stored: a decoded state rebuilds it.
@@ -65,6 +66,7 @@ impl ClusterState {
     pub(crate) fn from_stored(
         stored: crate::stored_state::StoredV3<'_>,
         format_version: u16,
+        schedules: crate::schedule::Schedules,
     ) -> ClusterState {
         let jobs = stored.jobs.into_owned();
         let active_jobs = jobs
@@ -85,6 +87,7 @@ impl ClusterState {
             access: stored.access.into_owned(),
             audit: stored.audit.into_owned(),
             format_version,
+            schedules,
             active_jobs,
         }
     }
@@ -113,6 +116,7 @@ impl ClusterState {
             access: AccessState::default(),
             audit: AuditLog::default(),
             format_version: crate::format_version::FORMAT_VERSION_MIN,
+            schedules: crate::schedule::Schedules::default(),
             active_jobs: OrdSet::new(),
         }
     }
@@ -171,6 +175,10 @@ impl ClusterState {
 
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    pub fn schedules(&self) -> &crate::schedule::Schedules {
+        &self.schedules
     }
 
     pub fn next_job_id(&self) -> JobId {
@@ -241,6 +249,11 @@ impl ClusterState {
             } => self.prune_jobs(finished_before_ms, ended_kept_max),
             Command::Tick => Outcome::Done,
             Command::SetFormatVersion { version } => self.set_format_version(version),
+            Command::FireSchedules { firings } => self.fire_schedules(firings),
+            Command::DeleteSchedule { schedule_id } => self.delete_schedule(schedule_id),
+            Command::CreateSchedule { .. } => Outcome::Rejected(Rejection::Invalid(
+                "a schedule is created on a user's behalf, with a token".into(),
+            )),
             command => self.apply_access_command(command),
         }
     }
@@ -271,7 +284,12 @@ impl ClusterState {
         Outcome::Done
     }
 
-    fn submit_job(&mut self, spec: JobSpec, plan: Plan, start_under_cap: Option<u32>) -> Outcome {
+    pub(crate) fn submit_job(
+        &mut self,
+        spec: JobSpec,
+        plan: Plan,
+        start_under_cap: Option<u32>,
+    ) -> Outcome {
         let id = JobId(self.next_job_id);
         self.next_job_id += 1;
         let now = self.clock_ms;

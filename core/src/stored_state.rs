@@ -14,6 +14,7 @@ use crate::ids::JobId;
 use crate::inventory::Inventory;
 use crate::job::Job;
 use crate::request_log::RequestLog;
+use crate::schedule::Schedules;
 use crate::state::{ClusterState, TransactionRef};
 use imbl::OrdMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -37,12 +38,13 @@ pub struct StoredV3<'a> {
     pub(crate) audit: Cow<'a, AuditLog>,
 }
 
-/// Format 4: format 3's fields, then the format version the cluster writes. (A nested struct
-/// is encoded by bincode exactly as its fields in line.)
+/// Format 4: format 3's fields, then the format version the cluster writes and the scheduled
+/// jobs. (A nested struct is encoded by bincode exactly as its fields in line.)
 #[derive(Serialize, Deserialize)]
 pub struct StoredV4<'a> {
     pub(crate) v3: StoredV3<'a>,
     pub(crate) format_version: u16,
+    pub(crate) schedules: Cow<'a, Schedules>,
 }
 
 /// The state in the layout of one readable format version.
@@ -84,10 +86,12 @@ impl ClusterState {
             audit: Cow::Borrowed(&self.audit),
         };
         match version {
+            // No schedule exists while the cluster writes format 3 (`SCHEDULES_SINCE`).
             3 => Ok(StoredState::V3(v3)),
             4 => Ok(StoredState::V4(StoredV4 {
                 v3,
                 format_version: self.format_version,
+                schedules: Cow::Borrowed(&self.schedules),
             })),
             other => Err(UnknownFormatVersion(other)),
         }
@@ -100,9 +104,11 @@ impl ClusterState {
     ) -> Result<ClusterState, D::Error> {
         match version {
             // Written before the cluster agreed on a version: it wrote format 3.
-            3 => StoredV3::deserialize(deserializer).map(|v3| ClusterState::from_stored(v3, 3)),
-            4 => StoredV4::deserialize(deserializer)
-                .map(|v4| ClusterState::from_stored(v4.v3, v4.format_version)),
+            3 => StoredV3::deserialize(deserializer)
+                .map(|v3| ClusterState::from_stored(v3, 3, Schedules::default())),
+            4 => StoredV4::deserialize(deserializer).map(|v4| {
+                ClusterState::from_stored(v4.v3, v4.format_version, v4.schedules.into_owned())
+            }),
             other => Err(serde::de::Error::custom(UnknownFormatVersion(other))),
         }
     }
@@ -159,12 +165,14 @@ mod tests {
     /// Format 3 is what the previous release wrote: its layout must be byte for byte the
     /// fields it had, so an older node reads what this one writes for it.
     #[test]
-    fn format_3_is_format_4_without_the_version_that_follows() {
+    fn format_3_is_format_4_without_the_version_and_schedules_that_follow() {
         let state = state();
         let v3 = bincode::serialize(&state.stored(3).unwrap()).unwrap();
         let v4 = bincode::serialize(&state.stored(4).unwrap()).unwrap();
         assert_eq!(&v4[..v3.len()], &v3[..]);
-        assert_eq!(&v4[v3.len()..], &state.format_version().to_le_bytes());
+        let mut rest = state.format_version().to_le_bytes().to_vec();
+        rest.extend(bincode::serialize(state.schedules()).unwrap());
+        assert_eq!(&v4[v3.len()..], &rest[..]);
     }
 
     #[test]

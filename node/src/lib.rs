@@ -14,6 +14,7 @@
 //!   returning effects, and the one driver that carries them out.
 //! - [`housekeeping`]: leader-only timers; [`format_upgrade`]: raising the format version
 //!   the cluster writes once every member reads it.
+//! - [`schedule_firing`]: the leader fires scheduled jobs.
 //!
 //! Data flow of a submission: HTTP `POST /command/deploy` on any node → validated, plan
 //! resolved → `Consensus::write` → (forwarded to) the leader, which stamps the time and
@@ -38,5 +39,6 @@ pub mod planner;
 pub mod puppetdb;
 pub mod query;
 pub mod reaction;
+pub mod schedule_firing;
 pub mod server;
 pub mod tasks;

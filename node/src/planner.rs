@@ -44,6 +44,60 @@ pub fn plan_for(
     }
 }
 
+/// Plans `spec`'s target on a blocking thread when it reads code: an application target reads
+/// and parses the environment's code, which must not stall the async workers serving raft,
+/// sessions and other requests. Query targets go to PuppetDB when the node has one. A task
+/// job's nodes are independent: a task has no order between nodes.
+pub async fn plan_job(
+    spec: &porch_core::JobSpec,
+    codedir: &Path,
+    view: &std::sync::Arc<AppliedView>,
+    puppetdb: Option<&PuppetDb>,
+) -> Result<PlanReport, ApiError> {
+    if spec.task.is_some() {
+        return task_plan(&spec.target, codedir, view, puppetdb).await;
+    }
+    if let (Target::Query(query), Some(puppetdb)) = (&spec.target, puppetdb) {
+        return plan_query_in_puppetdb(query, puppetdb).await;
+    }
+    let reads_code = !matches!(spec.target, Target::Query(_))
+        && porch_lang::environment::valid_environment_name(&spec.environment)
+        && codedir
+            .join("environments")
+            .join(&spec.environment)
+            .is_dir();
+    if !reads_code {
+        // Nothing to read (a query, or no code for this environment): a thread hop per
+        // request would cost more than the plan.
+        return plan_for(&spec.target, &spec.environment, codedir, view);
+    }
+    let (target, environment) = (spec.target.clone(), spec.environment.clone());
+    let (codedir, view) = (codedir.to_path_buf(), view.clone());
+    tokio::task::spawn_blocking(move || plan_for(&target, &environment, &codedir, &view))
+        .await
+        .map_err(|e| ApiError::internal(format!("planning did not finish: {e}")))?
+}
+
+async fn task_plan(
+    target: &Target,
+    codedir: &Path,
+    view: &AppliedView,
+    puppetdb: Option<&PuppetDb>,
+) -> Result<PlanReport, ApiError> {
+    match (target, puppetdb) {
+        (Target::Nodes(nodes), _) => Ok(PlanReport {
+            plan: Plan::independent(nodes.iter().cloned()).map_err(plan_error)?,
+            applications: Vec::new(),
+            warnings: Vec::new(),
+        }),
+        (Target::Query(query), Some(puppetdb)) => plan_query_in_puppetdb(query, puppetdb).await,
+        (Target::Query(_), None) => plan_for(target, "", codedir, view),
+        (Target::Application(_), _) => Err(ApiError::validation(
+            "'scope.application' is not allowed for task jobs; use nodes or query",
+        )),
+    }
+}
+
 /// Plans a query target with PuppetDB (`--puppetdb-url`): the certnames of the query's result
 /// rows become independent nodes. Awaits PuppetDB without any lock held.
 pub async fn plan_query_in_puppetdb(

@@ -154,7 +154,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
                 "https"
             },
         )
-        .with_puppetdb(puppetdb),
+        .with_puppetdb(puppetdb.clone()),
     );
     let raft_service = RaftService::new(
         raft.clone(),
@@ -263,6 +263,13 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         },
     ));
     tasks.spawn(reactor.run());
+    tasks.spawn(crate::schedule_firing::run(
+        consensus.clone(),
+        crate::schedule_firing::Planning {
+            codedir: config.codedir.clone(),
+            puppetdb,
+        },
+    ));
     if let Some(datacenter) = &config.datacenter {
         tasks.spawn(crate::membership::keep_own_label(
             consensus.clone(),

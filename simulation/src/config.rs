@@ -149,6 +149,8 @@ pub struct SimConfig {
     pub nodes: usize,
     pub agents: usize,
     pub jobs: usize,
+    /// Scheduled deploys the clients create during the fault phase.
+    pub schedules: usize,
     /// Nodes and agents are spread over this many datacenters.
     pub datacenters: usize,
     /// One-way latency between datacenters, ms.
@@ -210,6 +212,7 @@ impl SimConfig {
             nodes,
             agents: 10,
             jobs: 8,
+            schedules: 2,
             datacenters,
             latency_ms,
             faults,

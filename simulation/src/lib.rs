@@ -7,6 +7,7 @@
 //! - [`world`]: nodes (real `porch_node::server::build` on `SimDisk`) and agents (real
 //!   `porch_agent` sessions with the seeded runner).
 //! - [`run`]: the workload, the fault schedule, the safety and liveness phases.
+//! - [`schedules`]: the clients' scheduled deploys.
 //! - [`invariants`]: one checker per property.
 //! - [`knobs`]: queue capacities, batch sizes and raft timings drawn per seed.
 //! - [`history`], [`linearizability`]: what clients were told, checked against a model.
@@ -30,6 +31,7 @@ pub mod machine_clock;
 pub mod models;
 pub mod net;
 pub mod run;
+pub mod schedules;
 pub mod spool_disk;
 pub mod trace;
 pub mod workload;

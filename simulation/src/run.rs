@@ -5,6 +5,7 @@
 use crate::config::{Fault, SimConfig};
 use crate::faults::FaultInjector;
 use crate::invariants::{Checkers, Observation, Violation};
+use crate::schedules::ScheduleClient;
 use crate::workload::Workload;
 use crate::world::{RUNS_IN_FLIGHT_MAX, World};
 use std::time::Duration;
@@ -47,6 +48,7 @@ fn check(
     world: &World,
     checkers: &mut Checkers,
     workload: &Workload,
+    healed_at_ms: Option<u64>,
     last: bool,
 ) -> Option<Violation> {
     let views = world.views();
@@ -75,6 +77,7 @@ fn check(
         runs_in_flight_max: RUNS_IN_FLIGHT_MAX,
         applied: &applied,
         history: &history,
+        healed_at_ms,
     };
     let found = if last {
         checkers.check_final(&observation)
@@ -167,6 +170,8 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
     // Submissions spread over the first 80 % of the fault phase, so the last ones still
     // meet faults.
     let submit_over_ms = config.fault_phase_ms * 4 / 5;
+    let mut schedules =
+        ScheduleClient::new(config.seed, config.schedules, config.agents, submit_over_ms);
 
     // Safety phase: workload and faults.
     while world.now_ms() < config.fault_phase_ms {
@@ -175,6 +180,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         raft_running(&world).await?;
         over_budget(&world, config, wall_start, "fault")?;
         workload.step(&world, submit_over_ms);
+        schedules.step(&world, workload.access_ready());
         if let Some(error) = workload.model_errors.first() {
             return Err(Failure::Setup(error.clone()));
         }
@@ -187,14 +193,19 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
             .step(&mut world, step_ms)
             .await
             .map_err(Failure::Setup)?;
-        if let Some(found) = check(&world, &mut checkers, &workload, false) {
+        if let Some(found) = check(&world, &mut checkers, &workload, None, false) {
             return Err(violation(&world, found));
         }
     }
 
     // Liveness phase: heal everything; every job must end and every replica catch up.
     faults.heal_all(&mut world).await.map_err(Failure::Setup)?;
-    let liveness_deadline = world.now_ms() + config.liveness_ms;
+    let healed_ms = world.now_ms();
+    let liveness_deadline = healed_ms + config.liveness_ms;
+    // Schedules go on firing after healing until the checker of due occurrences has had its
+    // time; then they are deleted (again every 5 s while some remain), so the run can end.
+    let mut next_schedule_deletion_ms =
+        healed_ms + crate::invariants::occurrences_decided::DECIDED_WITHIN_MS + 500;
     loop {
         step(&world, config, wall_start, "liveness").await?;
         if !faults
@@ -208,7 +219,11 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         }
         raft_running(&world).await?;
         workload.step(&world, submit_over_ms);
-        if let Some(found) = check(&world, &mut checkers, &workload, false) {
+        if world.now_ms() >= next_schedule_deletion_ms {
+            schedules.delete_all(&world);
+            next_schedule_deletion_ms = world.now_ms() + 5_000;
+        }
+        if let Some(found) = check(&world, &mut checkers, &workload, Some(healed_ms), false) {
             return Err(violation(&world, found));
         }
         // A node removed by a membership fault is added back, so every replica converges.
@@ -230,9 +245,15 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         let acknowledged = workload.acknowledged();
         let all_ended = workload.all_submitted()
             && views.first().is_some_and(|v| {
+                let schedules = v.state.schedules();
                 acknowledged
                     .iter()
                     .all(|(id, _)| v.state.job(*id).is_some_and(|j| j.state().is_terminal()))
+                    && schedules.is_empty()
+                    && schedules
+                        .job_links()
+                        .keys()
+                        .all(|id| v.state.job(*id).is_none_or(|j| j.state().is_terminal()))
             });
         if caught_up && all_ended && !world.membership_busy() {
             break;
@@ -265,8 +286,9 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
             };
             return Err(Failure::Liveness {
                 detail: format!(
-                    "after healing, not every job ended and every replica caught up within {} ms: {pending:?}; replicas: {replicas:?}",
-                    config.liveness_ms
+                    "after healing, not every job ended and every replica caught up within {} ms: {pending:?}; schedules left: {}; replicas: {replicas:?}",
+                    config.liveness_ms,
+                    latest.map_or(0, |v| v.state.schedules().len())
                 ),
                 trace_tail,
                 trace_hash,
@@ -274,7 +296,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         }
         over_budget(&world, config, wall_start, "liveness")?;
     }
-    if let Some(found) = check(&world, &mut checkers, &workload, true) {
+    if let Some(found) = check(&world, &mut checkers, &workload, Some(healed_ms), true) {
         return Err(violation(&world, found));
     }
     // Record the outcome in the trace so the hash covers it.

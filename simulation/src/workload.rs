@@ -67,6 +67,11 @@ impl Workload {
         }
     }
 
+    /// The users and tokens are committed: clients may act.
+    pub fn access_ready(&self) -> bool {
+        self.access.done()
+    }
+
     pub fn all_submitted(&self) -> bool {
         self.submitted >= self.jobs
     }
@@ -235,13 +240,19 @@ impl Workload {
             if !matches!(read, Ok(Ok(()))) {
                 return; // no answer
             }
-            let answer = match via.view.read().cluster.job(JobId(job)) {
+            let view = via.view.read();
+            let cluster = &view.cluster;
+            let answer = match cluster.job(JobId(job)) {
+                // The leader, not a client, created it: outside the registry model (a read
+                // left unanswered constrains nothing); `occurrence_once` checks those jobs.
+                Some(_) if cluster.schedules().job_origin(JobId(job)).is_some() => return,
                 None => Return::NotFound,
                 Some(found) => Return::Found {
                     request_id: found.spec.description.clone().unwrap_or_default(),
                     phase: Phase::of(found.state()),
                 },
             };
+            drop(view);
             history.complete(operation, crate::world::elapsed_ms(&clock), answer);
         });
     }

@@ -594,6 +594,20 @@ impl Cluster {
         r.json().ok()
     }
 
+    /// Waits until node `id` reports that the cluster writes format `version` (the leader
+    /// raises it within seconds of forming; features of that format wait for it).
+    pub fn wait_format_version(&self, id: u64, version: u16) {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("the cluster to write format version {version}"),
+            || {
+                let (status, value) = self.get(id, "/cluster");
+                (status == 200 && value["format_version"].as_u64() >= Some(u64::from(version)))
+                    .then_some(())
+            },
+        );
+    }
+
     /// Waits until a running node reports a leader that is itself running; returns it.
     pub fn wait_for_leader(&self, timeout: Duration) -> u64 {
         let running = self.running();

@@ -357,3 +357,115 @@ fn puppet_task_runs_shows_and_exits_with_the_outcome() {
     let listed = puppet_task(&cluster, &["show"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("probe::sleeper"));
 }
+
+/// The jobs a schedule's occurrences created so far, oldest first, read through `node`.
+fn schedule_jobs(cluster: &Cluster, node: u64, schedule: &str) -> Vec<u64> {
+    let (status, value) = cluster.get(
+        node,
+        &format!("/scheduled_jobs/environment_jobs/{schedule}"),
+    );
+    assert_eq!(status, 200, "{value}");
+    value["occurrences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r["job"]["name"].as_str().and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+#[test]
+fn a_scheduled_task_runs_with_its_parameters_and_each_occurrence_runs_the_code_of_its_time() {
+    let Setup {
+        cluster,
+        leader,
+        tasks,
+        _scratch: _code,
+        ..
+    } = setup(&["a1"]);
+    cluster.wait_format_version(leader, porch_core::format_version::SCHEDULES_SINCE);
+    let start =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(1))
+            .to_string();
+    let schedule_of = |task: &str, params: Value| {
+        json!({"type": "task", "environment": "production",
+            "input": {"task": task, "params": params, "scope": {"nodes": ["a1"]}},
+            "schedule": {"start_time": start, "interval": {"units": "seconds", "value": 2}}})
+    };
+    let params = json!({"message": "tâche planifiée ✓", "count": 7});
+    let (status, reply) = cluster.request_as(
+        Method::POST,
+        leader,
+        "/orchestrator/v1/scheduled_jobs/environment_jobs",
+        Some(&cluster.token),
+        Some(&schedule_of("probe", params.clone())),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let schedule = reply["scheduled_job"]["name"].as_str().unwrap().to_string();
+    let (_, shown) = cluster.get(
+        leader,
+        &format!("/scheduled_jobs/environment_jobs/{schedule}"),
+    );
+    assert_eq!(shown["type"], "task", "{shown}");
+    assert_eq!(shown["input"]["task"], "probe", "{shown}");
+
+    let first = porch_tests::wait_until(WAIT, "a first occurrence", || {
+        schedule_jobs(&cluster, leader, &schedule).first().copied()
+    });
+    let done = cluster.wait_job_done(leader, first, WAIT);
+    assert_eq!(done["type"], "task", "{done}");
+    let result = &node_results(&cluster, leader, first)[0]["result"];
+    assert_eq!(result["stdin"]["message"], params["message"], "{result}");
+    assert_eq!(result["stdin"]["count"], 7, "{result}");
+    assert!(result.get("version").is_none(), "{result}");
+
+    // New code: later occurrences run it (checked again at each), never an error for a hash
+    // that changed since the schedule was made.
+    let script = tasks.join("init.sh");
+    let text = std::fs::read_to_string(&script)
+        .unwrap()
+        .replace("{\"stdin\"", "{\"version\": 2, \"stdin\"");
+    assert!(text.contains("version"), "the test's edit applies: {text}");
+    std::fs::write(&script, text).unwrap();
+    let changed_after = *schedule_jobs(&cluster, leader, &schedule).last().unwrap();
+    let later = porch_tests::wait_until(WAIT, "an occurrence planned after the change", || {
+        schedule_jobs(&cluster, leader, &schedule)
+            .into_iter()
+            .find(|job| *job > changed_after + 1)
+    });
+    let done = cluster.wait_job_done(leader, later, WAIT);
+    assert_eq!(done["state"], "finished", "{done}");
+    let result = &node_results(&cluster, leader, later)[0]["result"];
+    assert_eq!(result["version"], 2, "{result}");
+    assert_eq!(result["stdin"]["message"], params["message"], "{result}");
+
+    let (status, _) = cluster.delete(
+        leader,
+        &format!("/scheduled_jobs/environment_jobs/{schedule}"),
+    );
+    assert_eq!(status, 204);
+
+    // Wrong parameters or an unknown task: refused as `POST /command/task` refuses them.
+    for (body, expected_status, kind) in [
+        (
+            schedule_of("probe", json!({"message": "x", "count": 11})),
+            400,
+            "puppetlabs.orchestrator/invalid-params",
+        ),
+        (
+            schedule_of("probe::nosuch", json!({})),
+            404,
+            "puppetlabs.orchestrator/unknown-task",
+        ),
+    ] {
+        let (status, reply) = cluster.request_as(
+            Method::POST,
+            leader,
+            "/orchestrator/v1/scheduled_jobs/environment_jobs",
+            Some(&cluster.token),
+            Some(&body),
+        );
+        assert_eq!(status, expected_status, "{reply}");
+        assert_eq!(reply["kind"], kind, "{reply}");
+    }
+}

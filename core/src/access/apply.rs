@@ -42,9 +42,15 @@ impl ClusterState {
             }
             other => other,
         };
-        let outcome = self.apply_command(command);
+        let outcome = match command {
+            Command::CreateSchedule { schedule, .. } => {
+                self.create_schedule(schedule, actor.clone())
+            }
+            other => self.apply_command(other),
+        };
         let target = match &outcome {
             Outcome::JobSubmitted { job_id, .. } => job_id.to_string(),
+            Outcome::ScheduleCreated { schedule_id } => format!("schedule {schedule_id}"),
             _ => target,
         };
         let result = match &outcome {
@@ -105,6 +111,26 @@ impl ClusterState {
             Command::SubmitJob { spec, plan, .. } => {
                 let nodes: Vec<&str> = plan.nodes().iter().map(|n| n.name.as_str()).collect();
                 self.access.authorize(user, &Action::for_job(spec, &nodes))
+            }
+            Command::CreateSchedule { schedule, nodes } => {
+                let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                self.access
+                    .authorize(user, &Action::for_job(&schedule.work.spec, &nodes))
+            }
+            // Unknown to the one who may see it, as for jobs.
+            Command::DeleteSchedule { schedule_id }
+                if self.schedules.get(*schedule_id).is_none() =>
+            {
+                self.access.authorize(user, &Action::View)
+            }
+            // Its owner, or an admin.
+            Command::DeleteSchedule { schedule_id }
+                if self
+                    .schedules
+                    .get(*schedule_id)
+                    .is_some_and(|s| s.owner.id == user.id) =>
+            {
+                Ok(())
             }
             Command::StopJob { job_id } => match self.job(*job_id) {
                 Some(job) => {
@@ -242,6 +268,14 @@ fn audit_subject(command: &Command) -> (AuditAction, String) {
             },
         ),
         Command::StopJob { job_id } => (AuditAction::JobStop, job_id.to_string()),
+        Command::CreateSchedule { schedule, .. } => (
+            AuditAction::ScheduleCreate,
+            schedule.work.environment().to_string(),
+        ),
+        Command::DeleteSchedule { schedule_id } => (
+            AuditAction::ScheduleDelete,
+            format!("schedule {schedule_id}"),
+        ),
         Command::AddUser { user } => (AuditAction::UserAdd, user.login.clone()),
         Command::UpdateUser { login, .. } => (AuditAction::UserUpdate, login.clone()),
         Command::RemoveUser { login } => (AuditAction::UserRemove, login.clone()),

@@ -3,7 +3,6 @@
 use super::error::ApiError;
 use super::{ApiState, deploy_request};
 use crate::access::principal::{Principal, refusal_error};
-use crate::planner::plan_for;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -13,37 +12,17 @@ use porch_core::{Command, JobId, Outcome, Rejection};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// Plans on a blocking thread: an application target reads and parses the environment's
-/// code, which must not stall the async workers serving raft, sessions and other requests.
 async fn plan_off_the_runtime(
     state: &ApiState,
     spec: &porch_core::JobSpec,
 ) -> Result<crate::planner::PlanReport, ApiError> {
-    if let (porch_core::Target::Query(query), Some(puppetdb)) = (&spec.target, &state.puppetdb) {
-        return crate::planner::plan_query_in_puppetdb(query, puppetdb).await;
-    }
-    let reads_code = !matches!(spec.target, porch_core::Target::Query(_))
-        && porch_lang::environment::valid_environment_name(&spec.environment)
-        && state
-            .codedir
-            .join("environments")
-            .join(&spec.environment)
-            .is_dir();
-    if !reads_code {
-        // Nothing to read (a query, or no code for this environment): a thread hop per
-        // request would cost more than the plan.
-        return plan_for(
-            &spec.target,
-            &spec.environment,
-            &state.codedir,
-            &state.consensus.view,
-        );
-    }
-    let (target, environment) = (spec.target.clone(), spec.environment.clone());
-    let (codedir, view) = (state.codedir.clone(), state.consensus.view.clone());
-    tokio::task::spawn_blocking(move || plan_for(&target, &environment, &codedir, &view))
-        .await
-        .map_err(|e| ApiError::internal(format!("planning did not finish: {e}")))?
+    crate::planner::plan_job(
+        spec,
+        &state.codedir,
+        &state.consensus.view,
+        state.puppetdb.as_deref(),
+    )
+    .await
 }
 
 /// The permission to run `spec` over `plan`'s nodes (`run`, or `run_task` for a task job).

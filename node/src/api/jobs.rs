@@ -172,7 +172,27 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let base = state.base_url(&headers);
-    with_job(&state, &id, |job, _| Json(views::job_detail(job, &base))).await
+    let (mut detail, job_id) = with_job(&state, &id, |job, _| {
+        (views::job_detail(job, &base), job.id)
+    })
+    .await?;
+    // porch: the schedule occurrence that created the job, if one did.
+    let origin = state
+        .consensus
+        .view
+        .read()
+        .cluster
+        .schedules()
+        .job_origin(job_id);
+    detail["scheduled_job"] = match origin {
+        Some(origin) => json!({
+            "id": super::schedules::schedule_url(&base, origin.schedule_id),
+            "name": origin.schedule_id.to_string(),
+            "occurrence": origin.occurrence,
+        }),
+        None => Value::Null,
+    };
+    Ok(Json(detail))
 }
 
 pub async fn nodes(

@@ -11,6 +11,8 @@ pub mod environments;
 pub mod error;
 pub mod jobs;
 pub mod rbac;
+pub mod schedule_request;
+pub mod schedules;
 pub mod status;
 pub mod task_request;
 pub mod task_views;
@@ -151,6 +153,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/cluster/leader", post(cluster::transfer_leader))
         .route("/audit", get(audit::list))
+        .route(
+            "/scheduled_jobs/environment_jobs",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/scheduled_jobs/environment_jobs/{id}",
+            get(schedules::show).delete(schedules::delete),
+        )
         // Every permission includes viewing; handlers check anything more.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -10,7 +10,7 @@ use super::deploy_request::{DESCRIPTION_BYTES_MAX, ScopeBody, parse_target};
 use super::error::ApiError;
 use axum::http::StatusCode;
 use porch_core::task::TASK_PARAMS_BYTES_MAX;
-use porch_core::{Command, JobSpec, Plan, Target, TaskInputMethod, TaskInvocation};
+use porch_core::{Command, JobSpec, Plan, TaskInputMethod, TaskInvocation};
 use porch_lang::tasks::{InputMethod, TaskError, find_task};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -138,8 +138,45 @@ pub fn check_task_request(
         ));
     }
     let target = parse_target(Some(scope), None)?;
-    let task = find_task(codedir, &environment, &name).map_err(task_error)?;
-    if body.noop && !task.metadata.supports_noop {
+    let (invocation, warnings) = check_task(
+        codedir,
+        &environment,
+        &name,
+        params,
+        body.noop,
+        timeout_secs,
+    )?;
+    let spec = JobSpec {
+        environment,
+        target,
+        noop: body.noop,
+        no_noop: false,
+        concurrency: None,
+        enforce_environment: true,
+        debug: false,
+        trace: false,
+        evaltrace: false,
+        description: body.description,
+        owner,
+        task: Some(invocation),
+    };
+    Ok((spec, warnings))
+}
+
+/// Finds task `name` in `environment`'s modules, hashes its file and checks `params` against
+/// its metadata: the invocation an agent will run, and warnings for the caller. The one rule
+/// for a request and for each occurrence of a task schedule (checked again then: the code
+/// may have changed).
+pub fn check_task(
+    codedir: &Path,
+    environment: &str,
+    name: &str,
+    params: serde_json::Map<String, Value>,
+    noop: bool,
+    timeout_secs: u32,
+) -> Result<(TaskInvocation, Vec<String>), ApiError> {
+    let task = find_task(codedir, environment, name).map_err(task_error)?;
+    if noop && !task.metadata.supports_noop {
         return Err(ApiError::validation(format!(
             "task {} does not support noop (its metadata has no \"supports_noop\": true)",
             task.name
@@ -191,43 +228,33 @@ pub fn check_task_request(
         },
         timeout_secs,
     };
-    let spec = JobSpec {
-        environment,
-        target,
-        noop: body.noop,
-        no_noop: false,
-        concurrency: None,
-        enforce_environment: true,
-        debug: false,
-        trace: false,
-        evaltrace: false,
-        description: body.description,
-        owner,
-        task: Some(invocation),
-    };
-    Ok((spec, warnings))
+    Ok((invocation, warnings))
 }
 
-/// Resolves a task job's target into independent nodes: a task has no ordering between
-/// nodes. Queries go to PuppetDB when the node has one, else to the inventory's certnames.
-pub async fn plan_task_target(state: &ApiState, target: &Target) -> Result<Plan, ApiError> {
-    let report = match (target, &state.puppetdb) {
-        (Target::Nodes(nodes), _) => {
-            return Plan::independent(nodes.iter().cloned()).map_err(crate::planner::plan_error);
-        }
-        (Target::Query(query), Some(puppetdb)) => {
-            crate::planner::plan_query_in_puppetdb(query, puppetdb).await?
-        }
-        (Target::Query(_), None) => {
-            crate::planner::plan_for(target, "", &state.codedir, &state.consensus.view)?
-        }
-        (Target::Application(_), _) => {
-            return Err(ApiError::validation(
-                "'scope.application' is not allowed for task jobs; use nodes or query",
-            ));
+/// A scheduled task checked again for one occurrence, with the parameters it was created
+/// with (defaults already applied then).
+pub fn recheck_task(codedir: &Path, spec: &JobSpec) -> Result<TaskInvocation, ApiError> {
+    let Some(task) = &spec.task else {
+        return Err(ApiError::internal("not a task job"));
+    };
+    let params = match serde_json::from_str(&task.params_json) {
+        Ok(Value::Object(params)) => params,
+        _ => {
+            return Err(ApiError::internal(format!(
+                "task {}: the stored parameters are not a JSON object",
+                task.name
+            )));
         }
     };
-    Ok(report.plan)
+    check_task(
+        codedir,
+        &spec.environment,
+        &task.name,
+        params,
+        spec.noop,
+        task.timeout_secs,
+    )
+    .map(|(invocation, _)| invocation)
 }
 
 /// A task request body made into a job, ready to propose: checked against this node's code
@@ -243,7 +270,14 @@ pub async fn task_job(
         tokio::task::spawn_blocking(move || check_task_request(&codedir, body, owner))
             .await
             .map_err(|e| ApiError::internal(format!("checking the task did not finish: {e}")))??;
-    let plan = plan_task_target(state, &spec.target).await?;
+    let plan = crate::planner::plan_job(
+        &spec,
+        &state.codedir,
+        &state.consensus.view,
+        state.puppetdb.as_deref(),
+    )
+    .await?
+    .plan;
     Ok(PlannedTask {
         spec,
         plan,
@@ -306,7 +340,7 @@ mod tests {
         assert_eq!(task.timeout_secs, 30);
         assert_eq!(task.sensitive, vec!["password".to_string()]);
         assert!(spec.noop);
-        assert_eq!(spec.target, Target::Nodes(vec!["web1".into()]));
+        assert_eq!(spec.target, porch_core::Target::Nodes(vec!["web1".into()]));
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("options") && warnings[0].contains("Struct"));
     }

@@ -10,9 +10,12 @@ pub mod dependencies_finished;
 pub mod leader_per_term;
 pub mod limits;
 pub mod linearizable;
+pub mod occurrence_once;
+pub mod occurrences_decided;
 pub mod once_per_transaction;
 pub mod replicas_agree;
 pub mod replicated_clock_forward;
+pub mod schedule_no_overlap;
 pub mod stopped_starts_nothing;
 pub mod submissions_apply_once;
 pub mod terminal_states;
@@ -108,6 +111,8 @@ pub struct Observation<'a> {
     pub applied: &'a [AppliedSample],
     /// Every client operation with what it was told.
     pub history: &'a [crate::history::Operation],
+    /// When every fault was healed (simulated ms), once the liveness phase began.
+    pub healed_at_ms: Option<u64>,
 }
 
 impl Observation<'_> {
@@ -148,6 +153,7 @@ pub struct Checkers {
     terminal: terminal_states::TerminalStates,
     applied: applied_entries_survive::AppliedEntries,
     clock: replicated_clock_forward::ReplicatedClock,
+    occurrences: occurrence_once::OccurrenceOnce,
 }
 
 impl Checkers {
@@ -165,6 +171,9 @@ impl Checkers {
         self.terminal.check(observation, &mut violations);
         self.applied.check(observation, &mut violations);
         self.clock.check(observation, &mut violations);
+        self.occurrences.check(observation, &mut violations);
+        schedule_no_overlap::check(observation, &mut violations);
+        occurrences_decided::check(observation, &mut violations);
         violations
     }
 

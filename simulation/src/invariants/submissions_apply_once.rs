@@ -13,6 +13,10 @@ pub fn check(observation: &Observation, violations: &mut Vec<Violation>) {
     };
     let mut jobs_of: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for job in state.jobs().values() {
+        // A schedule's occurrences share its description; `occurrence_once` checks them.
+        if state.schedules().job_origin(job.id).is_some() {
+            continue;
+        }
         let request = job.spec.description.clone().unwrap_or_default();
         jobs_of.entry(request).or_default().push(job.id.0);
     }
