@@ -41,9 +41,15 @@ pub enum Bug {
     ScheduleOverlapUnchecked,
     /// An occurrence more than 2 s late (a leader change) is never fired nor skipped.
     ScheduleLateOccurrenceLost,
+    /// A task's parameters go to the agent through a float: every number is re-rendered as
+    /// an `f64` (integers beyond 2^53 lose digits), as a JSON layer without 64-bit integers does.
+    TaskParamsThroughFloat,
+    /// The agent's task cache looks a file up by its name, not its hash: after the code
+    /// changed, an agent runs the version it cached instead of the one the job planned.
+    TaskCacheByName,
 }
 
-pub const ALL_BUGS: [Bug; 14] = [
+pub const ALL_BUGS: [Bug; 16] = [
     Bug::DispatchBeforeCommit,
     Bug::IgnoreDependencyEdge,
     Bug::RedispatchWithoutStatusQuery,
@@ -58,6 +64,8 @@ pub const ALL_BUGS: [Bug; 14] = [
     Bug::ScheduleRefireLast,
     Bug::ScheduleOverlapUnchecked,
     Bug::ScheduleLateOccurrenceLost,
+    Bug::TaskParamsThroughFloat,
+    Bug::TaskCacheByName,
 ];
 
 /// Whether this build can plant bugs at all.
@@ -80,6 +88,8 @@ impl Bug {
             Bug::ScheduleRefireLast => "schedule-refire-last",
             Bug::ScheduleOverlapUnchecked => "schedule-overlap-unchecked",
             Bug::ScheduleLateOccurrenceLost => "schedule-late-occurrence-lost",
+            Bug::TaskParamsThroughFloat => "task-params-through-float",
+            Bug::TaskCacheByName => "task-cache-by-name",
         }
     }
 

@@ -26,6 +26,9 @@ pub struct SimArgs {
     /// Jobs submitted per run (default 8).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// The share of submissions that are task jobs, 0-1 (default 0.3).
+    #[arg(long)]
+    pub task_share: Option<f64>,
     /// Datacenters the nodes and agents spread over, 1-5 (default: drawn).
     #[arg(long)]
     pub datacenters: Option<usize>,
@@ -99,6 +102,9 @@ pub fn config_for(args: &SimArgs, seed: u64) -> Result<SimConfig, String> {
     }
     if let Some(n) = args.jobs {
         config.jobs = n;
+    }
+    if let Some(share) = args.task_share {
+        config.task_share = share;
     }
     if let Some(n) = args.datacenters {
         if !(1..=5).contains(&n) {
@@ -246,6 +252,7 @@ pub fn replay_command(args: &SimArgs, seed: u64) -> String {
     add("nodes", args.nodes.map(|v| v.to_string()));
     add("agents", args.agents.map(|v| v.to_string()));
     add("jobs", args.jobs.map(|v| v.to_string()));
+    add("task-share", args.task_share.map(|v| v.to_string()));
     add("datacenters", args.datacenters.map(|v| v.to_string()));
     add("fault-seconds", args.fault_seconds.map(|v| v.to_string()));
     add("faults", args.faults.clone());
@@ -277,10 +284,11 @@ fn report(seed: u64, args: &SimArgs) -> Option<u64> {
     match run_seed(&config) {
         Ok(report) => {
             println!(
-                "seed {seed}: ok — {} nodes, {} jobs, {} executions, {:.1} simulated s in {:.2} s; trace hash: {:016x}",
+                "seed {seed}: ok — {} nodes, {} jobs, {} executions ({} tasks), {:.1} simulated s in {:.2} s; trace hash: {:016x}",
                 config.nodes,
                 report.jobs,
                 report.executions,
+                report.task_runs,
                 report.simulated_ms as f64 / 1000.0,
                 started.elapsed().as_secs_f64(),
                 report.trace_hash

@@ -173,6 +173,8 @@ pub struct SimConfig {
     pub knobs: crate::knobs::Knobs,
     /// Clients' linearizable reads of random jobs per simulated second of the fault phase.
     pub reads_per_s: f64,
+    /// The share of submissions that are task jobs.
+    pub task_share: f64,
 }
 
 impl SimConfig {
@@ -225,6 +227,7 @@ impl SimConfig {
             planted: None,
             knobs: crate::knobs::Knobs::standard(),
             reads_per_s: 1.0,
+            task_share: 0.3,
         }
     }
 
@@ -279,6 +282,12 @@ impl SimConfig {
                 return Err(format!("--fault {fault}={rate}: the rate is outside 0..=1"));
             }
         }
+        if !(0.0..=1.0).contains(&self.task_share) {
+            return Err(format!(
+                "--task-share: {} is outside 0..=1",
+                self.task_share
+            ));
+        }
         if self.fault_phase_ms == 0 {
             return Err("--fault-seconds must be positive".into());
         }
@@ -293,10 +302,11 @@ impl SimConfig {
             .map(|(f, r)| format!("{f}={r:.3}"))
             .collect();
         format!(
-            "{} nodes, {} agents, {} jobs, {} datacenter(s), knobs: {}, faults: {}{}",
+            "{} nodes, {} agents, {} jobs ({:.0} % tasks), {} datacenter(s), knobs: {}, faults: {}{}",
             self.nodes,
             self.agents,
             self.jobs,
+            self.task_share * 100.0,
             self.datacenters,
             self.knobs.describe(),
             if faults.is_empty() {

@@ -8,6 +8,7 @@
 //!   `porch_agent` sessions with the seeded runner).
 //! - [`run`]: the workload, the fault schedule, the safety and liveness phases.
 //! - [`schedules`]: the clients' scheduled deploys.
+//! - [`tasks`]: the task jobs of the workload: code, redeploys, generated parameters.
 //! - [`invariants`]: one checker per property.
 //! - [`knobs`]: queue capacities, batch sizes and raft timings drawn per seed.
 //! - [`history`], [`linearizability`]: what clients were told, checked against a model.
@@ -33,6 +34,7 @@ pub mod net;
 pub mod run;
 pub mod schedules;
 pub mod spool_disk;
+pub mod tasks;
 pub mod trace;
 pub mod workload;
 pub mod world;

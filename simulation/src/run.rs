@@ -20,6 +20,8 @@ pub struct Report {
     pub simulated_ms: u64,
     pub jobs: usize,
     pub executions: usize,
+    /// Of the executions, task runs.
+    pub task_runs: usize,
     pub events: usize,
 }
 
@@ -62,6 +64,11 @@ fn check(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let task_runs = world
+        .task_runs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let applied = world.applied_samples();
     // The history is checked once, at the end (the search looks at all of it).
     let history = if last {
@@ -73,6 +80,7 @@ fn check(
         now_ms: world.now_ms(),
         nodes: &views,
         executions: &executions,
+        task_runs: &task_runs,
         submissions: &submissions,
         runs_in_flight_max: RUNS_IN_FLIGHT_MAX,
         applied: &applied,
@@ -165,7 +173,15 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
     }
     let mut checkers = Checkers::default();
     let mut faults = FaultInjector::new(config);
-    let mut workload = Workload::new(config.seed, config.jobs, config.agents);
+    let code = crate::tasks::SimCode::create(&crate::tasks::code_dir(spool_root))
+        .map_err(Failure::Setup)?;
+    let mut workload = Workload::new(
+        config.seed,
+        config.jobs,
+        config.agents,
+        config.task_share,
+        code,
+    );
     let step_ms = STEP.as_millis() as u64;
     // Submissions spread over the first 80 % of the fault phase, so the last ones still
     // meet faults.
@@ -181,7 +197,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         over_budget(&world, config, wall_start, "fault")?;
         workload.step(&world, submit_over_ms);
         schedules.step(&world, workload.access_ready());
-        if let Some(error) = workload.model_errors.first() {
+        if let Some(error) = workload.generation_errors.first() {
             return Err(Failure::Setup(error.clone()));
         }
         let stop_per_step = config.rate(Fault::Stop) * step_ms as f64 / 1000.0;
@@ -317,6 +333,11 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .len();
+    let task_runs = world
+        .task_runs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len();
     let simulated_ms = world.now_ms();
     for i in 0..world.nodes.len() {
         world.crash_node(i, None).await;
@@ -331,6 +352,7 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         simulated_ms,
         jobs: acknowledged.len(),
         executions,
+        task_runs,
         events: trace.len(),
     })
 }

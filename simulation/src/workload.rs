@@ -1,5 +1,6 @@
 //! The clients: submit jobs over random plans (random DAGs and plans of generated
-//! application models), with random concurrency limits, through random nodes, retrying a
+//! application models) or task jobs with generated parameters ([`crate::tasks`]; the task's
+//! code is redeployed now and then), with random concurrency limits, through random nodes, retrying a
 //! timed-out submission through another node under the same request id; and stop jobs.
 //! Every submission and every acknowledgement is recorded for the checkers, and every
 //! operation (submit, stop, show) with its invocation and answer in a [`History`] for the
@@ -9,6 +10,7 @@
 use crate::access::{Setup, SimUser};
 use crate::history::{Call, History, Phase, Return};
 use crate::models;
+use crate::tasks::SimCode;
 use crate::world::World;
 use porch_core::{Command, JobId, JobSpec, Outcome, Plan, PlannedNode, Target};
 use rand::rngs::SmallRng;
@@ -18,6 +20,8 @@ use std::time::Duration;
 
 /// How long a client waits for one attempt of a submission.
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The chance that the task's code is redeployed just before a task submission.
+const REDEPLOY_PER_TASK: f64 = 0.3;
 
 /// One submission as the client saw it.
 #[derive(Clone, Debug)]
@@ -37,11 +41,18 @@ pub struct Workload {
     /// The reads' own random source: reads came later, and a seed's submissions must not
     /// change with them.
     reads_rng: SmallRng,
+    /// The task submissions' own random source (tasks came later too).
+    tasks_rng: SmallRng,
+    /// The share of submissions that are task jobs.
+    task_share: f64,
+    /// The code the nodes find the task in.
+    code: SimCode,
     jobs: usize,
     agents: usize,
     submitted: usize,
-    /// Generated models that porch-lang failed to plan (a bug: they are valid by construction).
-    pub model_errors: Vec<String>,
+    /// Generated models or task requests that porch refused to plan (a bug: they are valid by
+    /// construction), or a task redeploy that could not be written.
+    pub generation_errors: Vec<String>,
     pub submissions: Arc<Mutex<Vec<Submission>>>,
     /// Users, roles and tokens, committed before the first submission.
     access: Arc<Setup>,
@@ -53,14 +64,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Workload {
-    pub fn new(seed: u64, jobs: usize, agents: usize) -> Workload {
+    pub fn new(seed: u64, jobs: usize, agents: usize, task_share: f64, code: SimCode) -> Workload {
         Workload {
             rng: SmallRng::seed_from_u64(seed ^ 0x0b5e_55ed),
             reads_rng: SmallRng::seed_from_u64(seed ^ 0x4ead_5eed),
+            tasks_rng: SmallRng::seed_from_u64(seed ^ 0x7a5c_5eed),
+            task_share,
+            code,
             jobs,
             agents,
             submitted: 0,
-            model_errors: Vec::new(),
+            generation_errors: Vec::new(),
             submissions: Arc::default(),
             access: Arc::default(),
             history: History::default(),
@@ -112,19 +126,40 @@ impl Workload {
         } else {
             SimUser::Operator
         };
-        let plan = if self.rng.random_bool(0.5) {
+        let mut plan = if self.rng.random_bool(0.5) {
             random_plan(&mut self.rng, self.agents)
         } else {
             match models::random_application_plan(&mut self.rng, self.agents) {
                 Ok(plan) => plan,
                 Err(e) => {
-                    self.model_errors.push(e);
+                    self.generation_errors.push(e);
                     return;
                 }
             }
         };
         let request_id = format!("sim-submit-{}", self.submitted);
-        let spec = random_spec(&mut self.rng, &plan, &request_id);
+        // Drawn for every submission, so a task job does not move the seed's other draws.
+        let mut spec = random_spec(&mut self.rng, &plan, &request_id);
+        if self.tasks_rng.random_bool(self.task_share) {
+            if self.tasks_rng.random_bool(REDEPLOY_PER_TASK) {
+                if let Err(e) = self.code.redeploy() {
+                    self.generation_errors.push(e);
+                    return;
+                }
+                world.log(format!(
+                    "task code redeployed (version {})",
+                    self.code.version()
+                ));
+            }
+            let nodes = plan.nodes().iter().map(|n| n.name.clone()).collect();
+            match crate::tasks::task_job(&mut self.tasks_rng, &self.code, nodes, &request_id) {
+                Ok((task_spec, task_plan)) => (spec, plan) = (task_spec, task_plan),
+                Err(e) => {
+                    self.generation_errors.push(e);
+                    return;
+                }
+            }
+        }
         let first = live[self.rng.random_range(0..live.len())].clone();
         let second = live[self.rng.random_range(0..live.len())].clone();
         let sent_ms = world.now_ms();

@@ -3,7 +3,7 @@
 //! simulation runner. Everything runs on one thread under tokio's paused clock.
 
 use crate::config::{Fault, SimConfig};
-use crate::invariants::{AppliedSample, Execution, NodeView, StartEvidence};
+use crate::invariants::{AppliedSample, Execution, NodeView, StartEvidence, TaskExecution};
 use crate::machine_clock::MachineClock;
 use crate::net::{MessageFaults, SimNet};
 use crate::trace::Trace;
@@ -73,6 +73,10 @@ pub struct World {
     pub agents: Vec<SimAgent>,
     pub trace: Arc<Mutex<Trace>>,
     pub executions: Arc<Mutex<Vec<Execution>>>,
+    /// Every task an agent started, with its input and file as the agent had them.
+    pub task_runs: Arc<Mutex<Vec<TaskExecution>>>,
+    /// The code dir every node reads tasks from (the workload writes and redeploys it).
+    code_dir: PathBuf,
     membership_busy: Arc<std::sync::atomic::AtomicBool>,
     rng: rand::rngs::SmallRng,
     /// The applied state of every node incarnation ever started (a crashed one's stays as it
@@ -158,6 +162,8 @@ impl World {
                 .collect(),
             trace: Arc::new(Mutex::new(Trace::default())),
             executions: Arc::new(Mutex::new(Vec::new())),
+            task_runs: Arc::default(),
+            code_dir: crate::tasks::code_dir(spool_root),
             membership_busy: Arc::default(),
             rng: rand::SeedableRng::seed_from_u64(seed ^ 0xc11e_47),
             all_views: Arc::default(),
@@ -189,6 +195,7 @@ impl World {
         config.agent_unreachable_timeout = Duration::from_secs(10);
         config.request_timeout = Duration::from_secs(5);
         config.entropy = self.seed;
+        config.codedir = self.code_dir.clone();
         let incarnation = self.nodes[index].incarnation + 1;
         let env = NodeEnv {
             clock: self.nodes[index].clock.clone(),
@@ -289,6 +296,26 @@ impl World {
                     format!("{name} {} {txn}", if started { "starts" } else { "ends" }),
                 );
             });
+        let task_runs = self.task_runs.clone();
+        let task_certname = certname.clone();
+        let (task_trace, task_clock) = (self.trace.clone(), self.clock.clone());
+        let task_observer: porch_agent::task::TaskObserver =
+            Arc::new(move |start: &porch_agent::task::TaskStart| {
+                lock(&task_trace).push(
+                    elapsed_ms(&task_clock),
+                    format!(
+                        "{task_certname} runs task {} from file {:.12} in {}",
+                        start.task.name, start.file_sha256, start.transaction_id
+                    ),
+                );
+                lock(&task_runs).push(TaskExecution {
+                    certname: task_certname.clone(),
+                    transaction_id: start.transaction_id.to_string(),
+                    requested_sha256: start.task.sha256.clone(),
+                    file_sha256: start.file_sha256.to_string(),
+                    input: start.input.clone(),
+                });
+            });
         let runner = Runner::Simulate(SimulateRunner {
             seed: self.runner.seed,
             duration_ms_min: self.runner.duration_ms_min,
@@ -306,7 +333,8 @@ impl World {
             observer: Some(observer),
             tasks: porch_agent::task::TaskSupport::new(
                 agent.spool_dir.join(porch_agent::args::TASK_CACHE_DIR),
-            ),
+            )
+            .with_observer(task_observer),
             run_queue_max: self.knobs.agent_run_queue,
         });
         self.agents[index].task = Some(tokio::spawn(agent.run()));

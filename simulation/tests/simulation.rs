@@ -153,6 +153,14 @@ fn scenario_for(bug: Bug, seed: u64) -> SimConfig {
         Bug::ScheduleOverlapUnchecked => {
             config.schedules = 4;
         }
+        Bug::TaskParamsThroughFloat => {
+            config.task_share = 0.8;
+        }
+        Bug::TaskCacheByName => {
+            // Many task jobs, so agents cache one version and are later asked for another.
+            config.task_share = 1.0;
+            config.jobs = 14;
+        }
     }
     config
 }
@@ -193,6 +201,8 @@ fn expected_invariants(bug: Bug) -> &'static [&'static str] {
         Bug::ScheduleRefireLast => &["each occurrence fires at most once"],
         Bug::ScheduleOverlapUnchecked => &["no two runs of one schedule overlap"],
         Bug::ScheduleLateOccurrenceLost => &["due occurrences are decided after healing"],
+        Bug::TaskParamsThroughFloat => &["task parameters reach the agent intact"],
+        Bug::TaskCacheByName => &["a task runs the file its job planned"],
     }
 }
 

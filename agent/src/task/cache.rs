@@ -36,6 +36,19 @@ pub fn valid_file_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// Whether the simulation planted [`porch_core::planted::Bug::TaskCacheByName`] (never in a
+/// build without the agent's `planted-bugs` feature).
+fn planted_cache_by_name() -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        porch_core::planted::active(porch_core::planted::Bug::TaskCacheByName)
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        false
+    }
+}
+
 impl TaskCache {
     pub fn new(dir: PathBuf) -> TaskCache {
         TaskCache { dir }
@@ -47,6 +60,11 @@ impl TaskCache {
 
     /// The cached file with this hash, if there is one and its content still has the hash.
     pub fn get(&self, sha256: &str, file_name: &str) -> Option<PathBuf> {
+        if planted_cache_by_name() {
+            if let Some(path) = self.any_named(file_name) {
+                return Some(path);
+            }
+        }
         let path = self.path(sha256, file_name);
         let content = std::fs::read(&path).ok()?;
         if sha256_hex(&content) == sha256 {
@@ -58,6 +76,21 @@ impl TaskCache {
         );
         let _ = std::fs::remove_dir_all(self.dir.join(sha256));
         None
+    }
+
+    /// The planted bug `TaskCacheByName`: the first cached file
+    /// called `file_name`, whatever its hash.
+    fn any_named(&self, file_name: &str) -> Option<PathBuf> {
+        let mut hashes: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        hashes.sort();
+        hashes
+            .into_iter()
+            .map(|dir| dir.join(file_name))
+            .find(|path| path.is_file())
     }
 
     /// Stores `content` (whose hash the caller checked) as an executable only its owner may

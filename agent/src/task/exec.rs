@@ -59,11 +59,12 @@ async fn read_bounded(mut reader: impl AsyncRead + Unpin, max: usize) -> (Vec<u8
     }
 }
 
-pub async fn run_task_file(path: &Path, task: &TaskRun, noop: bool) -> StoredResult {
-    let params = match task_input(task, noop) {
-        Ok(params) => params,
-        Err(e) => return StoredResult::errored(e),
-    };
+/// Runs the file at `path` with `params` ([`task_input`]'s) as its input.
+pub async fn run_task_file(
+    path: &Path,
+    task: &TaskRun,
+    params: Map<String, Value>,
+) -> StoredResult {
     let (use_stdin, use_environment) = match task.input_method.as_str() {
         "stdin" => (true, false),
         "environment" => (false, true),
@@ -168,6 +169,11 @@ mod tests {
         }
     }
 
+    /// Runs `task` at `path` with its parameters, not in noop mode.
+    async fn run(path: &Path, task: &TaskRun) -> StoredResult {
+        run_task_file(path, task, task_input(task, false).unwrap()).await
+    }
+
     fn script(dir: &Path, body: &str) -> std::path::PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path = dir.join("task.sh");
@@ -183,12 +189,8 @@ mod tests {
             dir.path(),
             "cat; echo; echo \"$PT_name|$PT_count|$PT__task|$PT__noop\"",
         );
-        let result = run_task_file(
-            &path,
-            &task(r#"{"count":3,"name":"a b"}"#, "both", 10),
-            true,
-        )
-        .await;
+        let run = task(r#"{"count":3,"name":"a b"}"#, "both", 10);
+        let result = run_task_file(&path, &run, task_input(&run, true).unwrap()).await;
         assert_eq!(result.outcome, Outcome::Finished, "{result:?}");
         let mut lines = result.message.lines();
         let stdin: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
@@ -203,11 +205,10 @@ mod tests {
     async fn input_methods_choose_the_channel() {
         let dir = tempfile::tempdir().unwrap();
         let path = script(dir.path(), "cat; echo \"[$PT_name]\"");
-        let stdin_only = run_task_file(&path, &task(r#"{"name":"x"}"#, "stdin", 10), false).await;
+        let stdin_only = run(&path, &task(r#"{"name":"x"}"#, "stdin", 10)).await;
         assert!(stdin_only.message.contains(r#""name":"x""#));
         assert!(stdin_only.message.contains("[]"), "{}", stdin_only.message);
-        let env_only =
-            run_task_file(&path, &task(r#"{"name":"x"}"#, "environment", 10), false).await;
+        let env_only = run(&path, &task(r#"{"name":"x"}"#, "environment", 10)).await;
         assert_eq!(env_only.message, "[x]\n");
     }
 
@@ -215,7 +216,7 @@ mod tests {
     async fn a_failing_task_reports_its_exit_code_and_stderr() {
         let dir = tempfile::tempdir().unwrap();
         let path = script(dir.path(), "echo partial; echo broken >&2; exit 3");
-        let result = run_task_file(&path, &task("{}", "both", 10), false).await;
+        let result = run(&path, &task("{}", "both", 10)).await;
         assert_eq!(result.outcome, Outcome::Failed);
         assert_eq!(result.exit_code, 3);
         assert_eq!(result.message, "partial\n");
@@ -231,7 +232,7 @@ mod tests {
             &format!("(sleep 2; touch {}) & sleep 30", marker.display()),
         );
         let started = std::time::Instant::now();
-        let result = run_task_file(&path, &task("{}", "both", 1), false).await;
+        let result = run(&path, &task("{}", "both", 1)).await;
         assert_eq!(result.outcome, Outcome::Errored);
         assert!(
             result.message.contains("did not finish within 1 s"),
@@ -247,7 +248,7 @@ mod tests {
     async fn output_beyond_the_limit_is_discarded_and_the_run_fails() {
         let dir = tempfile::tempdir().unwrap();
         let path = script(dir.path(), "head -c 100000 /dev/zero | tr '\\0' 'x'");
-        let result = run_task_file(&path, &task("{}", "both", 10), false).await;
+        let result = run(&path, &task("{}", "both", 10)).await;
         assert_eq!(result.outcome, Outcome::Failed);
         assert_eq!(result.status, "output-too-large");
         assert_eq!(result.message.len(), OUTPUT_BYTES_MAX);

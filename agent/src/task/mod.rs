@@ -23,9 +23,19 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between fetch attempts when the node could not be reached.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
 
-/// Who watches task runs (the simulation's checkers): `(transaction id, the task as received,
-/// the SHA-256 of the bytes about to run)`, called just before the task starts.
-pub type TaskObserver = Arc<dyn Fn(&str, &TaskRun, &str) + Send + Sync>;
+/// A task about to start, as the agent has it.
+pub struct TaskStart<'a> {
+    pub transaction_id: &'a str,
+    /// The task as the run request carried it.
+    pub task: &'a TaskRun,
+    /// SHA-256 of the bytes about to run.
+    pub file_sha256: &'a str,
+    /// The parameters the task gets: its stdin JSON, and what its `PT_*` variables are made of.
+    pub input: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// Who watches task runs (the simulation's checkers), called just before a task starts.
+pub type TaskObserver = Arc<dyn Fn(&TaskStart) + Send + Sync>;
 
 /// What the agent needs for tasks: its cache, and the channel of its current session.
 pub struct TaskSupport {
@@ -157,8 +167,9 @@ pub fn verify(content: &[u8], sha256: &str) -> Result<(), String> {
 }
 
 impl crate::session::Agent {
-    /// Runs the task of `request`: file first (cached or fetched, hash checked), then the
-    /// runner — a process, or the simulation's draw.
+    /// Runs the task of `request`: file first (cached or fetched, hash checked), then its
+    /// input from the request's parameters, then the runner — a process, or the simulation's
+    /// draw (which sees the same file and input: the observer records both).
     pub async fn run_task(&self, request: &RunRequest, task: &TaskRun) -> StoredResult {
         let path = match self
             .tasks
@@ -168,17 +179,26 @@ impl crate::session::Agent {
             Ok(path) => path,
             Err(why) => return StoredResult::errored(format!("task {}: {why}", task.name)),
         };
+        let input = match exec::task_input(task, request.noop) {
+            Ok(input) => input,
+            Err(why) => return StoredResult::errored(format!("task {}: {why}", task.name)),
+        };
         if let Some(observe) = &self.tasks.observer {
             let ran = std::fs::read(&path)
                 .map(|c| sha256_hex(&c))
                 .unwrap_or_default();
-            observe(&request.transaction_id, task, &ran);
+            observe(&TaskStart {
+                transaction_id: &request.transaction_id,
+                task,
+                file_sha256: &ran,
+                input: &input,
+            });
         }
         match self.runner.as_ref() {
             crate::runner::Runner::Simulate(simulate) => {
                 simulate.run_task(request, task, &self.certname).await
             }
-            _ => exec::run_task_file(&path, task, request.noop).await,
+            _ => exec::run_task_file(&path, task, input).await,
         }
     }
 }

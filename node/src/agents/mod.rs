@@ -38,11 +38,45 @@ pub fn run_request(
             file_name: task.file_name.clone(),
             sha256: task.sha256.clone(),
             size_bytes: task.size_bytes,
-            params_json: task.params_json.clone(),
+            params_json: if porch_core::planted::active(
+                porch_core::planted::Bug::TaskParamsThroughFloat,
+            ) {
+                numbers_through_float(&task.params_json)
+            } else {
+                task.params_json.clone()
+            },
             input_method: task.input_method.as_str().to_string(),
             timeout_secs: task.timeout_secs,
         }),
     })
+}
+
+/// The planted bug [`porch_core::planted::Bug::TaskParamsThroughFloat`]: `params_json` with
+/// every number through an `f64`, whole ones rendered without a fraction as JavaScript does
+/// (so only integers beyond 2^53 change).
+fn numbers_through_float(params_json: &str) -> String {
+    fn through_float(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Number(n) => {
+                let float = n.as_f64().unwrap_or_default();
+                if float.fract() == 0.0 && float.abs() < 9.2e18 {
+                    *n = serde_json::Number::from(float as i64);
+                } else if let Some(rounded) = serde_json::Number::from_f64(float) {
+                    *n = rounded;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(through_float),
+            serde_json::Value::Object(map) => map.values_mut().for_each(through_float),
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(params_json) {
+        Ok(mut value) => {
+            through_float(&mut value);
+            value.to_string()
+        }
+        Err(_) => params_json.to_string(),
+    }
 }
 
 /// Runs in flight for `certname`: `(job, transaction id)`.

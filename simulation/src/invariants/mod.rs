@@ -18,6 +18,8 @@ pub mod replicated_clock_forward;
 pub mod schedule_no_overlap;
 pub mod stopped_starts_nothing;
 pub mod submissions_apply_once;
+pub mod task_file_as_planned;
+pub mod task_params_intact;
 pub mod terminal_states;
 
 use porch_core::{ClusterState, JobId};
@@ -42,6 +44,96 @@ pub struct Execution {
     pub end_ms: Option<u64>,
     /// What the cluster had committed at the instant the agent started it.
     pub evidence: StartEvidence,
+}
+
+/// A task as the agent started it.
+#[derive(Clone, Debug)]
+pub struct TaskExecution {
+    pub certname: String,
+    pub transaction_id: String,
+    /// The hash the run request named.
+    pub requested_sha256: String,
+    /// The hash of the file the agent ran.
+    pub file_sha256: String,
+    /// What the task got: its stdin JSON (its `PT_*` variables are made of it).
+    pub input: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The job of a task run and the task it committed, from `state`: `Ok(None)` when the job is
+/// not (yet) in this state, `Err` when the run cannot belong to a task job.
+pub fn committed_task<'a>(
+    state: &'a ClusterState,
+    run: &TaskExecution,
+) -> Result<Option<(&'a porch_core::Job, &'a porch_core::TaskInvocation)>, String> {
+    let Some((job_id, _, _)) = parse_transaction(&run.transaction_id) else {
+        return Err(format!(
+            "{} ran a task under transaction {:?}, which names no job",
+            run.certname, run.transaction_id
+        ));
+    };
+    let Some(job) = state.job(JobId(job_id)) else {
+        return Ok(None);
+    };
+    match &job.spec.task {
+        Some(task) => Ok(Some((job, task))),
+        None => Err(format!(
+            "{} ran a task for transaction {}, but job {job_id} is not a task job",
+            run.certname, run.transaction_id
+        )),
+    }
+}
+
+/// Walks the task runs in order, each once, as their jobs become visible in the most advanced
+/// replica: a checker of task runs keeps one and says what it requires of each run.
+#[derive(Default)]
+pub struct TaskRunCursor {
+    next: usize,
+}
+
+impl TaskRunCursor {
+    /// Checks the runs not checked yet whose jobs `observation` shows; `wrong` says what is
+    /// wrong with a run of a committed task, if anything.
+    pub fn advance(
+        &mut self,
+        observation: &Observation,
+        invariant: &'static str,
+        violations: &mut Vec<Violation>,
+        wrong: impl Fn(&TaskExecution, &porch_core::Job, &porch_core::TaskInvocation) -> Option<String>,
+    ) {
+        let Some(state) = observation.latest() else {
+            return;
+        };
+        while let Some(run) = observation.task_runs.get(self.next) {
+            match committed_task(state, run) {
+                Ok(None) => return, // not applied here yet: next time
+                Ok(Some((job, task))) => {
+                    if let Some(detail) = wrong(run, job, task) {
+                        violations.push(Violation { invariant, detail });
+                    }
+                }
+                Err(detail) => violations.push(Violation { invariant, detail }),
+            }
+            self.next += 1;
+        }
+    }
+
+    /// Once every replica caught up: every run must have been checked (its job committed).
+    pub fn all_seen(
+        &self,
+        observation: &Observation,
+        invariant: &'static str,
+        violations: &mut Vec<Violation>,
+    ) {
+        if let Some(run) = observation.task_runs.get(self.next) {
+            violations.push(Violation {
+                invariant,
+                detail: format!(
+                    "{} ran a task under transaction {}, whose job no replica holds",
+                    run.certname, run.transaction_id
+                ),
+            });
+        }
+    }
 }
 
 /// The committed log as of the instant an agent starts a run, gathered from every node
@@ -104,6 +196,8 @@ pub struct Observation<'a> {
     pub now_ms: u64,
     pub nodes: &'a [NodeView],
     pub executions: &'a [Execution],
+    /// Every task an agent started, in order.
+    pub task_runs: &'a [TaskExecution],
     /// Every submission the clients made, with what was acknowledged.
     pub submissions: &'a [crate::workload::Submission],
     pub runs_in_flight_max: usize,
@@ -154,6 +248,8 @@ pub struct Checkers {
     applied: applied_entries_survive::AppliedEntries,
     clock: replicated_clock_forward::ReplicatedClock,
     occurrences: occurrence_once::OccurrenceOnce,
+    task_params: task_params_intact::TaskParams,
+    task_files: task_file_as_planned::TaskFiles,
 }
 
 impl Checkers {
@@ -174,6 +270,8 @@ impl Checkers {
         self.occurrences.check(observation, &mut violations);
         schedule_no_overlap::check(observation, &mut violations);
         occurrences_decided::check(observation, &mut violations);
+        self.task_params.check(observation, &mut violations);
+        self.task_files.check(observation, &mut violations);
         violations
     }
 
@@ -186,6 +284,8 @@ impl Checkers {
         acknowledged_survive::check(observation, &mut violations);
         submissions_apply_once::check(observation, &mut violations);
         linearizable::check(observation, &mut violations);
+        self.task_params.all_seen(observation, &mut violations);
+        self.task_files.all_seen(observation, &mut violations);
         violations
     }
 }
