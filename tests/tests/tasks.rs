@@ -2,7 +2,7 @@
 //! each targeted agent with its parameters intact (stdin and `PT_*` variables), its output is
 //! each node's `result`; a wrong parameter is a 400 and nothing runs; a task file changed
 //! between plan and run errors the node and runs nothing; a role may run only the tasks it
-//! names.
+//! names; `GET /jobs` filters by job type and task name.
 
 use porch_tests::{Cluster, FAST};
 use reqwest::Method;
@@ -467,5 +467,85 @@ fn a_scheduled_task_runs_with_its_parameters_and_each_occurrence_runs_the_code_o
         );
         assert_eq!(status, expected_status, "{reply}");
         assert_eq!(reply["kind"], kind, "{reply}");
+
+/// Job ids of a `GET /jobs` listing, and its `pagination.total`.
+fn listed(cluster: &Cluster, node: u64, query: &str) -> (Vec<u64>, u64) {
+    let (status, list) = cluster.get(node, &format!("/jobs?{query}"));
+    assert_eq!(status, 200, "/jobs?{query}: {list}");
+    let ids = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().parse().unwrap())
+        .collect();
+    (ids, list["pagination"]["total"].as_u64().unwrap())
+}
+
+#[test]
+fn jobs_are_listed_by_type_and_by_part_of_a_task_name_and_bad_filters_are_named() {
+    let Setup {
+        cluster,
+        leader,
+        _scratch: _code,
+        ..
+    } = setup(&["a1"]);
+    let echo = json!({"task": "probe", "params": {"message": "m", "count": 1},
+        "scope": {"nodes": ["a1"]}});
+    let marker = json!({"task": "probe::marker", "params": {}, "scope": {"nodes": ["a1"]}});
+    let (status, reply) = run_task(&cluster, leader, &cluster.token, &echo);
+    assert_eq!(status, 202, "{reply}");
+    let echo_job = job_id(&reply);
+    let deploy_job = cluster.submit(leader, &["a1"], None);
+    let (status, reply) = run_task(&cluster, leader, &cluster.token, &marker);
+    assert_eq!(status, 202, "{reply}");
+    let marker_job = job_id(&reply);
+    let follower = if leader == 1 { 2 } else { 1 };
+    let by_id = "order_by=name&order=asc";
+    assert_eq!(
+        listed(&cluster, follower, by_id),
+        (vec![echo_job, deploy_job, marker_job], 3)
+    );
+    assert_eq!(
+        listed(&cluster, follower, &format!("type=task&{by_id}")),
+        (vec![echo_job, marker_job], 2)
+    );
+    assert_eq!(
+        listed(&cluster, follower, "type=deploy"),
+        (vec![deploy_job], 1)
+    );
+    assert_eq!(listed(&cluster, follower, "type=plan_task"), (vec![], 0));
+    // Partial matches, as PE's: `probe` is in both task names, `mark` in one.
+    assert_eq!(
+        listed(&cluster, follower, &format!("task=probe&{by_id}")),
+        (vec![echo_job, marker_job], 2)
+    );
+    assert_eq!(
+        listed(&cluster, follower, "type=task&task=mark"),
+        (vec![marker_job], 1)
+    );
+    assert_eq!(listed(&cluster, follower, "task=nothing"), (vec![], 0));
+    // Filters, then the page: the total counts every job that matches.
+    assert_eq!(
+        listed(
+            &cluster,
+            follower,
+            &format!("task=probe&limit=1&offset=1&{by_id}")
+        ),
+        (vec![marker_job], 2)
+    );
+    for (query, parameter) in [
+        ("type=plan", "'type'"),
+        ("type=", "'type'"),
+        ("task=", "'task'"),
+        ("task=Probe", "'task'"),
+        ("type=deploy&task=probe", "'task'"),
+    ] {
+        let (status, reply) = cluster.get(follower, &format!("/jobs?{query}"));
+        assert_eq!(status, 400, "/jobs?{query}: {reply}");
+        assert_eq!(reply["kind"], "puppetlabs.validators/validation-error");
+        assert!(
+            reply["msg"].as_str().unwrap().contains(parameter),
+            "/jobs?{query} should name {parameter}: {reply}"
+        );
     }
 }

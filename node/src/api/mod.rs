@@ -9,6 +9,7 @@ pub mod commands;
 pub mod deploy_request;
 pub mod environments;
 pub mod error;
+pub mod job_filter;
 pub mod jobs;
 pub mod rbac;
 pub mod schedule_request;
