@@ -1,5 +1,5 @@
 //! `porch bench`: its flags, and the dispatch to [`crate::bench_submit`],
-//! [`crate::fanout_bench`], [`crate::bench_levels`], [`crate::bench_envelope`],
+//! [`crate::fanout_bench`], [`crate::bench_task_fanout`], [`crate::bench_levels`], [`crate::bench_envelope`],
 //! [`crate::bench_retention`] and [`crate::bench_learner`].
 
 use clap::{Args, Subcommand};
@@ -19,6 +19,9 @@ pub enum BenchWhat {
     /// A job over many simulated agents with instant runs: node runs/s, dispatch times, memory
     /// per connected agent, and the dispatch gap when the leader is killed mid-job.
     Fanout(FanoutArgs),
+    /// A no-op task over many simulated agents against a deploy over the same agents, in one
+    /// run: node runs/s of each (the task's first job fetches its file on every agent).
+    TaskFanout(TaskFanoutArgs),
     /// porch's overhead per level of an application job on real agents, against an existing
     /// cluster: N jobs one after another, per level the wall time beyond the agents' runs.
     Levels(LevelsArgs),
@@ -134,6 +137,25 @@ pub struct FanoutArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct TaskFanoutArgs {
+    /// Agent counts to measure, comma-separated.
+    #[arg(long, default_value = "10000")]
+    pub agents: String,
+    /// Rounds of a deploy then a warm task job, after the cold task job (medians reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 18600)]
+    pub base_port: u16,
+    /// Spools and task caches of the simulated agents (tmpfs keeps their fsyncs out of the
+    /// measurement).
+    #[arg(long, default_value = "/dev/shm")]
+    pub spool_root: PathBuf,
+    /// Plain HTTP between agents, nodes and the bench (by default mutual TLS).
+    #[arg(long)]
+    pub insecure_http: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct SubmitArgs {
     /// Client concurrencies to measure, comma-separated.
     #[arg(long, default_value = "1,64,256")]
@@ -169,6 +191,7 @@ pub async fn run_bench(args: BenchArgs) -> ExitCode {
     let result = match args.what {
         BenchWhat::Submit(args) => crate::bench_submit::submit(args).await,
         BenchWhat::Fanout(args) => crate::fanout_bench::fanout(args).await,
+        BenchWhat::TaskFanout(args) => crate::bench_task_fanout::task_fanout(args).await,
         BenchWhat::Levels(args) => crate::bench_levels::levels(args).await,
         BenchWhat::Envelope(args) => crate::bench_envelope::envelope(args.jobs, args.rounds),
         BenchWhat::Schedules(args) => crate::bench_schedules::schedules(args).await,

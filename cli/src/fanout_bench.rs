@@ -85,84 +85,90 @@ async fn wait_job(
     Err(format!("job {job} did not finish within {timeout:?}"))
 }
 
+/// Submits `body` to `POST /command/<command>` through the first node that answers with a
+/// job, and returns the job's id.
 async fn submit(
     http: &reqwest::Client,
     urls: &[String],
-    nodes: &[String],
-    concurrency: Option<u32>,
+    command: &str,
+    body: &Value,
 ) -> Result<String, String> {
+    let mut last = String::from("no node answered");
+    for url in urls {
+        match http
+            .post(format!("{url}/orchestrator/v1/command/{command}"))
+            .json(body)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                if let Some(name) = v["job"]["name"].as_str() {
+                    return Ok(name.to_string());
+                }
+                last = format!("{url}: {v}");
+            }
+            Err(e) => last = format!("{url}: {e}"),
+        }
+    }
+    Err(format!("could not submit the {command} job ({last})"))
+}
+
+/// A deploy body over `nodes`.
+fn deploy_body(nodes: &[String], concurrency: Option<u32>) -> Value {
     let mut body = json!({"environment": "production", "scope": {"nodes": nodes}});
     if let Some(c) = concurrency {
         body["concurrency"] = json!(c);
     }
-    for url in urls {
-        if let Ok(r) = http
-            .post(format!("{url}/orchestrator/v1/command/deploy"))
-            .json(&body)
-            .send()
-            .await
-        {
-            let v: Value = r.json().await.unwrap_or(Value::Null);
-            if let Some(name) = v["job"]["name"].as_str() {
-                return Ok(name.to_string());
-            }
-        }
-    }
-    Err("could not submit the job".into())
+    body
 }
 
-pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
-    let counts: Vec<usize> = args
-        .agents
-        .split(',')
-        .map(|c| {
-            c.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("--agents: '{c}' is not a number"))
-        })
-        .collect::<Result<_, _>>()?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let pki = if args.insecure_http {
-        None
-    } else {
-        let started = Instant::now();
-        let mut pki = BenchPki::create(&tempfile_dir()?.join("fanout-pki"))?;
-        let most = counts.iter().copied().max().unwrap_or(0);
-        pki.issue_agents(AGENT_PREFIX, most)?;
-        eprintln!(
-            "  (issued certificates for {NODES} nodes and {most} agents in {:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
-        Some(pki)
-    };
-    println!(
-        "Transport: {}",
-        if pki.is_some() {
-            "mutual TLS (agents, nodes and API)"
-        } else {
-            "plain HTTP (--insecure-http)"
-        }
-    );
-    println!();
-    println!(
-        "| agents | node runs/s | first dispatch ms | last dispatch ms | last result ms | RSS per agent KB | agent process RSS per session KB | leader kill → new leader ms | leader kill → next dispatch ms |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (round, &n) in counts.iter().enumerate() {
-        let dir = tempfile_dir()?.join(format!("fanout-{n}"));
+/// Resident memory (MB) around the agents' connection: the session-holding node 1 and node 2
+/// (no sessions) before and after, and the agent process.
+pub struct RigMemory {
+    pub node_before: f64,
+    pub node_after: f64,
+    pub follower_before: f64,
+    pub follower_after: f64,
+    pub agents: f64,
+}
+
+/// A local 3-node cluster with N simulated agents (one `porch agent --sessions N` process,
+/// `simulate` runner, instant runs) connected: what every fan-out bench measures on.
+pub struct FanoutRig<'a> {
+    pub cluster: PorchCluster<'a>,
+    pub urls: Vec<String>,
+    pub http: reqwest::Client,
+    /// The agents' certnames.
+    pub nodes: Vec<String>,
+    pub memory: RigMemory,
+    agents: tokio::process::Child,
+    spool: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl<'a> FanoutRig<'a> {
+    /// Starts the cluster (with `node_args` added to each `porch server`) on ports
+    /// `base_port`.., then the agents, and waits until all `n` are in the inventory.
+    pub async fn start(
+        pki: Option<&'a BenchPki>,
+        n: usize,
+        base_port: u16,
+        spool_root: &std::path::Path,
+        node_args: Vec<String>,
+        name: &str,
+    ) -> Result<FanoutRig<'a>, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let dir = tempfile_dir()?.join(format!("{name}-{n}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let base = args.base_port + (round as u16) * 10;
-        let mut cluster = PorchCluster::new(
-            &dir,
-            base,
-            vec![
-                "--runs-in-flight-max".into(),
-                n.max(1).to_string(),
-                "--agent-timeout-secs".into(),
-                "600".into(),
-            ],
-            pki.as_ref(),
-        )?;
+        let mut args = vec![
+            "--runs-in-flight-max".into(),
+            n.max(1).to_string(),
+            "--agent-timeout-secs".into(),
+            "600".into(),
+        ];
+        args.extend(node_args);
+        let mut cluster = PorchCluster::new(&dir, base_port, args, pki)?;
         cluster.spawn_all()?;
         let urls = cluster.urls();
         let http = cluster.admin_client(Duration::from_secs(60)).await?;
@@ -172,16 +178,14 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss_before = rss_mb(cluster.pid(0));
-        let follower_rss_before = rss_mb(cluster.pid(1));
-        let spool = args
-            .spool_root
-            .join(format!("porch-fanout-{}-{n}", std::process::id()));
-        let transport: Vec<String> = match &pki {
+        let node_before = rss_mb(cluster.pid(0));
+        let follower_before = rss_mb(cluster.pid(1));
+        let spool = spool_root.join(format!("porch-{name}-{}-{n}", std::process::id()));
+        let transport: Vec<String> = match pki {
             Some(pki) => vec!["--ssldir".into(), pki.agent_ssldir().display().to_string()],
             None => vec!["--insecure-http".into()],
         };
-        let mut agents = Command::new(&exe)
+        let agents = Command::new(&exe)
             .arg("agent")
             .args(&transport)
             .args([
@@ -231,35 +235,153 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let rss_after = rss_mb(cluster.pid(0));
-        let follower_rss_after = rss_mb(cluster.pid(1));
-        let agents_rss = rss_mb(agents.id());
-        let nodes: Vec<String> = (1..=n).map(|i| format!("{AGENT_PREFIX}{i}")).collect();
-        let job = submit(&http, &urls, &nodes, None).await?;
-        let done = wait_job(&http, &urls, &job, Duration::from_secs(900)).await?;
-        let events = all_events(&http, &urls[0], &job).await;
-        let times = |kind: &str| -> Vec<u64> {
-            events
-                .iter()
-                .filter(|e| e["type"] == kind)
-                .filter_map(|e| ms(&e["timestamp"]))
-                .collect()
+        let memory = RigMemory {
+            node_before,
+            node_after: rss_mb(cluster.pid(0)),
+            follower_before,
+            follower_after: rss_mb(cluster.pid(1)),
+            agents: rss_mb(agents.id()),
         };
-        let running = times("node_running");
-        let finished = times("node_finished");
-        let created = done["status"][0]["enter_time"].clone();
-        let created = ms(&created).unwrap_or(0);
-        let first_dispatch = running.iter().min().copied().unwrap_or(0);
-        let last_dispatch = running.iter().max().copied().unwrap_or(0);
-        let last_result = finished.iter().max().copied().unwrap_or(0);
-        let span_s = (last_result.saturating_sub(first_dispatch)).max(1) as f64 / 1000.0;
+        Ok(FanoutRig {
+            cluster,
+            urls,
+            http,
+            nodes: (1..=n).map(|i| format!("{AGENT_PREFIX}{i}")).collect(),
+            memory,
+            agents,
+            spool,
+            dir,
+        })
+    }
+
+    /// Stops the agents and the cluster and removes their files (logs stay behind only when
+    /// a round fails).
+    pub async fn stop(mut self) {
+        let _ = self.agents.start_kill();
+        let _ = self.agents.wait().await;
+        self.cluster.kill_all().await;
+        let _ = std::fs::remove_dir_all(&self.spool);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One job over the rig's agents, timed from its leader-stamped events (ms after the job's
+/// creation).
+pub struct JobTiming {
+    pub job: String,
+    pub state: String,
+    /// Nodes that finished.
+    pub finished: usize,
+    /// Finished nodes per second from the first dispatch committed to the last result.
+    pub runs_per_s: f64,
+    pub first_dispatch_ms: u64,
+    pub last_dispatch_ms: u64,
+    pub last_result_ms: u64,
+}
+
+/// Submits `body` as a `command` job (`deploy`, `task`), waits for it to end, and times it.
+pub async fn timed_job(
+    http: &reqwest::Client,
+    urls: &[String],
+    command: &str,
+    body: &Value,
+) -> Result<JobTiming, String> {
+    let job = submit(http, urls, command, body).await?;
+    let done = wait_job(http, urls, &job, Duration::from_secs(900)).await?;
+    let events = all_events(http, &urls[0], &job).await;
+    let times = |kind: &str| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .filter_map(|e| ms(&e["timestamp"]))
+            .collect()
+    };
+    let running = times("node_running");
+    let finished = times("node_finished");
+    let created = ms(&done["status"][0]["enter_time"]).unwrap_or(0);
+    let first_dispatch = running.iter().min().copied().unwrap_or(0);
+    let last_dispatch = running.iter().max().copied().unwrap_or(0);
+    let last_result = finished.iter().max().copied().unwrap_or(0);
+    let span_s = (last_result.saturating_sub(first_dispatch)).max(1) as f64 / 1000.0;
+    Ok(JobTiming {
+        job,
+        state: done["state"].as_str().unwrap_or("?").to_string(),
+        finished: finished.len(),
+        runs_per_s: finished.len() as f64 / span_s,
+        first_dispatch_ms: first_dispatch.saturating_sub(created),
+        last_dispatch_ms: last_dispatch.saturating_sub(created),
+        last_result_ms: last_result.saturating_sub(created),
+    })
+}
+
+/// Parses `--agents 1000,10000`.
+pub fn agent_counts(text: &str) -> Result<Vec<usize>, String> {
+    text.split(',')
+        .map(|c| {
+            c.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("--agents: '{c}' is not a number"))
+        })
+        .collect()
+}
+
+/// The throwaway CA with certificates for the nodes and `agents` agents, unless
+/// `insecure_http`.
+pub fn bench_pki(
+    insecure_http: bool,
+    agents: usize,
+    name: &str,
+) -> Result<Option<BenchPki>, String> {
+    if insecure_http {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let mut pki = BenchPki::create(&tempfile_dir()?.join(format!("{name}-pki")))?;
+    pki.issue_agents(AGENT_PREFIX, agents)?;
+    eprintln!(
+        "  (issued certificates for {NODES} nodes and {agents} agents in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Some(pki))
+}
+
+pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
+    let counts = agent_counts(&args.agents)?;
+    let most = counts.iter().copied().max().unwrap_or(0);
+    let pki = bench_pki(args.insecure_http, most, "fanout")?;
+    println!(
+        "Transport: {}",
+        if pki.is_some() {
+            "mutual TLS (agents, nodes and API)"
+        } else {
+            "plain HTTP (--insecure-http)"
+        }
+    );
+    println!();
+    println!(
+        "| agents | node runs/s | first dispatch ms | last dispatch ms | last result ms | RSS per agent KB | agent process RSS per session KB | leader kill → new leader ms | leader kill → next dispatch ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (round, &n) in counts.iter().enumerate() {
+        let base = args.base_port + (round as u16) * 10;
+        let mut rig = FanoutRig::start(
+            pki.as_ref(),
+            n,
+            base,
+            &args.spool_root,
+            Vec::new(),
+            "fanout",
+        )
+        .await?;
+        let (http, urls) = (rig.http.clone(), rig.urls.clone());
+        let timing = timed_job(&http, &urls, "deploy", &deploy_body(&rig.nodes, None)).await?;
         // Failover: a second job of the same nodes, 10 at a time; kill the leader mid-job.
         let (elected_ms, failover_ms) = {
-            let job = submit(&http, &urls, &nodes, Some(10)).await?;
+            let job = submit(&http, &urls, "deploy", &deploy_body(&rig.nodes, Some(10))).await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
-            match cluster.leader(&http).await {
+            match rig.cluster.leader(&http).await {
                 Some(leader) => {
-                    cluster.kill(leader).await;
+                    rig.cluster.kill(leader).await;
                     let killed = now_ms();
                     let survivors: Vec<String> = urls
                         .iter()
@@ -285,27 +407,27 @@ pub async fn fanout(args: FanoutArgs) -> Result<(), String> {
                 None => ("n/a".into(), "n/a".into()),
             }
         };
+        let memory = &rig.memory;
         println!(
             "| {n} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {elected_ms} | {failover_ms} |",
-            finished.len() as f64 / span_s,
-            first_dispatch.saturating_sub(created),
-            last_dispatch.saturating_sub(created),
-            last_result.saturating_sub(created),
-            (rss_after - rss_before) * 1024.0 / n as f64,
-            agents_rss * 1024.0 / n as f64,
+            timing.runs_per_s,
+            timing.first_dispatch_ms,
+            timing.last_dispatch_ms,
+            timing.last_result_ms,
+            (memory.node_after - memory.node_before) * 1024.0 / n as f64,
+            memory.agents * 1024.0 / n as f64,
         );
         eprintln!(
-            "  ({n} agents: job {} {}, {} finished; node 1 RSS {rss_before:.0} MB → {rss_after:.0} MB with agents connected; node 2, holding no session, {follower_rss_before:.0} MB → {follower_rss_after:.0} MB)",
-            job,
-            done["state"].as_str().unwrap_or("?"),
-            finished.len()
+            "  ({n} agents: job {} {}, {} finished; node 1 RSS {:.0} MB → {:.0} MB with agents connected; node 2, holding no session, {:.0} MB → {:.0} MB)",
+            timing.job,
+            timing.state,
+            timing.finished,
+            memory.node_before,
+            memory.node_after,
+            memory.follower_before,
+            memory.follower_after,
         );
-        let _ = agents.start_kill();
-        let _ = agents.wait().await;
-        cluster.kill_all().await;
-        let _ = std::fs::remove_dir_all(&spool);
-        // Logs stay behind only when a round fails.
-        let _ = std::fs::remove_dir_all(&dir);
+        rig.stop().await;
     }
     let _ = std::fs::remove_dir_all(tempfile_dir()?);
     Ok(())

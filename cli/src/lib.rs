@@ -24,6 +24,7 @@ pub mod bench_levels;
 pub mod bench_retention;
 pub mod bench_schedules;
 pub mod bench_submit;
+pub mod bench_task_fanout;
 pub mod chaos;
 pub mod client;
 pub mod cluster_cmd;
