@@ -467,6 +467,8 @@ fn a_scheduled_task_runs_with_its_parameters_and_each_occurrence_runs_the_code_o
         );
         assert_eq!(status, expected_status, "{reply}");
         assert_eq!(reply["kind"], kind, "{reply}");
+    }
+}
 
 /// Job ids of a `GET /jobs` listing, and its `pagination.total`.
 fn listed(cluster: &Cluster, node: u64, query: &str) -> (Vec<u64>, u64) {
