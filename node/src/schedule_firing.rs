@@ -14,6 +14,10 @@ use std::time::Duration;
 
 /// Longest the loop sleeps without looking (a follower waits for a change of role instead).
 const IDLE: Duration = Duration::from_secs(1);
+/// Shortest the loop sleeps when nothing can be fired: an occurrence the index calls due but
+/// that cannot be fired now must cost a look every few ticks, never a spin that starves the
+/// runtime (and, in the simulation, stops virtual time).
+const LOOK_AGAIN_MIN: Duration = Duration::from_millis(50);
 /// Firings committed in one entry at most; more due wait for the next round.
 const FIRINGS_PER_ENTRY_MAX: usize = 500;
 
@@ -50,10 +54,11 @@ pub async fn run(consensus: Arc<Consensus>, planning: Planning) {
             )
         };
         if due.is_empty() {
-            let wait = next_due_ms
-                .map(|due| Duration::from_millis(due.saturating_sub(now)))
-                .unwrap_or(IDLE)
-                .min(IDLE);
+            let wait = match next_due_ms {
+                Some(due) if due > now => Duration::from_millis(due - now).min(IDLE),
+                Some(_) => LOOK_AGAIN_MIN,
+                None => IDLE,
+            };
             applied.borrow_and_update();
             let _ = tokio::time::timeout(wait, applied.changed()).await;
             continue;

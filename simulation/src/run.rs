@@ -357,9 +357,51 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
     })
 }
 
-/// Runs one seed on its own single-threaded runtime with paused (simulated) time and
-/// tokio's scheduler randomness seeded from the seed.
+/// Wall-clock seconds past its budget that a seed's thread may take before it is given up as
+/// hung. The budget is noticed on simulated network traffic; a task that never yields stops
+/// virtual time and all traffic with it, so only a watch from outside the runtime sees it.
+const HUNG_AFTER_BUDGET_S: u64 = 60;
+
+/// Runs one seed (see [`run_seed_here`]) on a thread of its own, watched: a seed whose
+/// runtime never returns, such as a task spinning without yielding, is reported as over
+/// budget, naming the phase it could not leave, instead of hanging its caller. The hung thread
+/// is left behind (a thread cannot be stopped from outside); callers end soon after. A seed
+/// that panics panics here.
 pub fn run_seed(config: &SimConfig) -> Result<Report, Failure> {
+    let (done, result) = std::sync::mpsc::channel();
+    let owned = config.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("sim-seed-{}", config.seed))
+        .spawn(move || {
+            let _ = done.send(run_seed_here(&owned));
+        })
+        .map_err(|e| Failure::Setup(format!("cannot start the seed's thread: {e}")))?;
+    let limit = Duration::from_secs(config.wall_budget_s + HUNG_AFTER_BUDGET_S);
+    match result.recv_timeout(limit) {
+        Ok(outcome) => outcome,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Failure::Budget {
+            detail: format!(
+                "seed {} hung: its runtime did not return within {} s (a task that never \
+                 yields stops simulated time; replay it with PORCH_LOG=debug to see the last \
+                 steps)",
+                config.seed,
+                limit.as_secs()
+            ),
+        }),
+        // The seed panicked: the caller sees the panic as if the seed ran on its thread.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => Err(Failure::Setup(format!(
+                "seed {}'s thread ended without a result",
+                config.seed
+            ))),
+        },
+    }
+}
+
+/// Runs one seed on this thread, on its own single-threaded runtime with paused (simulated)
+/// time and tokio's scheduler randomness seeded from the seed.
+pub fn run_seed_here(config: &SimConfig) -> Result<Report, Failure> {
     // One directory per run, even for two runs of one seed at once (tests do that). Under
     // /dev/shm where there is one: the agents' spools fsync, which tmpfs makes free.
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -98,6 +98,8 @@ fn scenario_for(bug: Bug, seed: u64) -> SimConfig {
     let mut config = SimConfig::for_seed(seed);
     config.planted = Some(bug);
     config.fault_phase_ms = 20_000;
+    // A seed takes a few seconds; one that needs minutes is stuck, and says so.
+    config.wall_budget_s = 120;
     match bug {
         Bug::RedispatchWithoutStatusQuery => {
             config.faults.insert(Fault::AgentDisconnect, 0.3);
@@ -264,6 +266,10 @@ fn every_planted_bug_is_caught_within_a_bounded_number_of_seeds() {
         let caught =
             (1..=SEEDS_PER_BUG).find_map(|seed| match run_seed(&scenario_for(bug, seed)) {
                 Err(Failure::Violation { violation, .. }) => Some((seed, violation)),
+                // A livelock is a defect of its own, and 25 of them would hold CI for hours.
+                Err(Failure::Budget { detail }) => {
+                    panic!("{bug} at seed {seed} went over its budget: {detail}")
+                }
                 Err(Failure::Liveness { detail, .. }) if bug == Bug::ForgetDroppedRun => Some((
                     seed,
                     Violation {
