@@ -23,6 +23,9 @@ pub struct NodeConfig {
     pub runs_in_flight_max: usize,
     /// How long an agent may stay disconnected before its run is `errored` (unreachable).
     pub agent_unreachable_timeout: Duration,
+    /// How often a node heartbeats each agent session; three silent (or full-queue)
+    /// intervals end a session.
+    pub agent_heartbeat_interval: Duration,
     /// Where Puppet code lives (`environments/<env>/...`).
     pub codedir: PathBuf,
     /// Per-request deadline for writes and reads that must reach the leader.
@@ -118,6 +121,7 @@ impl NodeConfig {
             capacities: Capacities::default(),
             runs_in_flight_max: 250,
             agent_unreachable_timeout: Duration::from_secs(30),
+            agent_heartbeat_interval: crate::server::AGENT_HEARTBEAT_INTERVAL,
             codedir: PathBuf::from("/etc/puppetlabs/code"),
             request_timeout: Duration::from_secs(10),
             entropy: std::time::SystemTime::now()

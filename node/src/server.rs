@@ -193,7 +193,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         consensus.clone(),
         registry.clone(),
         reactor.clone(),
-        AGENT_HEARTBEAT_INTERVAL,
+        config.agent_heartbeat_interval,
         tasks.clone(),
         !config.insecure_http,
         env.tls.clone(),

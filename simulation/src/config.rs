@@ -57,13 +57,17 @@ pub enum Fault {
     /// Only while every other node is up and caught up: one damaged copy of an entry at a
     /// time, which a majority can always make good.
     BitRot,
+    /// An agent's process stalls (its machine swaps, or it is stopped) for 0.5–10 s, less or
+    /// more than the three heartbeats of silence that end its session: what nodes send it
+    /// backs up meanwhile.
+    AgentStall,
 }
 
 /// The fault kinds from before knobs and storage and clock faults (issue 14): a seed run with
 /// only these and the standard knobs replays the scenario it drew then.
 pub const CLASSIC_FAULTS: usize = 14;
 
-pub const ALL_FAULTS: [Fault; 20] = [
+pub const ALL_FAULTS: [Fault; 21] = [
     Fault::Crash,
     Fault::LoseUnflushed,
     Fault::Partition,
@@ -84,6 +88,7 @@ pub const ALL_FAULTS: [Fault; 20] = [
     Fault::ClockJump,
     Fault::ClockDrift,
     Fault::BitRot,
+    Fault::AgentStall,
 ];
 
 impl Fault {
@@ -109,6 +114,7 @@ impl Fault {
             Fault::ClockJump => "clock-jump",
             Fault::ClockDrift => "clock-drift",
             Fault::BitRot => "bit-rot",
+            Fault::AgentStall => "agent-stall",
         }
     }
 

@@ -18,6 +18,7 @@ enum Undo {
     RestartAgent(usize),
     RepairDisk(usize),
     ResetClock(ClockOf),
+    Unstall(String),
 }
 
 /// Whose clock a clock fault changed.
@@ -149,6 +150,13 @@ impl FaultInjector {
                     world.change_membership(id, false);
                 }
             }
+        }
+        if self.fires(Fault::AgentStall, step_ms) {
+            let index = self.rng.random_range(0..world.agents.len());
+            let certname = world.agents[index].certname.clone();
+            world.net.stall_agent(&certname);
+            world.log(format!("{certname} stalled"));
+            self.later(world, 500, 10_000, Undo::Unstall(certname));
         }
         Ok(())
     }
@@ -460,6 +468,10 @@ impl FaultInjector {
                     world.log(format!("{addr} resumed"));
                 }
                 Undo::FastDisk(index) => world.nodes[index].disk.set_flush_delay(Duration::ZERO),
+                Undo::Unstall(certname) => {
+                    world.net.unstall_agent(&certname);
+                    world.log(format!("{certname} resumed"));
+                }
                 Undo::RestartAgent(index) => {
                     if world.agents[index].task.is_none() {
                         self.maybe_rot_spool(world, index);

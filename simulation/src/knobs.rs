@@ -29,6 +29,16 @@ pub struct Knobs {
     pub election_max_heartbeats: u64,
     /// How long each flush of a node's disk takes (an fsync's time), ms.
     pub flush_latency_ms: u64,
+    /// The HTTP/2 receive window an agent advertises for its session, bytes (`None`:
+    /// the transport's default, 64 KB). A window smaller than one message lets a node send
+    /// the next message of a session only after the agent read the last one, a round trip
+    /// later: the session's queue then fills behind a slow link, as it does behind a slow
+    /// agent in production, and the code that runs when it is full gets exercised.
+    pub agent_window_bytes: Option<u32>,
+    /// How often nodes heartbeat agent sessions, ms; a session whose queue stays full for
+    /// three of them ends, so against a stalled agent this decides whether a full queue is
+    /// met by a reconnect or by the session's own status query.
+    pub agent_heartbeat_ms: u64,
 }
 
 impl Knobs {
@@ -50,6 +60,8 @@ impl Knobs {
             election_min_heartbeats: 5,
             election_max_heartbeats: 10,
             flush_latency_ms: 0,
+            agent_window_bytes: None,
+            agent_heartbeat_ms: porch_node::server::AGENT_HEARTBEAT_INTERVAL.as_millis() as u64,
         }
     }
 
@@ -93,6 +105,12 @@ impl Knobs {
         if drawn(&mut rng) {
             knobs.flush_latency_ms = pick(&mut rng, &[1, 2, 5, 20]);
         }
+        if drawn(&mut rng) {
+            knobs.agent_window_bytes = Some(pick(&mut rng, &[1, 16, 256, 4096]));
+        }
+        if drawn(&mut rng) {
+            knobs.agent_heartbeat_ms = pick(&mut rng, &[500, 1_000, 2_000]);
+        }
         knobs
     }
 
@@ -120,9 +138,15 @@ impl Knobs {
             "append" => self.max_append_entries = Some(positive()?),
             "api-batch" => self.api_batch_capacity = Some(positive()?),
             "flush-ms" => self.flush_latency_ms = number,
+            "agent-heartbeat-ms" => self.agent_heartbeat_ms = positive()?,
+            "agent-window" => {
+                self.agent_window_bytes = Some(u32::try_from(positive()?).map_err(|_| {
+                    format!("--knob agent-window: {number} bytes is more than HTTP/2 allows")
+                })?)
+            }
             _ => {
                 return Err(format!(
-                    "--knob: unknown knob '{name}' (known: session-queue, applied-broadcast, agent-run-queue, snapshot-every, logs-kept, payload, append, api-batch, flush-ms)"
+                    "--knob: unknown knob '{name}' (known: session-queue, applied-broadcast, agent-run-queue, snapshot-every, logs-kept, payload, append, api-batch, flush-ms, agent-window, agent-heartbeat-ms)"
                 ));
             }
         }
@@ -144,6 +168,7 @@ impl Knobs {
             max_append_entries: self.max_append_entries,
             api_batch_capacity: self.api_batch_capacity,
         };
+        config.agent_heartbeat_interval = std::time::Duration::from_millis(self.agent_heartbeat_ms);
         config.capacities = Capacities {
             session_queue: self.session_queue,
             applied_broadcast: self.applied_broadcast,
@@ -212,6 +237,16 @@ impl Knobs {
             "flush",
             format!("{}ms", self.flush_latency_ms),
             self.flush_latency_ms == standard.flush_latency_ms,
+        );
+        note(
+            "agent-window",
+            format!("{:?}", self.agent_window_bytes),
+            self.agent_window_bytes.is_none(),
+        );
+        note(
+            "agent-heartbeat",
+            format!("{}ms", self.agent_heartbeat_ms),
+            self.agent_heartbeat_ms == standard.agent_heartbeat_ms,
         );
         if changed.is_empty() {
             "standard".into()

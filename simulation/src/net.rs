@@ -65,6 +65,10 @@ struct State {
     rng: Option<SmallRng>,
     /// Wakes requests held by a pause or waiting for one to end.
     resumed: Option<Arc<tokio::sync::Notify>>,
+    /// The HTTP/2 receive window agents advertise (`None`: the transport's default).
+    agent_window_bytes: Option<u32>,
+    /// Stalled agents (by certname), with the tasks waiting on their connections' ends.
+    stalled: BTreeMap<String, Vec<std::task::Waker>>,
 }
 
 impl State {
@@ -187,6 +191,11 @@ impl SimNet {
         }
     }
 
+    /// Sets the HTTP/2 receive window of connections agents open from now on.
+    pub fn set_agent_window(&self, bytes: Option<u32>) {
+        self.lock().agent_window_bytes = bytes;
+    }
+
     pub fn set_faults(&self, faults: MessageFaults) {
         self.lock().faults = faults;
     }
@@ -250,6 +259,35 @@ impl SimNet {
         for addr in paused {
             self.resume(&addr);
         }
+        let stalled: Vec<String> = self.lock().stalled.keys().cloned().collect();
+        for certname in stalled {
+            self.unstall_agent(&certname);
+        }
+    }
+
+    /// Stalls an agent's process: its ends of its connections neither read nor write until
+    /// [`SimNet::unstall_agent`] (a machine swapping, or a process stopped), while the nodes'
+    /// ends stay as they are, their sends backing up behind the agent's receive window.
+    pub fn stall_agent(&self, certname: &str) {
+        self.lock().stalled.entry(certname.to_string()).or_default();
+    }
+
+    pub fn unstall_agent(&self, certname: &str) {
+        let waiting = self.lock().stalled.remove(certname).unwrap_or_default();
+        for waker in waiting {
+            waker.wake();
+        }
+    }
+
+    /// Whether `certname` is stalled; if so, `cx`'s task is woken when it no longer is.
+    fn agent_stalled(&self, certname: &str, cx: &Context<'_>) -> bool {
+        match self.lock().stalled.get_mut(certname) {
+            Some(waiting) => {
+                waiting.push(cx.waker().clone());
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn paused(&self) -> Vec<String> {
@@ -306,6 +344,7 @@ impl SimNet {
             client: client.clone(),
             to: to.to_string(),
             incarnation,
+            agent_end: None,
         };
         let certname = match client {
             Endpointed::Node { addr, .. } => porch_raft::member_certname(addr).to_string(),
@@ -332,12 +371,17 @@ impl SimNet {
                 .serve_connection(hyper_util::rt::TokioIo::new(server_stream), service)
                 .await;
         });
+        let agent_end = match client {
+            Endpointed::Agent { certname } => Some(certname.clone()),
+            Endpointed::Node { .. } => None,
+        };
         Ok(SimStream {
             inner: client_end,
             net: self.clone(),
             client: client.clone(),
             to: to.to_string(),
             incarnation,
+            agent_end,
         })
     }
 
@@ -507,9 +551,18 @@ pub struct SimStream {
     client: Endpointed,
     to: String,
     incarnation: u64,
+    /// The agent whose end this is (a stalled agent's end neither reads nor writes).
+    agent_end: Option<String>,
 }
 
 impl SimStream {
+    /// Whether this end belongs to a stalled agent (then `cx` is woken when it resumes).
+    fn stalled(&self, cx: &Context<'_>) -> bool {
+        self.agent_end
+            .as_deref()
+            .is_some_and(|certname| self.net.agent_stalled(certname, cx))
+    }
+
     fn check(&self) -> io::Result<()> {
         if self.net.budget.check()
             && self
@@ -533,6 +586,9 @@ impl AsyncRead for SimStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         self.check()?;
+        if self.stalled(cx) {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -544,6 +600,9 @@ impl AsyncWrite for SimStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.check()?;
+        if self.stalled(cx) {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -566,8 +625,14 @@ impl Dialer for SimDialer {
         let net = self.net.clone();
         let client = self.client.clone();
         let to = addr.to_string();
-        let endpoint =
+        let mut endpoint =
             Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
+        if let Endpointed::Agent { .. } = client {
+            let window = self.net.lock().agent_window_bytes;
+            endpoint = endpoint
+                .initial_stream_window_size(window)
+                .initial_connection_window_size(window);
+        }
         Ok(
             endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri| {
                 let result = net.connect(&client, &to).map(hyper_util::rt::TokioIo::new);

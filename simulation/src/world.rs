@@ -113,6 +113,7 @@ impl World {
             datacenter.insert(format!("agent{}", i + 1), i % config.datacenters);
         }
         net.set_topology(datacenter, config.latency_ms.clone());
+        net.set_agent_window(config.knobs.agent_window_bytes);
         let clock = Arc::new(SimClock {
             start: tokio::time::Instant::now(),
             epoch_ms: EPOCH_MS,
