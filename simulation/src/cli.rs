@@ -39,7 +39,7 @@ pub struct SimArgs {
     /// from the seed unless given with --fault. Kinds: crash, lose-unflushed, partition,
     /// asymmetric, loss, duplication, delay, pause, slow-disk, agent-crash,
     /// agent-disconnect, leader-transfer, membership, stop, power-loss, torn-flush,
-    /// disk-failure, clock-jump, clock-drift, bit-rot.
+    /// disk-failure, clock-jump, clock-drift, bit-rot, agent-stall.
     #[arg(long)]
     pub faults: Option<String>,
     /// Set one fault's rate, `NAME=RATE` (0-1; repeatable): per simulated second for events,
@@ -64,7 +64,8 @@ pub struct SimArgs {
     #[arg(long)]
     pub classic: bool,
     /// Set one knob, `NAME=VALUE` (repeatable): session-queue, applied-broadcast,
-    /// agent-run-queue, snapshot-every, logs-kept, payload, append, api-batch, flush-ms.
+    /// agent-run-queue, snapshot-every, logs-kept, payload, append, api-batch, flush-ms,
+    /// agent-window, agent-heartbeat-ms.
     #[arg(long = "knob", value_name = "NAME=VALUE")]
     pub knobs: Vec<String>,
 }
