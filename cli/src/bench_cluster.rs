@@ -29,6 +29,27 @@ pub async fn wait_ready(http: &reqwest::Client, url: &str, path: &str, timeout: 
     false
 }
 
+/// Polls `GET <url>/orchestrator/v1/cluster` until the cluster writes this build's format
+/// version: a new cluster starts at the oldest one it may share with a previous release and
+/// its leader raises it within seconds, once every member answers that it reads the newer.
+pub async fn wait_current_format(http: &reqwest::Client, url: &str, timeout: Duration) -> bool {
+    let current = u64::from(porch_core::format_version::FORMAT_VERSION);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(r) = http
+            .get(format!("{url}/orchestrator/v1/cluster"))
+            .send()
+            .await
+            && let Ok(body) = r.json::<serde_json::Value>().await
+            && body["format_version"].as_u64() == Some(current)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Resident memory of `pid` in MB (NaN if unknown).
 pub fn rss_mb(pid: Option<u32>) -> f64 {
     pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())

@@ -7,7 +7,7 @@
 //! leader's CPU time (utime + stime from /proc) is sampled while the schedules are armed but
 //! not due, and over the window they fire in. A benchmark, not a test: it asserts nothing.
 
-use crate::bench_cluster::{BenchPki, PorchCluster, tempfile_dir, wait_ready};
+use crate::bench_cluster::{BenchPki, PorchCluster, tempfile_dir, wait_current_format, wait_ready};
 use clap::Args;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -117,6 +117,9 @@ pub async fn schedules(args: SchedulesArgs) -> Result<(), String> {
         .ok_or("no leader among the bench nodes")?;
     let leader_pid = cluster.pid(leader).ok_or("the leader has no process")?;
     let url = cluster.urls()[leader].clone();
+    if !wait_current_format(&http, &url, Duration::from_secs(30)).await {
+        return Err("the bench cluster did not reach this build's format version".into());
+    }
 
     let first_due_ms = now_ms() + args.lead_secs * 1000;
     let step_ms = args.spread_secs * 1000 / args.schedules.max(1) as u64;
