@@ -8,6 +8,13 @@ use porch_cli::{
 };
 use std::process::ExitCode;
 
+/// jemalloc rather than glibc's malloc: a long-running node frees large, short-lived buffers
+/// (snapshots, pruned jobs) and glibc kept the pages, holding 2-2.5x the memory of a restarted
+/// node with the same state (BENCHMARKS.md, retention); jemalloc returns unused pages to the
+/// system after a few seconds.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "porch", version, about = "A highly available Puppet orchestrator", after_help = exit_code::SUMMARY)]
 struct Cli {
