@@ -62,6 +62,11 @@ pub struct ServerArgs {
     /// At most this many ended jobs are kept; beyond, the oldest are dropped first.
     #[arg(long, default_value_t = 100_000)]
     pub jobs_kept_max: u64,
+    /// Leave API request counts and latencies (by route and status) out of /metrics; the
+    /// raft, job and agent metrics stay. What the request metrics cost is measured with it
+    /// (BENCHMARKS.md).
+    #[arg(long)]
+    pub no_request_metrics: bool,
     /// This node's datacenter (a label: letters, digits, '-', '_', '.'), kept with its
     /// membership and shown by `porch cluster status`.
     #[arg(long)]
@@ -210,6 +215,7 @@ impl ServerArgs {
         config.tls_reload_every = Duration::from_secs(self.tls.tls_reload_secs.max(1));
         config.job_prune_threshold = parse_prune_threshold(&self.job_prune_threshold)?;
         config.jobs_kept_max = self.jobs_kept_max;
+        config.request_metrics = !self.no_request_metrics;
         if let Some(label) = &self.datacenter {
             porch_node::config::validate_datacenter(label)
                 .map_err(|e| format!("--datacenter: {e}"))?;

@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub job_prune_threshold: Duration,
     /// ... and beyond this many ended jobs, the oldest first.
     pub jobs_kept_max: u64,
+    /// Whether `/metrics` counts API requests by route and status, with their latency
+    /// (`--no-request-metrics` leaves that out; raft, job and agent figures stay).
+    pub request_metrics: bool,
     /// This node's datacenter label (`--datacenter`), kept in its membership record.
     pub datacenter: Option<String>,
     /// Where `--query` targets are looked up (`--puppetdb-url`); without it, the certname
@@ -134,6 +137,7 @@ impl NodeConfig {
             tls_reload_every: Duration::from_secs(10),
             job_prune_threshold: Duration::from_secs(30 * 24 * 3600),
             jobs_kept_max: 100_000,
+            request_metrics: true,
             puppetdb: None,
             datacenter: None,
         }

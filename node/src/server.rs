@@ -245,11 +245,15 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
     let public = api::router(api_state.clone())
         .merge(console)
         .merge(api::status::router(sources, api_state.clone()))
-        .merge(crate::metrics::router(metrics, api_state))
-        .layer(axum::middleware::from_fn_with_state(
+        .merge(crate::metrics::router(metrics, api_state));
+    let public = if config.request_metrics {
+        public.layer(axum::middleware::from_fn_with_state(
             http_metrics,
             crate::metrics::http::observe,
-        ));
+        ))
+    } else {
+        public
+    };
     let router = public.merge(internal).route_service(
         "/porch.agent.v1.AgentSessions/{*method}",
         sessions.into_service(),

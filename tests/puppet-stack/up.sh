@@ -59,6 +59,9 @@ die() { echo "puppet-stack: $*" >&2; exit 1; }
 
 require_root() { [[ $(id -u) -eq 0 ]] || die "run as root (it starts services and writes /etc)"; }
 
+# Shared with .ci/run's other installs.
+APT_LOCK=/tmp/porch-apt.lock
+
 install_packages() {
     local missing=()
     for p in "${PACKAGES[@]}"; do
@@ -68,8 +71,13 @@ install_packages() {
     command -v bc >/dev/null || missing+=(bc)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+        # One apt at a time: CI installs Chromium next to this, and apt-get update fails at
+        # once on a held lock. flock serialises porch's own installs; the timeout waits for
+        # anyone else's (unattended upgrades).
+        flock "$APT_LOCK" env DEBIAN_FRONTEND=noninteractive \
+            apt-get -o DPkg::Lock::Timeout=600 update -q
+        flock "$APT_LOCK" env DEBIAN_FRONTEND=noninteractive \
+            apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
     fi
 }
 
