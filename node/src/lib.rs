@@ -23,6 +23,7 @@
 pub mod access;
 pub mod agents;
 pub mod api;
+pub mod blocking;
 pub mod clock;
 pub mod cluster_service;
 pub mod cluster_status;

@@ -73,7 +73,7 @@ pub async fn plan_job(
     }
     let (target, environment) = (spec.target.clone(), spec.environment.clone());
     let (codedir, view) = (codedir.to_path_buf(), view.clone());
-    tokio::task::spawn_blocking(move || plan_for(&target, &environment, &codedir, &view))
+    crate::blocking::off_the_runtime(move || plan_for(&target, &environment, &codedir, &view))
         .await
         .map_err(|e| ApiError::internal(format!("planning did not finish: {e}")))?
 }

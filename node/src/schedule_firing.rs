@@ -110,7 +110,7 @@ async fn plan(
         None => None,
         Some(_) => {
             let (codedir, spec) = (planning.codedir.clone(), work.spec.clone());
-            let checked = tokio::task::spawn_blocking(move || {
+            let checked = crate::blocking::off_the_runtime(move || {
                 crate::api::task_request::recheck_task(&codedir, &spec)
             })
             .await;

@@ -527,10 +527,20 @@ impl World {
 
     /// The first running node whose raft stopped on its own, with why.
     /// (Asks each core: a core that panicked leaves its last metrics saying it runs.)
+    /// A live node whose raft stopped for any reason but a flush its disk failed (the
+    /// expected stop on a failing disk, which the fault injector turns into a node stop; it
+    /// may come between the injector's look and this one).
     pub async fn stopped_raft(&self) -> Option<String> {
-        for consensus in self.live_consensus() {
-            if let Err(fatal) = consensus.raft.with_raft_state(|_| ()).await {
-                return Some(format!("node {}'s raft stopped: {fatal}", consensus.id));
+        for node in &self.nodes {
+            let Some(live) = &node.node else { continue };
+            if node.disk.flush_failures() > 0 {
+                continue;
+            }
+            if let Err(fatal) = live.consensus.raft.with_raft_state(|_| ()).await {
+                return Some(format!(
+                    "node {}'s raft stopped: {fatal}",
+                    live.consensus.id
+                ));
             }
         }
         None

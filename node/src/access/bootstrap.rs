@@ -72,7 +72,7 @@ pub fn read_password_file(path: &Path) -> Result<String, String> {
 
 /// Commits the built-in roles and the first admin, retrying until the state has users.
 pub async fn run(consensus: Arc<Consensus>, password: String) {
-    let hash = match tokio::task::spawn_blocking(move || hash_password(&password)).await {
+    let hash = match crate::blocking::off_the_runtime(move || hash_password(&password)).await {
         Ok(Ok(hash)) => hash,
         Ok(Err(e)) => {
             tracing::error!("cannot set up the first admin: {e}");

@@ -237,7 +237,7 @@ pub async fn login(
         }
     };
     let password = body.password;
-    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+    let matches = crate::blocking::off_the_runtime(move || verify_password(&password, &hash))
         .await
         .unwrap_or(false);
     let user_id = match (user_id, matches) {
@@ -399,7 +399,7 @@ async fn hash_off_the_runtime(password: String) -> Result<String, ApiError> {
             "'password' must be 8 to {PASSWORD_BYTES_MAX} bytes"
         )));
     }
-    tokio::task::spawn_blocking(move || hash_password(&password))
+    crate::blocking::off_the_runtime(move || hash_password(&password))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(ApiError::internal)

@@ -51,7 +51,7 @@ pub async fn create(
     let now_ms = state.consensus.clock().now_ms();
     let (owner, codedir) = (principal.actor.clone(), state.codedir.clone());
     // A task schedule reads and hashes the task's file: off the async workers.
-    let new = tokio::task::spawn_blocking(move || {
+    let new = crate::blocking::off_the_runtime(move || {
         schedule_request::parse(&body, owner, now_ms, &codedir)
     })
     .await

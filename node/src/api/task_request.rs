@@ -267,7 +267,7 @@ pub async fn task_job(
     let body = parse_body(body)?;
     let codedir = state.codedir.clone();
     let (spec, warnings) =
-        tokio::task::spawn_blocking(move || check_task_request(&codedir, body, owner))
+        crate::blocking::off_the_runtime(move || check_task_request(&codedir, body, owner))
             .await
             .map_err(|e| ApiError::internal(format!("checking the task did not finish: {e}")))??;
     let plan = crate::planner::plan_job(

@@ -28,7 +28,7 @@ fn environment_of(params: &BTreeMap<String, String>) -> String {
 async fn off_the_runtime<T: Send + 'static>(
     read: impl FnOnce() -> Result<T, porch_lang::tasks::TaskError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(read)
+    crate::blocking::off_the_runtime(read)
         .await
         .map_err(|e| ApiError::internal(format!("reading tasks did not finish: {e}")))?
         .map_err(task_error)
