@@ -247,10 +247,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
         .merge(api::status::router(sources, api_state.clone()))
         .merge(crate::metrics::router(metrics, api_state));
     let public = if config.request_metrics {
-        public.layer(axum::middleware::from_fn_with_state(
-            http_metrics,
-            crate::metrics::http::observe,
-        ))
+        public.layer(crate::metrics::http::ObserveLayer::new(http_metrics))
     } else {
         public
     };
