@@ -12,6 +12,7 @@ pub const AUDIT_FIELD_BYTES_MAX: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+/// Stored in snapshots: new variants go at the end (see `Command`).
 pub enum AuditAction {
     JobRun,
     JobStop,
@@ -24,14 +25,14 @@ pub enum AuditAction {
     RoleRemove,
     TokenIssue,
     TokenRevoke,
-    ScheduleCreate,
-    ScheduleDelete,
     /// A request refused before it reached a command (no token, bad token, no permission).
     Request,
     MemberPromote,
     MemberDrain,
     MemberUndrain,
     LeaderTransfer,
+    ScheduleCreate,
+    ScheduleDelete,
 }
 
 impl AuditAction {

@@ -63,6 +63,9 @@ pub enum RunOutcome {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+/// Stored in log entries (bincode, which encodes a variant by its index): a new variant goes
+/// at the end, or every entry of the previous format from that point on decodes as another
+/// command (tests/upgrade.sh caught exactly that).
 pub enum Command {
     /// Sets the cluster's id once; it prefixes every transaction id so ids never collide with
     /// another cluster's (PE's job ids did, in agents' spools).
@@ -154,6 +157,16 @@ pub enum Command {
     RevokeToken {
         token_id: String,
     },
+    /// Audit entries a node saw outside `apply`: refused requests, failed logins, membership
+    /// changes.
+    RecordAudit {
+        records: Vec<AuditRecord>,
+    },
+    /// The leader found every member able to read format `version` (one more than the
+    /// cluster writes): from this entry on, every member writes it.
+    SetFormatVersion {
+        version: u16,
+    },
     /// A schedule, made on a user's behalf: `nodes` are those the node planned for it at
     /// creation, for the permission check (each occurrence is planned, and checked, anew).
     CreateSchedule {
@@ -167,16 +180,6 @@ pub enum Command {
     /// `schedule::apply`: each is refused unless it is its schedule's next occurrence).
     FireSchedules {
         firings: Vec<crate::schedule::Firing>,
-    },
-    /// Audit entries a node saw outside `apply`: refused requests, failed logins, membership
-    /// changes.
-    RecordAudit {
-        records: Vec<AuditRecord>,
-    },
-    /// The leader found every member able to read format `version` (one more than the
-    /// cluster writes): from this entry on, every member writes it.
-    SetFormatVersion {
-        version: u16,
     },
 }
 
@@ -217,6 +220,7 @@ pub enum Rejection {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+/// Stored in snapshots' request logs: new variants go at the end (see [`Command`]).
 pub enum Outcome {
     Done,
     JobSubmitted {
@@ -244,6 +248,7 @@ pub enum Outcome {
     TokenIssued {
         expires_ms: u64,
     },
+    Rejected(Rejection),
     ScheduleCreated {
         schedule_id: crate::schedule::ScheduleId,
     },
@@ -253,7 +258,6 @@ pub enum Outcome {
     SchedulesFired {
         results: Vec<crate::schedule::FiringResult>,
     },
-    Rejected(Rejection),
 }
 
 impl Command {
