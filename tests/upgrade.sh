@@ -12,7 +12,13 @@
 set -eu
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 format_set=$(git -C "$repo" log --format=%H -1 -G'^pub const FORMAT_VERSION: u16' -- core/src/format_version.rs raft/src/envelope.rs)
-commit=$(git -C "$repo" rev-parse "${1:-$format_set^}")
+if [ "$(git -C "$repo" rev-parse --is-shallow-repository)" = true ]; then
+    git -C "$repo" fetch --unshallow --quiet
+fi
+commit=$(git -C "$repo" rev-parse --verify --quiet "${1:-$format_set^}^{commit}") || {
+    echo "tests/upgrade.sh: no commit ${1:-$format_set^} in this clone's history" >&2
+    exit 1
+}
 cache="$repo/target/upgrade-old/$commit"
 if [ ! -x "$cache/porch" ]; then
     src="$repo/target/upgrade-old/src-$commit"

@@ -115,7 +115,8 @@ impl Upgrade {
         }
     }
 
-    fn snapshots_installed(&self, id: u64) -> u64 {
+    /// A sample of node `id`'s `/metrics` (both builds export the ones read here).
+    fn metric(&self, id: u64, name: &str) -> Option<u64> {
         let body = self
             .cluster
             .http()
@@ -123,12 +124,17 @@ impl Upgrade {
             .header("X-Authentication", &self.cluster.token)
             .send()
             .and_then(|r| r.text())
-            .unwrap_or_default();
-        // A counter: `porch_raft_snapshot_installs_total N` (the suffix is the encoder's).
+            .ok()?;
         body.lines()
-            .filter(|l| l.starts_with("porch_raft_snapshot_installs"))
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
             .find_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
+            .map(|v| v as u64)
+    }
+
+    fn snapshots_installed(&self, id: u64) -> u64 {
+        // A counter: the encoder names its sample `porch_raft_snapshot_installs_total`.
+        self.metric(id, "porch_raft_snapshot_installs_total")
+            .unwrap_or(0)
     }
 
     /// With `leader` leading, a follower of `follower_version` goes down, misses more than a
@@ -143,8 +149,25 @@ impl Upgrade {
             .unwrap_or_else(|| panic!("no {follower_version} follower of leader {leader}"));
         let bin = self.cluster.bin_of(follower);
         let installed_before = self.snapshots_installed(follower);
+        let follower_last = self
+            .metric(follower, "porch_raft_last_log_index")
+            .expect("the follower reports its last log index");
         self.cluster.kill9(follower);
         self.submit(45, leader);
+        // A leader purges only entries no replication stream is using: the stream to the
+        // stopped follower holds its entries until a send to it fails, and a send is retried
+        // with backoff. Wait until the entries it lacks are gone, so that it must be sent a
+        // snapshot.
+        wait_until(
+            Duration::from_secs(30),
+            &format!(
+                "leader {leader} to purge past follower {follower}'s last entry {follower_last}"
+            ),
+            || {
+                let purged = self.metric(leader, "porch_raft_purged_index")?;
+                (purged > follower_last).then_some(())
+            },
+        );
         self.start_on(follower, &bin);
         let when = format!(
             "{} leader {leader}, {follower_version} follower {follower} back after 45 writes",
@@ -158,10 +181,11 @@ impl Upgrade {
         );
     }
 
-    /// Kills leaders (restarting each on its own build) until one of `version` leads; every
-    /// election is followed by writes that must reach every node.
+    /// Kills the leader (restarting it on its own build) a few times, each election followed
+    /// by writes that must reach every node; if no node of `version` has been elected by then
+    /// (which node wins is up to election timeouts), hands leadership to one.
     fn elect_a_leader_of(&mut self, version: &str) -> u64 {
-        for _ in 0..8 {
+        for _ in 0..3 {
             let leader = self.leader();
             if self.version(leader) == version {
                 return leader;
@@ -182,7 +206,34 @@ impl Upgrade {
                 self.version(elected)
             ));
         }
-        panic!("no {version} node was elected in 8 leader losses");
+        let leader = self.leader();
+        if self.version(leader) == version {
+            return leader;
+        }
+        let target = self
+            .cluster
+            .running()
+            .into_iter()
+            .find(|id| self.version(*id) == version)
+            .unwrap_or_else(|| panic!("no {version} node is running"));
+        let (status, body) = self.cluster.post(
+            leader,
+            "/cluster/leader",
+            &format!("{{\"id\": {target}}}"),
+            &[],
+        );
+        assert_eq!(status, 200, "transfer to {version} node {target}: {body}");
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{version} node {target} to lead"),
+            || (self.leader() == target).then_some(()),
+        );
+        self.submit(3, target);
+        self.all_nodes_have_every_job(&format!(
+            "after {} leader {leader} handed leadership to {version} node {target}",
+            self.version(leader)
+        ));
+        target
     }
 }
 
