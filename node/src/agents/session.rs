@@ -45,6 +45,33 @@ const CUT_OFF_AFTER: Duration = Duration::from_secs(10);
 const DRAINING: &str = "this orchestrator node is draining for maintenance; reconnect elsewhere";
 /// How long the node keeps trying to commit a result or an inventory change.
 const COMMIT_RETRY_FOR: Duration = Duration::from_secs(300);
+/// The pause after a first failed commit of a result or an inventory change; it doubles after
+/// each further failure, up to [`COMMIT_RETRY_PAUSE_MAX`].
+const COMMIT_RETRY_PAUSE_MIN: Duration = Duration::from_millis(500);
+const COMMIT_RETRY_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// The pauses between attempts to commit one command.
+///
+/// A write that failed on its deadline is not withdrawn: its entry stays in the leader's log
+/// and commits when replication gets to it. Proposing again at once adds one more entry per
+/// session per request timeout for as long as commits lag, and each makes them lag more: in
+/// the simulation (seed 37), agents reconnecting after a heal to a leader whose commits waited
+/// on a cross-datacenter follower (one entry per round trip) proposed `AgentConnected` over
+/// 900 times in two minutes, ~8 entries a second against the ~5 that follower took; the
+/// leader's uncommitted tail grew to hundreds of entries and never came down. Pausing longer
+/// after each failure lets what was already proposed commit first.
+struct RetryPause(Duration);
+
+impl RetryPause {
+    fn new() -> RetryPause {
+        RetryPause(COMMIT_RETRY_PAUSE_MIN)
+    }
+
+    async fn sleep(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(COMMIT_RETRY_PAUSE_MAX);
+    }
+}
 
 pub struct SessionService {
     consensus: Arc<Consensus>,
@@ -391,6 +418,7 @@ impl SessionDriver {
             };
             let request_id = format!("report-{transaction_id}");
             let deadline = tokio::time::Instant::now() + COMMIT_RETRY_FOR;
+            let mut pause = RetryPause::new();
             loop {
                 match self
                     .consensus
@@ -410,6 +438,7 @@ impl SessionDriver {
                     }
                     Err(e) if tokio::time::Instant::now() < deadline && !self.tx.is_closed() => {
                         tracing::warn!("cannot commit the result of {transaction_id} yet: {e}");
+                        pause.sleep().await;
                     }
                     Err(e) => {
                         tracing::warn!(
@@ -422,13 +451,38 @@ impl SessionDriver {
         });
     }
 
+    /// Commits an inventory change of this session, retrying until it is recorded.
     async fn commit_with_retry(&self, command: Command) {
         let deadline = tokio::time::Instant::now() + COMMIT_RETRY_FOR;
+        let mut pause = RetryPause::new();
         while let Err(e) = self.consensus.write(None, command.clone()).await {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!("giving up committing {command:?}: {e}");
                 return;
             }
+            pause.sleep().await;
+            if self.needs_no_retry(&command) {
+                return;
+            }
+        }
+    }
+
+    /// Whether an inventory change that failed to commit in time needs no new proposal: the
+    /// one that failed committed after all (see [`RetryPause`]), or it no longer matters.
+    fn needs_no_retry(&self, command: &Command) -> bool {
+        let applied = self.consensus.view.read();
+        let record = applied.cluster.inventory().agents().get(&self.certname);
+        match command {
+            // A session that ended is not to be recorded as connected: a connect committed
+            // after its disconnect would show the agent connected for good.
+            Command::AgentConnected { session, .. } => {
+                record.is_some_and(|r| &r.session == session)
+                    || !self.registry.is_current(&self.certname, self.session_id)
+            }
+            Command::AgentDisconnected { session, .. } => {
+                record.is_none_or(|r| &r.session != session || !r.connected)
+            }
+            _ => false,
         }
     }
 }
