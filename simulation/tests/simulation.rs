@@ -3,6 +3,7 @@
 //! (a checker that never fires proves nothing).
 
 use porch_core::planted::{ALL_BUGS, Bug};
+use porch_simulation::cli::{SimArgs, config_for};
 use porch_simulation::config::{Fault, SimConfig};
 use porch_simulation::invariants::Violation;
 use porch_simulation::knobs::Knobs;
@@ -63,30 +64,55 @@ fn fixed_seed_range_passes_every_checker() {
     }
 }
 
-/// The seeds of `simulation/regression-seeds` (the first number of each line that is not a
-/// comment).
-fn regression_seeds() -> Vec<u64> {
+/// The lines of `simulation/regression-seeds` that are not comments: a seed and the `porch
+/// sim` options of the scenario it failed in (none: the seed's default scenario).
+fn regression_seeds() -> Vec<(u64, Vec<String>)> {
     include_str!("../regression-seeds")
         .lines()
         .map(|line| line.split('#').next().unwrap_or("").trim())
         .filter(|line| !line.is_empty())
         .map(|line| {
-            line.parse()
-                .unwrap_or_else(|_| panic!("regression-seeds: '{line}' is not a seed"))
+            let mut words = line.split_whitespace();
+            let seed = words.next().unwrap_or("");
+            let seed = seed
+                .parse()
+                .unwrap_or_else(|_| panic!("regression-seeds: '{seed}' is not a seed"));
+            (seed, words.map(str::to_string).collect())
         })
         .collect()
+}
+
+/// `seed`'s scenario with `options` (`--nodes 5 --agents 50 ...`), as `porch sim` makes it.
+fn scenario(seed: u64, options: &[String]) -> SimConfig {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: SimArgs,
+    }
+    let line = Line::try_parse_from(
+        std::iter::once("porch-sim").chain(options.iter().map(String::as_str)),
+    )
+    .unwrap_or_else(|e| panic!("regression-seeds: seed {seed}: {options:?}: {e}"));
+    config_for(&line.args, seed)
+        .unwrap_or_else(|e| panic!("regression-seeds: seed {seed}: {options:?}: {e}"))
 }
 
 #[test]
 fn every_seed_that_ever_failed_passes() {
     let seeds = regression_seeds();
-    assert!(seeds.contains(&1601), "the list holds the known seeds");
-    for seed in seeds {
-        let drawn = SimConfig::for_seed(seed);
+    assert!(
+        seeds.iter().any(|(seed, _)| *seed == 1601),
+        "the list holds the known seeds"
+    );
+    for (seed, options) in seeds {
+        let drawn = scenario(seed, &options);
+        let replay = format!("porch sim --seed {seed} {}", options.join(" "));
+        let replay = replay.trim_end();
         for (config, flag) in [(drawn.clone().classic(), " --classic"), (drawn, "")] {
             if let Err(failure) = run_seed(&config) {
                 panic!(
-                    "regression seed {seed}: {}\nreplay: porch sim --seed {seed}{flag}",
+                    "regression seed {seed}: {}\nreplay: {replay}{flag}",
                     describe(&failure)
                 );
             }
