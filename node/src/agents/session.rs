@@ -54,12 +54,10 @@ const COMMIT_RETRY_PAUSE_MAX: Duration = Duration::from_secs(30);
 ///
 /// A write that failed on its deadline is not withdrawn: its entry stays in the leader's log
 /// and commits when replication gets to it. Proposing again at once adds one more entry per
-/// session per request timeout for as long as commits lag, and each makes them lag more: in
-/// the simulation (seed 37), agents reconnecting after a heal to a leader whose commits waited
-/// on a cross-datacenter follower (one entry per round trip) proposed `AgentConnected` over
-/// 900 times in two minutes, ~8 entries a second against the ~5 that follower took; the
-/// leader's uncommitted tail grew to hundreds of entries and never came down. Pausing longer
-/// after each failure lets what was already proposed commit first.
+/// session per request timeout for as long as commits lag, and each makes them lag more (a
+/// leader whose commits wait on a slow follower, with every agent reconnecting at once, can
+/// take on entries faster than it commits them, for good). Pausing longer after each failure
+/// lets what was already proposed commit first.
 struct RetryPause(Duration);
 
 impl RetryPause {
