@@ -149,6 +149,19 @@ impl Consensus {
         self.current_leader() == Some(self.id)
     }
 
+    /// Whether this node leads and has applied an entry of its own term: everything committed
+    /// before it was elected is then in its applied state. A leader decides from that state
+    /// only then; before, it may see occurrences already fired or runs already started as
+    /// still to do, and propose what `apply` will refuse while what is due waits.
+    pub fn leads_with_current_state(&self) -> bool {
+        let metrics = self.metrics();
+        metrics.current_leader == Some(self.id)
+            && metrics
+                .last_applied
+                .as_ref()
+                .is_some_and(|applied| applied.committed_leader_id().term == metrics.current_term)
+    }
+
     /// Whether this node can currently get anything committed: it knows a leader, and if it
     /// is the leader, a quorum acknowledged it recently. A node cut off from the majority, or
     /// removed from the cluster while it still believes it leads, answers `false`.

@@ -1,4 +1,5 @@
-//! Work only the leader does on a timer: give a new cluster its id, keep history bounded
+//! Work only the leader does on a timer: give a new cluster its id, finish a membership change
+//! a lost leader left joint (`Consensus::finish_joint_change`), keep history bounded
 //! (retention by age and by count, decided here and carried out by `apply` on every replica),
 //! and move the cluster to a newer format version once every member reads it
 //! (`format_upgrade`). (The scheduler and unreachable expiry, which also run only on the
@@ -34,6 +35,7 @@ pub async fn run(consensus: Arc<Consensus>, entropy: u64, retention: Retention) 
         if !consensus.is_leader() {
             continue;
         }
+        consensus.finish_joint_change().await;
         if last_retention.elapsed() >= RETENTION_EVERY {
             last_retention = tokio::time::Instant::now();
             prune_if_due(&consensus, retention).await;

@@ -125,6 +125,36 @@ impl Consensus {
         }
     }
 
+    /// Finishes a membership change left in its joint configuration. A change goes through a
+    /// configuration of old and new voters together, and openraft's leader proposes the new
+    /// one alone as soon as the joint one commits; a leader lost in between leaves the joint
+    /// configuration in force, and openraft does not finish it: every commit then needs a
+    /// majority of both voter sets, so the members being removed still hold up the cluster.
+    /// Called on the leader's housekeeping timer; proposes the change's target (the joint
+    /// configuration's last voter set) once the joint configuration is committed.
+    pub async fn finish_joint_change(&self) {
+        let metrics = self.metrics();
+        let stored = &metrics.membership_config;
+        let configs = stored.membership().get_joint_config();
+        let (Some(target), true) = (configs.last(), configs.len() > 1) else {
+            return;
+        };
+        let joint_index = stored.log_id().as_ref().map(|id| id.index);
+        let committed = metrics.local_committed.as_ref().map(|id| id.index);
+        if joint_index > committed || !self.leads_as_voter() {
+            return;
+        }
+        let target = target.clone();
+        tracing::info!("finishing a membership change left joint ({configs:?}): voters {target:?}");
+        if let Err(error) = self
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(target), false)
+            .await
+        {
+            tracing::warn!("could not finish the joint membership change yet: {error}");
+        }
+    }
+
     async fn add(
         &self,
         id: u64,

@@ -44,6 +44,11 @@ pub async fn run(consensus: Arc<Consensus>, planning: Planning) {
                 planted_refire_last(&consensus, &planning).await;
             }
         }
+        if !consensus.leads_with_current_state() {
+            applied.borrow_and_update();
+            let _ = tokio::time::timeout(LOOK_AGAIN_MIN, applied.changed()).await;
+            continue;
+        }
         let now = consensus.clock().now_ms();
         let (due, next_due_ms) = {
             let state = consensus.view.read();
