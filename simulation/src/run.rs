@@ -256,8 +256,12 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         }
         let views = world.views();
         let max_applied = views.iter().map(|v| v.applied_index).max().unwrap_or(0);
+        // A membership change left joint by a lost leader must be finished too: until it is,
+        // every commit needs a majority of both voter sets.
         let caught_up = views.len() == world.nodes.len()
-            && views.iter().all(|v| v.applied_index == max_applied);
+            && views
+                .iter()
+                .all(|v| v.applied_index == max_applied && !v.joint_membership);
         let acknowledged = workload.acknowledged();
         let all_ended = workload.all_submitted()
             && views.first().is_some_and(|v| {
@@ -289,8 +293,16 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
                 .iter()
                 .map(|v| {
                     format!(
-                        "node {} term {} leader {:?} applied {}",
-                        v.id, v.term, v.leader, v.applied_index
+                        "node {} term {} leader {:?} applied {}{}",
+                        v.id,
+                        v.term,
+                        v.leader,
+                        v.applied_index,
+                        if v.joint_membership {
+                            " (joint membership)"
+                        } else {
+                            ""
+                        }
                     )
                 })
                 .collect();

@@ -501,6 +501,12 @@ impl World {
                     is_leader: metrics.current_leader == Some(node.consensus.id)
                         && metrics.state == openraft_state_leader(),
                     applied_index: applied.last_applied.map(|l| l.index).unwrap_or(0),
+                    joint_membership: metrics
+                        .membership_config
+                        .membership()
+                        .get_joint_config()
+                        .len()
+                        > 1,
                     state: applied.cluster.clone(),
                 }
             })

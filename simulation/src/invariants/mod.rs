@@ -31,6 +31,8 @@ pub struct NodeView {
     pub leader: Option<u64>,
     pub is_leader: bool,
     pub applied_index: u64,
+    /// The node's membership is a joint configuration (a change not finished).
+    pub joint_membership: bool,
     pub state: ClusterState,
 }
 
