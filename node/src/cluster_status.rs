@@ -37,6 +37,11 @@ pub struct NodeSelfStatus {
     /// The newest format version this node's build reads (`None`: a build that does not
     /// say, which the leader takes as unable to read any version newer than its cluster's).
     pub format_version_max: Option<u16>,
+    /// The certnames of the members this node knows (its membership): a member that lags
+    /// behind a membership change asks the others whether a certname it does not know joined
+    /// (`peer_auth`). Empty from a build that does not say.
+    #[serde(default)]
+    pub member_certnames: Vec<String>,
 }
 
 /// One member as `porch cluster status` shows it.
@@ -158,6 +163,12 @@ impl Consensus {
             disk_bytes: self.disk_bytes(),
             format_version: Some(self.view.read().cluster.format_version()),
             format_version_max: Some(porch_core::format_version::FORMAT_VERSION),
+            member_certnames: metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(_, node)| node.certname().to_string())
+                .collect(),
         }
     }
 

@@ -2,14 +2,29 @@
 //! proven by the client certificate of the connection (an agent's valid Puppet certificate is
 //! not enough). Before a node knows any membership (a founding node before the first entry, a
 //! node waiting to be added), it trusts the certnames of its `--initial-cluster`.
+//!
+//! A member that was behind when another joined does not know the newcomer, and if the
+//! newcomer becomes leader, the lagging member would refuse the only node that can bring it
+//! up to date, for good. So a certname this node does not know is asked about: each member it
+//! does know (over mutual TLS, checked against that member's certname) reports its own
+//! membership, and a certname one of them reports is accepted for [`VOUCH_LASTS`] — long
+//! enough to catch up, after which this node's own membership decides again. Trust stays
+//! with the members: a certificate no member vouches for is refused as before.
 
 use crate::consensus::Consensus;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use porch_tls::PeerInfo;
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a member's word that a certname joined is taken.
+const VOUCH_LASTS: Duration = Duration::from_secs(60);
+/// Least time between two rounds of questions about the same certname.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 pub struct PeerPolicy {
     pub consensus: Arc<Consensus>,
@@ -17,6 +32,74 @@ pub struct PeerPolicy {
     pub initial_certnames: BTreeSet<String>,
     /// False with `--insecure-http`: connections carry no certificates to check.
     pub required: bool,
+    pub vouches: Arc<Vouches>,
+}
+
+/// Certnames other members said are members, and when this node last asked about each.
+#[derive(Default)]
+pub struct Vouches {
+    inner: Mutex<VouchState>,
+}
+
+#[derive(Default)]
+struct VouchState {
+    vouched_until: BTreeMap<String, Instant>,
+    asked_at: BTreeMap<String, Instant>,
+}
+
+impl Vouches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VouchState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn vouched(&self, certname: &str) -> bool {
+        self.lock()
+            .vouched_until
+            .get(certname)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Asks the members this node knows, in the background, whether `certname` is one of
+    /// theirs (at most one round a second per certname).
+    fn ask_about(self: &Arc<Self>, consensus: &Arc<Consensus>, certname: &str) {
+        {
+            let mut state = self.lock();
+            let now = Instant::now();
+            if state
+                .asked_at
+                .get(certname)
+                .is_some_and(|at| now < *at + ASK_AGAIN_AFTER)
+            {
+                return;
+            }
+            state.asked_at.insert(certname.to_string(), now);
+            // Bounded: forget answers and questions that no longer matter.
+            state.vouched_until.retain(|_, until| now < *until);
+            state.asked_at.retain(|_, at| now < *at + VOUCH_LASTS);
+        }
+        let (vouches, consensus, certname) =
+            (self.clone(), consensus.clone(), certname.to_string());
+        tokio::spawn(async move {
+            for (id, (addr, _)) in consensus.members() {
+                if id == consensus.id {
+                    continue;
+                }
+                let Some(report) = consensus.member_self_status(id, addr).await else {
+                    continue;
+                };
+                if report.member_certnames.contains(&certname) {
+                    tracing::info!(
+                        "member {id} says '{certname}' is a member: accepting its raft messages while this node catches up"
+                    );
+                    vouches
+                        .lock()
+                        .vouched_until
+                        .insert(certname, Instant::now() + VOUCH_LASTS);
+                    return;
+                }
+            }
+        });
+    }
 }
 
 impl PeerPolicy {
@@ -35,11 +118,13 @@ impl PeerPolicy {
             .consensus
             .is_member_certname(certname)
             .unwrap_or_else(|| self.initial_certnames.contains(certname));
-        (!member).then(|| {
-            format!(
-                "'{certname}' is not a member of this cluster: raft and cluster RPC are refused"
-            )
-        })
+        if member || self.vouches.vouched(certname) {
+            return None;
+        }
+        self.vouches.ask_about(&self.consensus, certname);
+        Some(format!(
+            "'{certname}' is not a member of this cluster: raft and cluster RPC are refused"
+        ))
     }
 }
 

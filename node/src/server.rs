@@ -208,6 +208,7 @@ pub async fn build(config: &NodeConfig, env: NodeEnv) -> Result<Node, String> {
             .map(|addr| porch_raft::member_certname(addr).to_string())
             .collect(),
         required: !config.insecure_http,
+        vouches: Default::default(),
     });
     let internal = axum::Router::new()
         .route_service(
