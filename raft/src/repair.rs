@@ -102,13 +102,18 @@ pub async fn check_and_repair(
             repairs.push(format!(
                 "purge point unreadable ({e}): the log starts after the snapshot instead"
             ));
-            disk.write(Tree::Meta, vec![Write::Delete(LAST_PURGED_KEY.to_vec())])
-                .map_err(|e| fail("cannot write", &e))?;
-            if snapshot_last.is_none() {
+            let Some(snapshot_last) = snapshot_last else {
                 // Nothing says which entries are gone: only the leader's snapshot can help.
+                disk.write(Tree::Meta, vec![Write::Delete(LAST_PURGED_KEY.to_vec())])
+                    .map_err(|e| fail("cannot write", &e))?;
                 return wipe(disk, data_dir, vote, floor, repairs).await;
-            }
-            None
+            };
+            // Only a snapshot makes a purge, so the lost point was at most the snapshot's:
+            // every entry after the snapshot is still on disk. Without a purge point at all,
+            // the log would claim to start at entry 0, which is long gone.
+            log_store::write_meta(disk, LAST_PURGED_KEY, &snapshot_last)
+                .map_err(|e| fail("cannot write", &e))?;
+            Some(snapshot_last)
         }
     };
     if log_store::read_meta::<Option<LogId>>(disk, COMMITTED_KEY).is_err() {
@@ -285,7 +290,7 @@ mod tests {
     use crate::log_store::LogStore;
     use crate::state_machine_store::StateMachineStore;
     use crate::types::TypeConfig;
-    use openraft::storage::{IOFlushed, RaftLogStorage, RaftSnapshotBuilder};
+    use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder};
     use openraft::testing::{blank_ent, log_id};
     use openraft::type_config::TypeConfigExt;
     use std::sync::Arc;
@@ -416,6 +421,50 @@ mod tests {
             "kept for its operator"
         );
         StateMachineStore::open(disk).expect("the state machine opens empty");
+    }
+
+    /// Seed 101: the purge point rotted on a node whose log was purged. Dropping it left a
+    /// log that claimed to start at entry 0, and openraft refused to start on reading it.
+    #[tokio::test]
+    async fn a_corrupt_purge_point_becomes_the_snapshots_and_the_log_after_it_is_kept() {
+        let disk = disk_with_log(Some(6)).await;
+        let mut log = LogStore::new(
+            disk.clone(),
+            crate::written_format::WrittenFormat::new(envelope::FORMAT_VERSION),
+        );
+        log.purge(log_id::<TypeConfig>(2, 1, 4)).await.unwrap();
+        for _ in 0..100 {
+            if disk
+                .range(Tree::Log, &log_key(0), Some(&log_key(5)))
+                .unwrap()
+                .is_empty()
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            disk.range(Tree::Log, &log_key(0), Some(&log_key(5)))
+                .unwrap()
+                .is_empty(),
+            "the purged entries left the disk"
+        );
+        flip(
+            &disk,
+            crate::sim_disk::StoredRecord::Tree(Tree::Meta, LAST_PURGED_KEY.to_vec()),
+            70,
+        );
+        let (repairs, floor) = check_and_repair(disk.as_ref(), "data").await.unwrap();
+        assert!(repairs[0].contains("purge point unreadable"), "{repairs:?}");
+        assert_eq!(floor, None, "no entry this node acknowledged is gone");
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|id| id.index), Some(6));
+        assert_eq!(state.last_log_id.map(|id| id.index), Some(10));
+        let first = log.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(first.first().map(|e| e.index()), Some(7));
+        disk.crash();
+        let (again, _) = check_and_repair(disk.as_ref(), "data").await.unwrap();
+        assert!(again.is_empty(), "the repair is durable: {again:?}");
     }
 
     #[tokio::test]

@@ -111,6 +111,18 @@ async fn raft_running(world: &World) -> Result<(), Failure> {
     }
 }
 
+/// A node or agent the faults stopped could not start again from what its disk kept: the
+/// faults it met are ones it must survive, so this is a failure of porch, not of the setup.
+fn restart_failed(world: &World, detail: String) -> Failure {
+    violation(
+        world,
+        Violation {
+            invariant: "a stopped node or agent starts again from what its disk kept",
+            detail,
+        },
+    )
+}
+
 fn violation(world: &World, violation: Violation) -> Failure {
     let trace = world.trace.lock().unwrap_or_else(|p| p.into_inner());
     Failure::Violation {
@@ -208,14 +220,17 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         faults
             .step(&mut world, step_ms)
             .await
-            .map_err(Failure::Setup)?;
+            .map_err(|detail| restart_failed(&world, detail))?;
         if let Some(found) = check(&world, &mut checkers, &workload, None, false) {
             return Err(violation(&world, found));
         }
     }
 
     // Liveness phase: heal everything; every job must end and every replica catch up.
-    faults.heal_all(&mut world).await.map_err(Failure::Setup)?;
+    faults
+        .heal_all(&mut world)
+        .await
+        .map_err(|detail| restart_failed(&world, detail))?;
     let healed_ms = world.now_ms();
     let liveness_deadline = healed_ms + config.liveness_ms;
     // Schedules go on firing after healing until the checker of due occurrences has had its
@@ -231,7 +246,10 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         {
             // In the liveness phase every node must run: one stopped by a flush that failed
             // before the healing is started again.
-            faults.heal_all(&mut world).await.map_err(Failure::Setup)?;
+            faults
+                .heal_all(&mut world)
+                .await
+                .map_err(|detail| restart_failed(&world, detail))?;
         }
         raft_running(&world).await?;
         workload.step(&world, submit_over_ms);
