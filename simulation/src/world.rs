@@ -363,20 +363,21 @@ impl World {
     }
 
     /// Whether every node but `index` is up and its log reaches the highest commit index
-    /// any of them knows.
+    /// any of them knows. Never while nothing is committed: node `index` may then hold the
+    /// only copy of the cluster's first membership, and without it no node can ever lead.
     pub fn others_caught_up(&self, index: usize) -> bool {
-        let mut committed = 0;
-        let mut lowest_last = u64::MAX;
+        let mut committed: Option<u64> = None;
+        let mut lowest_last: Option<u64> = Some(u64::MAX);
         for (i, n) in self.nodes.iter().enumerate() {
             if i == index {
                 continue;
             }
             let Some(node) = &n.node else { return false };
             let metrics = node.consensus.metrics();
-            committed = committed.max(metrics.local_committed.map_or(0, |id| id.index));
-            lowest_last = lowest_last.min(metrics.last_log_index.unwrap_or(0));
+            committed = committed.max(metrics.local_committed.map(|id| id.index));
+            lowest_last = lowest_last.min(metrics.last_log_index);
         }
-        lowest_last >= committed
+        committed.is_some() && lowest_last >= committed
     }
 
     /// The voters as the leader (or any live node) sees them.
