@@ -152,7 +152,12 @@ impl NodeConfig {
             election_timeout_max: self.raft.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.raft.snapshot_every_logs),
             max_in_snapshot_log_to_keep: self.raft.logs_kept_after_snapshot,
-            install_snapshot_timeout: 30_000,
+            // openraft times a snapshot RPC out at ¾ of this; porch's network adds the
+            // transfer time at the slowest expected link and a 1 s floor
+            // (`porch_raft::network::snapshot_rpc_timeout`). A fixed 30 s here left a follower
+            // whose snapshot was sent into a partition without one for 22.5 s after it healed,
+            // and a cluster whose joint membership needed that follower with no commit at all.
+            install_snapshot_timeout: self.raft.heartbeat_interval_ms,
             max_payload_entries: self
                 .raft
                 .max_payload_entries
@@ -295,6 +300,22 @@ mod tests {
         .openraft_config()
         .unwrap();
         assert_eq!(config.enable_leader_restore, Some(false));
+    }
+
+    /// A snapshot sent into a partition must time out as fast as an AppendEntries would
+    /// (plus its transfer), not at openraft's default or a fixed half minute: seed 55 of the
+    /// simulation waited 22.5 s for one with its cluster unable to commit meanwhile.
+    #[test]
+    fn a_snapshot_rpc_times_out_on_the_heartbeats_scale() {
+        let mut node = NodeConfig::new(
+            1,
+            PathBuf::from("/tmp/x"),
+            "127.0.0.1:1".into(),
+            BTreeMap::new(),
+        );
+        node.raft.heartbeat_interval_ms = 300;
+        let config = node.openraft_config().unwrap();
+        assert_eq!(config.install_snapshot_timeout(), Duration::from_millis(300));
     }
 
     #[test]

@@ -248,7 +248,8 @@ const SNAPSHOT_BYTES_PER_SECOND_MIN: u64 = 1024 * 1024;
 
 /// How long an InstallSnapshot may take before it counts as lost: as long as an
 /// AppendEntries with entries (it includes the follower's fsync), plus the snapshot's
-/// transfer at [`SNAPSHOT_BYTES_PER_SECOND_MIN`]. Not a fixed 30 s: while a lost snapshot
+/// transfer at [`SNAPSHOT_BYTES_PER_SECOND_MIN`]. `soft_ttl` is openraft's, from its
+/// `install_snapshot_timeout`, which porch sets to the heartbeat interval. Not a fixed 30 s: while a lost snapshot
 /// message waits out its timeout the follower receives nothing, and the simulation saw
 /// several followers stalled that way at once leave a leader without a quorum for 30 s at a
 /// time (snapshots every few entries under message loss).

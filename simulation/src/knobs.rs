@@ -153,12 +153,10 @@ impl Knobs {
         Ok(())
     }
 
-    /// Sets a node's configuration from the knobs. `worst_latency_ms` is the highest one-way
-    /// latency between two datacenters: as an operator of a multi-datacenter cluster must,
-    /// the heartbeat exceeds twice the worst round trip (raft RPCs time out after 3/4 of it).
-    pub fn configure_node(&self, config: &mut NodeConfig, worst_latency_ms: u64) {
+    /// The raft timings every node of a run gets (see [`Knobs::configure_node`]).
+    pub fn raft_timings(&self, worst_latency_ms: u64) -> RaftTimings {
         let heartbeat_interval_ms = (4 * worst_latency_ms).max(self.heartbeat_floor_ms);
-        config.raft = RaftTimings {
+        RaftTimings {
             heartbeat_interval_ms,
             election_timeout_min_ms: self.election_min_heartbeats * heartbeat_interval_ms,
             election_timeout_max_ms: self.election_max_heartbeats * heartbeat_interval_ms,
@@ -167,7 +165,14 @@ impl Knobs {
             max_payload_entries: self.max_payload_entries,
             max_append_entries: self.max_append_entries,
             api_batch_capacity: self.api_batch_capacity,
-        };
+        }
+    }
+
+    /// Sets a node's configuration from the knobs. `worst_latency_ms` is the highest one-way
+    /// latency between two datacenters: as an operator of a multi-datacenter cluster must,
+    /// the heartbeat exceeds twice the worst round trip (raft RPCs time out after 3/4 of it).
+    pub fn configure_node(&self, config: &mut NodeConfig, worst_latency_ms: u64) {
+        config.raft = self.raft_timings(worst_latency_ms);
         config.agent_heartbeat_interval = std::time::Duration::from_millis(self.agent_heartbeat_ms);
         config.capacities = Capacities {
             session_queue: self.session_queue,

@@ -86,6 +86,7 @@ fn check(
         applied: &applied,
         history: &history,
         healed_at_ms,
+        election_timeout_max_ms: world.election_timeout_max_ms(),
     };
     let found = if last {
         checkers.check_final(&observation)
@@ -235,8 +236,11 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
     let liveness_deadline = healed_ms + config.liveness_ms;
     // Schedules go on firing after healing until the checker of due occurrences has had its
     // time; then they are deleted (again every 5 s while some remain), so the run can end.
-    let mut next_schedule_deletion_ms =
-        healed_ms + crate::invariants::occurrences_decided::DECIDED_WITHIN_MS + 500;
+    let mut next_schedule_deletion_ms = healed_ms
+        + crate::invariants::occurrences_decided::decided_within_ms(
+            world.election_timeout_max_ms(),
+        )
+        + 500;
     loop {
         step(&world, config, wall_start, "liveness").await?;
         if !faults

@@ -174,6 +174,13 @@ impl World {
         }
     }
 
+    /// The longest election timeout a node of this run draws, ms.
+    pub fn election_timeout_max_ms(&self) -> u64 {
+        self.knobs
+            .raft_timings(self.worst_latency_ms)
+            .election_timeout_max_ms
+    }
+
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms() - EPOCH_MS
     }

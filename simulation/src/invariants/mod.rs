@@ -209,6 +209,8 @@ pub struct Observation<'a> {
     pub history: &'a [crate::history::Operation],
     /// When every fault was healed (simulated ms), once the liveness phase began.
     pub healed_at_ms: Option<u64>,
+    /// The longest election timeout of the run's raft timings, ms.
+    pub election_timeout_max_ms: u64,
 }
 
 impl Observation<'_> {
