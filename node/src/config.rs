@@ -315,7 +315,10 @@ mod tests {
         );
         node.raft.heartbeat_interval_ms = 300;
         let config = node.openraft_config().unwrap();
-        assert_eq!(config.install_snapshot_timeout(), Duration::from_millis(300));
+        assert_eq!(
+            config.install_snapshot_timeout(),
+            Duration::from_millis(300)
+        );
     }
 
     #[test]

@@ -174,13 +174,6 @@ impl World {
         }
     }
 
-    /// The longest election timeout a node of this run draws, ms.
-    pub fn election_timeout_max_ms(&self) -> u64 {
-        self.knobs
-            .raft_timings(self.worst_latency_ms)
-            .election_timeout_max_ms
-    }
-
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms() - EPOCH_MS
     }
@@ -508,6 +501,9 @@ impl World {
                     leader: metrics.current_leader,
                     is_leader: metrics.current_leader == Some(node.consensus.id)
                         && metrics.state == openraft_state_leader(),
+                    leads_with_current_state: node.consensus.leads_with_current_state(),
+                    log_committed: metrics.local_committed.map(|id| id.index)
+                        == metrics.last_log_index,
                     applied_index: applied.last_applied.map(|l| l.index).unwrap_or(0),
                     joint_membership: metrics
                         .membership_config

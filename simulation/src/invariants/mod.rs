@@ -30,6 +30,10 @@ pub struct NodeView {
     pub term: u64,
     pub leader: Option<u64>,
     pub is_leader: bool,
+    /// It leads and has applied an entry of its own term (`Consensus::leads_with_current_state`).
+    pub leads_with_current_state: bool,
+    /// Its log holds no entry it has not seen committed.
+    pub log_committed: bool,
     pub applied_index: u64,
     /// The node's membership is a joint configuration (a change not finished).
     pub joint_membership: bool,
@@ -209,8 +213,6 @@ pub struct Observation<'a> {
     pub history: &'a [crate::history::Operation],
     /// When every fault was healed (simulated ms), once the liveness phase began.
     pub healed_at_ms: Option<u64>,
-    /// The longest election timeout of the run's raft timings, ms.
-    pub election_timeout_max_ms: u64,
 }
 
 impl Observation<'_> {
@@ -254,9 +256,15 @@ pub struct Checkers {
     occurrences: occurrence_once::OccurrenceOnce,
     task_params: task_params_intact::TaskParams,
     task_files: task_file_as_planned::TaskFiles,
+    decided: occurrences_decided::OccurrencesDecided,
 }
 
 impl Checkers {
+    /// Whether the check that due occurrences are decided after healing has had its time.
+    pub fn occurrences_had_their_time(&self, now_ms: u64) -> bool {
+        self.decided.had_its_time(now_ms)
+    }
+
     /// Checked every simulated 100 ms: properties of each replica on its own, of pairs of
     /// replicas, and of what agents did.
     pub fn check(&mut self, observation: &Observation) -> Vec<Violation> {
@@ -273,7 +281,7 @@ impl Checkers {
         self.clock.check(observation, &mut violations);
         self.occurrences.check(observation, &mut violations);
         schedule_no_overlap::check(observation, &mut violations);
-        occurrences_decided::check(observation, &mut violations);
+        self.decided.check(observation, &mut violations);
         self.task_params.check(observation, &mut violations);
         self.task_files.check(observation, &mut violations);
         violations
