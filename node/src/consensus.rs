@@ -8,6 +8,7 @@
 //! the leader, on the node that proposes — never by the forwarding follower.
 
 use crate::clock::Clock;
+use futures::FutureExt;
 use openraft::ReadPolicy;
 use porch_core::{Command, Origin, Outcome, Request};
 use porch_raft::network::{Dialer, MESSAGE_BYTES_MAX};
@@ -60,6 +61,8 @@ pub struct Consensus {
     /// The cluster-wide cap on runs in flight (`--runs-in-flight-max`), stamped into job
     /// submissions this node proposes as leader.
     runs_in_flight_max: u32,
+    /// Idempotent proposals still pending on this node as leader.
+    pending: crate::pending_proposals::PendingProposals,
 }
 
 /// Backoff between attempts to reach a leader: deterministic (no jitter), capped.
@@ -81,6 +84,7 @@ impl Consensus {
         Consensus {
             disk,
             runs_in_flight_max,
+            pending: Default::default(),
             id,
             raft,
             view,
@@ -205,8 +209,23 @@ impl Consensus {
             .await
     }
 
-    /// Runs on the leader: stamps the time and proposes.
+    /// Runs on the leader: stamps the time and proposes, once for an idempotent request
+    /// identical to one still pending (see [`crate::pending_proposals`]).
     pub async fn write_as_leader(&self, request: WriteRequest) -> LeaderReply<Outcome> {
+        let key = crate::pending_proposals::merges(&request.command)
+            .then(|| serde_json::to_vec(&request).ok())
+            .flatten();
+        let raft = self.raft.clone();
+        self.pending
+            .propose(key, || self.stamp_and_propose(raft, request).boxed())
+            .await
+    }
+
+    fn stamp_and_propose(
+        &self,
+        raft: Raft,
+        request: WriteRequest,
+    ) -> impl std::future::Future<Output = LeaderReply<Outcome>> + Send + 'static {
         let mut command = request.command;
         // The leader decides: a new job's first runs start in its own entry, under this
         // leader's cluster-wide cap (the same cap its scheduler loop applies).
@@ -222,12 +241,14 @@ impl Consensus {
             command,
             origin: request.origin,
         };
-        match self.raft.client_write(stamped).await {
-            Ok(response) => LeaderReply::Ok(response.data),
-            Err(error) => match error.forward_to_leader() {
-                Some(forward) => LeaderReply::NotLeader(forward.leader_id),
-                None => LeaderReply::NotLeader(None),
-            },
+        async move {
+            match raft.client_write(stamped).await {
+                Ok(response) => LeaderReply::Ok(response.data),
+                Err(error) => match error.forward_to_leader() {
+                    Some(forward) => LeaderReply::NotLeader(forward.leader_id),
+                    None => LeaderReply::NotLeader(None),
+                },
+            }
         }
     }
 

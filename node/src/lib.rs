@@ -36,6 +36,7 @@ pub mod identity;
 pub mod membership;
 pub mod metrics;
 pub mod peer_auth;
+mod pending_proposals;
 pub mod planner;
 pub mod puppetdb;
 pub mod query;
