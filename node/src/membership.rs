@@ -290,6 +290,14 @@ impl Consensus {
             Standing::Voter(_) if to == self.id => return LeaderReply::Ok(()),
             Standing::Voter(_) => {}
         }
+        // openraft's leader stops serving writes once it hands over, until the target wins
+        // or an election timeout passes; a target that is down or behind cannot win, and the
+        // cluster would sit without a writable leader for nothing (simulation seed 357: a
+        // transfer to a node just cut off). Wait, briefly, for the target to be reachable and
+        // caught up instead.
+        if let Err(why) = self.wait_until_ready_to_lead(to).await {
+            return LeaderReply::Refused(why);
+        }
         if let Err(fatal) = self.raft.trigger().transfer_leader(to).await {
             return LeaderReply::Refused(format!("raft stopped: {fatal}"));
         }
@@ -311,6 +319,51 @@ impl Consensus {
                 "node {to} did not take over within {} s (is it up and caught up?)",
                 TRANSFER_WAIT.as_secs()
             )),
+        }
+    }
+
+    /// Waits up to [`TRANSFER_WAIT`] until `to` has answered this leader within an election
+    /// timeout and holds every committed entry; else says which it lacks.
+    async fn wait_until_ready_to_lead(&self, to: u64) -> Result<(), String> {
+        use openraft::rt::Instant as _;
+        let contact_max = Duration::from_millis(self.raft.config().election_timeout_min);
+        let deadline = tokio::time::Instant::now() + TRANSFER_WAIT;
+        loop {
+            let metrics = self.metrics();
+            let contact = metrics
+                .heartbeat
+                .as_ref()
+                .and_then(|h| h.get(&to).cloned().flatten())
+                .map(|at| at.elapsed());
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&to).cloned().flatten())
+                .map(|id| id.index);
+            let committed = metrics.local_committed.map(|id| id.index);
+            let why = match contact {
+                Some(since) if since <= contact_max => {
+                    if matched >= committed {
+                        return Ok(());
+                    }
+                    format!(
+                        "node {to} does not hold every committed entry yet (it has {}, {}                          are committed): not handing it leadership until it catches up",
+                        matched.map_or("none".into(), |i| format!("up to {i}")),
+                        committed.map_or(0, |i| i + 1)
+                    )
+                }
+                Some(since) => format!(
+                    "node {to} has not answered the leader for {} ms: not handing it                      leadership (is it up and reachable?)",
+                    since.as_millis()
+                ),
+                None => format!(
+                    "node {to} has not answered the leader yet: not handing it leadership (is                      it up and reachable?)"
+                ),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(why);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

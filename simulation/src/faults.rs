@@ -128,7 +128,7 @@ impl FaultInjector {
             let voters = world.voters();
             if !voters.is_empty() {
                 let to = voters[self.rng.random_range(0..voters.len())];
-                world.transfer_leader(to).await;
+                world.transfer_leader(to);
             }
         }
         if self.fires(Fault::Membership, step_ms) && !world.membership_busy() {

@@ -399,15 +399,30 @@ impl World {
     }
 
     /// Asks the leader to hand leadership to node `to`.
-    pub async fn transfer_leader(&mut self, to: u64) {
+    /// Asks the leader to hand leadership to `to` as an operator does (`porch cluster
+    /// leader`), in the background: the leader waits for `to` to be reachable and caught up.
+    pub fn transfer_leader(&mut self, to: u64) {
         let Some(leader) = self.leader() else { return };
-        if let Some(node) = &self.nodes[leader].node {
-            if node.consensus.id != to {
-                let _ = node.consensus.raft.trigger().transfer_leader(to).await;
-                let from = node.consensus.id;
-                self.log(format!("leadership transfer {from} -> {to} asked"));
-            }
+        let Some(consensus) = self.nodes[leader].node.as_ref().map(|n| n.consensus.clone())
+        else {
+            return;
+        };
+        let from = consensus.id;
+        if from == to {
+            return;
         }
+        self.log(format!("leadership transfer {from} -> {to} asked"));
+        let (trace, clock) = (self.trace.clone(), self.clock.clone());
+        tokio::spawn(async move {
+            let result = consensus
+                .change_member(MemberChange::TransferLeader { to })
+                .await;
+            let line = match result {
+                Ok(()) => format!("leadership moved {from} -> {to}"),
+                Err(e) => format!("leadership not moved {from} -> {to}: {e}"),
+            };
+            lock(&trace).push(clock.now_ms() - EPOCH_MS, line);
+        });
     }
 
     /// Removes (`add` false) or adds back a voter (as a learner, then promoted) through any live node, in the background:
