@@ -96,11 +96,12 @@ pub struct Network {
 /// This node's raft handle, set once it exists.
 pub type LocalRaft = Arc<std::sync::OnceLock<crate::types::Raft>>;
 
-/// What a follower answers the first AppendEntries of a leader while its log is behind what
-/// it may have acknowledged (it cut entries it found corrupt at start: `crate::repair`). The
-/// leader then allows that follower's log to go back (`allow_next_revert`) before it
-/// retries, instead of taking the shorter log for a bug — which openraft does otherwise, by
-/// stopping.
+/// What a follower answers an AppendEntries that starts past its log while its log is behind
+/// what it may have acknowledged (it cut entries it found corrupt at start: `crate::repair`).
+/// The leader allows that follower's log to go back (`allow_next_revert`) and then takes the
+/// answer as a conflict, instead of taking the shorter log for a bug — which openraft does
+/// otherwise, by stopping in a debug build and by probing from the lost entries for ever in
+/// a release one.
 pub const LOG_REVERTED: &str = "log reverted after corruption";
 
 impl Network {
@@ -286,7 +287,16 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         if let Err(CallError::Network(message)) = &reply {
             if message.contains(LOG_REVERTED) {
                 if let Some(raft) = self.local_raft.get() {
-                    let _ = raft.trigger().allow_next_revert(&self.target, true).await;
+                    if raft
+                        .trigger()
+                        .allow_next_revert(&self.target, true)
+                        .await
+                        .is_ok()
+                    {
+                        // The follower lacks the request's previous entry: a conflict, which
+                        // openraft now meets by searching the follower's log from scratch.
+                        return Ok(AppendEntriesResponse::Conflict);
+                    }
                 }
             }
         }

@@ -25,8 +25,6 @@ pub struct RaftService {
     last_leader_contact: Arc<LeaderContact>,
     /// Set when this node lost entries to corruption at start (see [`VoteFloor`]).
     vote_floor: Option<VoteFloor>,
-    /// The leaders told that this node's log went back ([`crate::network::LOG_REVERTED`]).
-    told_reverted: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// When this node last accepted an AppendEntries (entries or heartbeat) from a leader: a
@@ -63,13 +61,16 @@ impl RaftService {
             leader_lease,
             last_leader_contact: Arc::default(),
             vote_floor,
-            told_reverted: Mutex::default(),
         }
     }
 
-    /// Whether to answer this AppendEntries with [`crate::network::LOG_REVERTED`]: the first
-    /// from each leader while this node's log is still short of its vote floor.
-    fn tell_reverted(&self, leader: &Vote) -> bool {
+    /// Whether to answer this AppendEntries with [`crate::network::LOG_REVERTED`]: while this
+    /// node's log is still short of its vote floor, every request that starts past this
+    /// node's log (its leader believes the lost entries are here). The leader takes it as the
+    /// conflict it is, after allowing this follower's log to go back: answered by openraft
+    /// instead, the conflict could reach a leader not yet allowed, which then never probes
+    /// below it (simulation seed 2298: a telling lost in transit, a follower stuck for good).
+    fn tell_reverted(&self, request: &openraft::raft::AppendEntriesRequest<TypeConfig>) -> bool {
         let Some(floor) = self.vote_floor else {
             return false;
         };
@@ -78,10 +79,7 @@ impl RaftService {
         if own_last.is_some_and(|own| own >= floor.index) {
             return false;
         }
-        self.told_reverted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(leader.to_string())
+        request.prev_log_id.map(|id| id.index) > own_last
     }
 
     /// A refusal when the vote floor forbids voting for this candidate (`None`: openraft
@@ -232,7 +230,7 @@ impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let (rpc, version): (openraft::raft::AppendEntriesRequest<TypeConfig>, u16) =
             self.decode(request)?;
-        if self.tell_reverted(&rpc.vote) {
+        if self.tell_reverted(&rpc) {
             return reply::<(), _>(version, Err(crate::network::LOG_REVERTED));
         }
         let result = self.raft.append_entries(rpc).await;

@@ -403,7 +403,10 @@ impl World {
     /// leader`), in the background: the leader waits for `to` to be reachable and caught up.
     pub fn transfer_leader(&mut self, to: u64) {
         let Some(leader) = self.leader() else { return };
-        let Some(consensus) = self.nodes[leader].node.as_ref().map(|n| n.consensus.clone())
+        let Some(consensus) = self.nodes[leader]
+            .node
+            .as_ref()
+            .map(|n| n.consensus.clone())
         else {
             return;
         };
