@@ -74,6 +74,8 @@ impl MemberChange {
 /// How long a transfer may take before it is reported as failed: the target must win an
 /// election, which takes a round trip or two, not a timeout.
 const TRANSFER_WAIT: Duration = Duration::from_secs(5);
+/// How often the hand-over is sent again while the target has not taken over.
+const TRANSFER_RESEND: Duration = Duration::from_millis(500);
 
 /// A member as the leader's membership holds it.
 enum Standing {
@@ -298,27 +300,38 @@ impl Consensus {
         if let Err(why) = self.wait_until_ready_to_lead(to).await {
             return LeaderReply::Refused(why);
         }
-        if let Err(fatal) = self.raft.trigger().transfer_leader(to).await {
-            return LeaderReply::Refused(format!("raft stopped: {fatal}"));
-        }
+        // openraft sends its hand-over once; a leader that sent it stops heartbeating and
+        // serving writes until someone leads, so a hand-over lost in transit (the target paused
+        // for a moment) leaves the cluster without a writable leader until an election timeout
+        // and the lease after it have passed (simulation seed 3412: 11 s). Sent again until
+        // the target leads.
         let mut metrics = self.raft.metrics();
-        let moved = async {
-            use openraft::rt::watch::WatchReceiver;
-            loop {
-                if metrics.borrow_watched().current_leader == Some(to) {
-                    return;
-                }
-                if metrics.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
+        let deadline = tokio::time::Instant::now() + TRANSFER_WAIT;
+        loop {
+            if let Err(fatal) = self.raft.trigger().transfer_leader(to).await {
+                return LeaderReply::Refused(format!("raft stopped: {fatal}"));
             }
-        };
-        match tokio::time::timeout(TRANSFER_WAIT, moved).await {
-            Ok(()) => LeaderReply::Ok(()),
-            Err(_) => LeaderReply::Refused(format!(
-                "node {to} did not take over within {} s (is it up and caught up?)",
-                TRANSFER_WAIT.as_secs()
-            )),
+            let moved = async {
+                use openraft::rt::watch::WatchReceiver;
+                loop {
+                    if metrics.borrow_watched().current_leader == Some(to) {
+                        return;
+                    }
+                    if metrics.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let resend_at = (tokio::time::Instant::now() + TRANSFER_RESEND).min(deadline);
+            if tokio::time::timeout_at(resend_at, moved).await.is_ok() {
+                return LeaderReply::Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return LeaderReply::Refused(format!(
+                    "node {to} did not take over within {} s (is it up and caught up?)",
+                    TRANSFER_WAIT.as_secs()
+                ));
+            }
         }
     }
 
