@@ -509,12 +509,13 @@ impl World {
     pub fn views(&self) -> Vec<NodeView> {
         self.nodes
             .iter()
-            .filter_map(|n| n.node.as_ref())
-            .map(|node| {
+            .filter_map(|n| Some((n.incarnation, n.node.as_ref()?)))
+            .map(|(incarnation, node)| {
                 let metrics = node.consensus.metrics();
                 let applied = node.consensus.view.read();
                 NodeView {
                     id: node.consensus.id,
+                    incarnation,
                     term: metrics.current_term,
                     leader: metrics.current_leader,
                     is_leader: metrics.current_leader == Some(node.consensus.id)
@@ -529,7 +530,7 @@ impl World {
                         .get_joint_config()
                         .len()
                         > 1,
-                    state: applied.cluster.clone(),
+                    state: Arc::new(applied.cluster.clone()),
                 }
             })
             .collect()

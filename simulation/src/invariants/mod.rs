@@ -27,6 +27,8 @@ use std::fmt;
 
 pub struct NodeView {
     pub id: u64,
+    /// Which start of the node this is (each restart is a new incarnation).
+    pub incarnation: u64,
     pub term: u64,
     pub leader: Option<u64>,
     pub is_leader: bool,
@@ -37,7 +39,7 @@ pub struct NodeView {
     pub applied_index: u64,
     /// The node's membership is a joint configuration (a change not finished).
     pub joint_membership: bool,
-    pub state: ClusterState,
+    pub state: std::sync::Arc<ClusterState>,
 }
 
 /// One run as the agent saw it.
@@ -221,7 +223,7 @@ impl Observation<'_> {
         self.nodes
             .iter()
             .max_by_key(|n| n.applied_index)
-            .map(|n| &n.state)
+            .map(|n| &*n.state)
     }
 }
 
@@ -257,6 +259,7 @@ pub struct Checkers {
     task_params: task_params_intact::TaskParams,
     task_files: task_file_as_planned::TaskFiles,
     decided: occurrences_decided::OccurrencesDecided,
+    replicas: replicas_agree::ReplicasAgree,
 }
 
 impl Checkers {
@@ -270,7 +273,7 @@ impl Checkers {
     pub fn check(&mut self, observation: &Observation) -> Vec<Violation> {
         let mut violations = Vec::new();
         self.leaders.check(observation, &mut violations);
-        replicas_agree::check(observation, &mut violations);
+        self.replicas.check(observation, &mut violations);
         once_per_transaction::check(observation, &mut violations);
         committed_before_dispatch::check(observation, &mut violations);
         dependencies_finished::check_at_start(observation, &mut violations);
