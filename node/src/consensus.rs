@@ -56,7 +56,7 @@ pub struct Consensus {
     disk: Arc<dyn porch_raft::Disk>,
     /// One gRPC channel per peer address, reused: connecting per forwarded request would cost
     /// a TCP and HTTP/2 handshake each time.
-    channels: std::sync::Mutex<BTreeMap<String, tonic::transport::Channel>>,
+    channels: std::sync::Mutex<BTreeMap<String, porch_raft::network::PeerChannel>>,
     request_timeout: Duration,
     /// The cluster-wide cap on runs in flight (`--runs-in-flight-max`), stamped into job
     /// submissions this node proposes as leader.
@@ -96,7 +96,7 @@ impl Consensus {
     }
 
     /// The cached channel to `addr` (tonic reconnects a broken channel on its own).
-    pub(crate) fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<porch_raft::network::PeerChannel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());

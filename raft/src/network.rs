@@ -1,6 +1,7 @@
 //! Raft RPC client over tonic, behind a [`Dialer`] seam.
 //!
-//! Production dials TCP; the simulation dials simulated sockets with the same client code.
+//! Production dials TCP (tonic's `Channel`); the simulation hands each request to the peer's
+//! router in process, with the same client and server code on either side.
 //! Every RPC carries a deadline (openraft's soft TTL): a reply lost in a partition would
 //! otherwise stall replication to that peer forever. Every RPC also carries the sender's
 //! cluster id, so a node never accepts raft traffic from another cluster's member.
@@ -21,7 +22,23 @@ use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::Channel;
+
+/// A connection to a peer node's RPC services (raft, forwarding, status). Boxed so that the
+/// simulation can deliver requests in process: going through HTTP/2 framing over in-memory
+/// pipes was a third of the simulation's time, and what it tests (tonic's and hyper's
+/// transports) the multi-process tests run for real. The error stays tonic's transport error
+/// (the simulation answers a failure with a gRPC status instead), so that tonic still tells
+/// an unreachable peer from other failures.
+pub type PeerChannel = tower::util::BoxCloneSyncService<
+    tonic::codegen::http::Request<tonic::body::Body>,
+    tonic::codegen::http::Response<tonic::body::Body>,
+    tonic::transport::Error,
+>;
+
+/// A tonic channel as a [`PeerChannel`].
+pub fn peer_channel(channel: tonic::transport::Channel) -> PeerChannel {
+    PeerChannel::new(channel)
+}
 
 /// Largest message porch sends or accepts between nodes (snapshots travel whole).
 pub const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -32,7 +49,7 @@ pub const CLUSTER_ID_HEADER: &str = "porch-cluster-id";
 /// Opens gRPC channels to peers. Channels are lazy: connecting happens on first use, and a
 /// broken connection is re-established by tonic on the next call.
 pub trait Dialer: Send + Sync + 'static {
-    fn channel(&self, addr: &str) -> Result<Channel, String>;
+    fn channel(&self, addr: &str) -> Result<PeerChannel, String>;
 }
 
 /// The endpoint for a member address `[certname@]host:port` (the URI stays `http://`: TLS,
@@ -55,8 +72,10 @@ pub struct TcpDialer {
 }
 
 impl Dialer for TcpDialer {
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
-        Ok(endpoint(addr, self.connect_timeout)?.connect_lazy())
+    fn channel(&self, addr: &str) -> Result<PeerChannel, String> {
+        Ok(peer_channel(
+            endpoint(addr, self.connect_timeout)?.connect_lazy(),
+        ))
     }
 }
 
@@ -69,11 +88,13 @@ pub struct TlsDialer {
 }
 
 impl Dialer for TlsDialer {
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    fn channel(&self, addr: &str) -> Result<PeerChannel, String> {
         let connector = porch_tls::TlsConnector::new(self.identity.clone())
             .with_server_name(crate::types::member_certname(addr))?
             .with_connect_timeout(self.connect_timeout);
-        Ok(endpoint(addr, self.connect_timeout)?.connect_with_connector_lazy(connector))
+        Ok(peer_channel(
+            endpoint(addr, self.connect_timeout)?.connect_with_connector_lazy(connector),
+        ))
     }
 }
 
@@ -136,7 +157,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 pub struct PeerClient {
     target: NodeId,
-    channel: Result<Channel, String>,
+    channel: Result<PeerChannel, String>,
     cluster_id: ClusterIdSource,
     written_format: WrittenFormat,
     local_raft: LocalRaft,
@@ -164,7 +185,7 @@ impl PeerClient {
     where
         Req: Serialize,
         Resp: DeserializeOwned,
-        F: FnOnce(RaftClient<Channel>, tonic::Request<Payload>) -> Fut,
+        F: FnOnce(RaftClient<PeerChannel>, tonic::Request<Payload>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
     {
         let channel = self.channel.clone().map_err(CallError::Unreachable)?;

@@ -1,12 +1,14 @@
-//! The simulated network: every node's real router (raft RPC, cluster RPC, agent sessions)
-//! served by hyper over in-memory pipes, with the faults a real network has.
+//! The simulated network: every node's real router (raft RPC, cluster RPC, agent sessions),
+//! with the faults a real network has.
 //!
 //! Two layers, because porch has two kinds of traffic:
-//! - **Connections** (every byte stream): a connection dies (as with a TCP reset) when its
-//!   server node crashes or restarts, when its client node crashed, or when a link between
-//!   an agent and a node is cut. New connections to a dead node or across such a cut are
-//!   refused.
-//! - **Requests** between nodes (raft and cluster RPC, one HTTP/2 request each): per request,
+//! - **Connections**: a connection dies (as with a TCP reset) when its server node crashes or
+//!   restarts, when its client node crashed, or when a link between an agent and a node is
+//!   cut. New connections to a dead node or across such a cut are refused. Agent sessions are
+//!   HTTP/2 streams served by hyper over in-memory pipes (their flow control and stalls are
+//!   part of what is tested); a request between nodes is handed to the peer's router in
+//!   process (`porch_raft::network::PeerChannel`), its handling racing its connection's death.
+//! - **Requests** between nodes (raft and cluster RPC, one gRPC request each): per request,
 //!   seeded loss (the request or its reply vanishes; the caller times out), duplication
 //!   (the server handles it twice), delay with jitter (which reorders concurrent requests),
 //!   datacenter latency both ways, one-way link cuts (asymmetric partitions: a request across
@@ -17,7 +19,7 @@
 //! their link when they open, not per message.
 
 use axum::body::Body;
-use porch_raft::network::Dialer;
+use porch_raft::network::{Dialer, PeerChannel};
 use porch_tls::PeerInfo;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -69,6 +71,8 @@ struct State {
     agent_window_bytes: Option<u32>,
     /// Stalled agents (by certname), with the tasks waiting on their connections' ends.
     stalled: BTreeMap<String, Vec<std::task::Waker>>,
+    /// Wakes requests between nodes in flight whenever a node goes up or down.
+    nodes_changed: Arc<tokio::sync::Notify>,
 }
 
 impl State {
@@ -208,13 +212,37 @@ impl SimNet {
     }
 
     pub fn up(&self, addr: &str, incarnation: u64, router: axum::Router) {
-        self.lock()
-            .nodes
-            .insert(addr.to_string(), (incarnation, router));
+        let changed = {
+            let mut state = self.lock();
+            state
+                .nodes
+                .insert(addr.to_string(), (incarnation, router));
+            state.nodes_changed.clone()
+        };
+        changed.notify_waiters();
     }
 
     pub fn down(&self, addr: &str) {
-        self.lock().nodes.remove(addr);
+        let changed = {
+            let mut state = self.lock();
+            state.nodes.remove(addr);
+            state.nodes_changed.clone()
+        };
+        changed.notify_waiters();
+    }
+
+    /// Completes once the connection from `client` to `to` (of `incarnation`) is dead.
+    async fn connection_died(&self, client: &Endpointed, to: &str, incarnation: u64) {
+        let changed = self.lock().nodes_changed.clone();
+        loop {
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.connection_alive(client, to, incarnation) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Cuts one direction: requests from `from` to `to` (and replies that way) are lost.
@@ -310,9 +338,9 @@ impl SimNet {
         }
     }
 
-    /// Opens a connection from `client` to the node at `to`.
-    fn connect(&self, client: &Endpointed, to: &str) -> io::Result<SimStream> {
-        let (incarnation, router) = {
+    /// The incarnation and router of node `to`, if `client` can reach it now.
+    fn route(&self, client: &Endpointed, to: &str) -> io::Result<(u64, axum::Router)> {
+        {
             let state = self.lock();
             if let Endpointed::Node { addr, incarnation } = client {
                 if state.nodes.get(addr).map(|(i, _)| *i) != Some(*incarnation) {
@@ -328,29 +356,22 @@ impl SimNet {
                 }
             }
             match state.nodes.get(to) {
-                Some((incarnation, router)) => (*incarnation, router.clone()),
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ConnectionRefused,
-                        "node down",
-                    ));
-                }
+                Some((incarnation, router)) => Ok((*incarnation, router.clone())),
+                None => Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "node down",
+                )),
             }
-        };
-        let (client_end, server_end) = tokio::io::duplex(PIPE_BYTES);
-        let server_stream = SimStream {
-            inner: server_end,
-            net: self.clone(),
-            client: client.clone(),
-            to: to.to_string(),
-            incarnation,
-            agent_end: None,
-        };
+        }
+    }
+
+    /// The faults between `client` and node `to`, in front of `router`.
+    fn faulty_router(&self, client: &Endpointed, to: &str, router: axum::Router) -> FaultyRouter {
         let certname = match client {
             Endpointed::Node { addr, .. } => porch_raft::member_certname(addr).to_string(),
             Endpointed::Agent { certname } => certname.clone(),
         };
-        let faulty = FaultyRouter {
+        FaultyRouter {
             net: self.clone(),
             router,
             from: client.name().to_string(),
@@ -361,7 +382,59 @@ impl SimNet {
                 certname: Some(certname),
                 serial: None,
             },
+        }
+    }
+
+    /// One request from a node to node `to`, handled by `to`'s router on a task of its own
+    /// (as a server would: it goes on if the caller gives up). A request or reply lost in
+    /// transit never answers (the caller's deadline fires); a connection that dies meanwhile
+    /// answers `Unavailable`, as a reset would.
+    async fn deliver(
+        &self,
+        client: Endpointed,
+        to: String,
+        request: axum::http::Request<tonic::body::Body>,
+    ) -> axum::http::Response<tonic::body::Body> {
+        let unavailable = |why: String| tonic::Status::unavailable(why).into_http();
+        if !self.budget.check() {
+            return unavailable("the simulation's wall-clock budget is exceeded".to_string());
+        }
+        let (incarnation, router) = match self.route(&client, &to) {
+            Ok(route) => route,
+            Err(e) => return unavailable(e.to_string()),
         };
+        let faulty = self.faulty_router(&client, &to, router);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let net = self.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                response = faulty.handle(request) => Ok(response),
+                () = net.connection_died(&client, &to, incarnation) => {
+                    Err("simulated connection lost".to_string())
+                }
+            };
+            let _ = reply.send(outcome);
+        });
+        match answer.await {
+            Ok(Ok(response)) => response.map(tonic::body::Body::new),
+            Ok(Err(why)) => unavailable(why),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Opens a connection from agent `client` to the node at `to`.
+    fn connect(&self, client: &Endpointed, to: &str) -> io::Result<SimStream> {
+        let (incarnation, router) = self.route(client, to)?;
+        let (client_end, server_end) = tokio::io::duplex(PIPE_BYTES);
+        let server_stream = SimStream {
+            inner: server_end,
+            net: self.clone(),
+            client: client.clone(),
+            to: to.to_string(),
+            incarnation,
+            agent_end: None,
+        };
+        let faulty = self.faulty_router(client, to, router);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let faulty = faulty.clone();
@@ -386,7 +459,7 @@ impl SimNet {
     }
 
     pub fn node_dialer(&self, addr: &str, incarnation: u64) -> Arc<dyn Dialer> {
-        Arc::new(SimDialer {
+        Arc::new(NodeDialer {
             net: self.clone(),
             client: Endpointed::Node {
                 addr: addr.to_string(),
@@ -395,13 +468,13 @@ impl SimNet {
         })
     }
 
-    pub fn agent_dialer(&self, certname: &str) -> Arc<dyn Dialer> {
-        Arc::new(SimDialer {
+    pub fn agent_dialer(&self, certname: &str) -> AgentDialer {
+        AgentDialer {
             net: self.clone(),
             client: Endpointed::Agent {
                 certname: certname.to_string(),
             },
-        })
+        }
     }
 
     /// Waits while `a` or `b` is paused.
@@ -441,10 +514,11 @@ enum Fate {
 }
 
 impl FaultyRouter {
-    async fn handle(
-        &self,
-        request: axum::http::Request<hyper::body::Incoming>,
-    ) -> axum::http::Response<Body> {
+    async fn handle<B>(&self, request: axum::http::Request<B>) -> axum::http::Response<Body>
+    where
+        B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         use tower::ServiceExt;
         let mut request = request.map(Body::new);
         request
@@ -615,24 +689,44 @@ impl AsyncWrite for SimStream {
     }
 }
 
-struct SimDialer {
+/// A node's requests to other nodes, delivered in process.
+struct NodeDialer {
     net: SimNet,
     client: Endpointed,
 }
 
-impl Dialer for SimDialer {
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+impl Dialer for NodeDialer {
+    fn channel(&self, addr: &str) -> Result<PeerChannel, String> {
         let net = self.net.clone();
         let client = self.client.clone();
         let to = addr.to_string();
-        let mut endpoint =
-            Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
-        if let Endpointed::Agent { .. } = client {
-            let window = self.net.lock().agent_window_bytes;
-            endpoint = endpoint
-                .initial_stream_window_size(window)
-                .initial_connection_window_size(window);
-        }
+        Ok(PeerChannel::new(tower::service_fn(
+            move |request: axum::http::Request<tonic::body::Body>| {
+                let (net, client, to) = (net.clone(), client.clone(), to.clone());
+                async move {
+                    Ok::<_, tonic::transport::Error>(net.deliver(client, to, request).await)
+                }
+            },
+        )))
+    }
+}
+
+/// An agent's HTTP/2 connections to nodes.
+pub struct AgentDialer {
+    net: SimNet,
+    client: Endpointed,
+}
+
+impl AgentDialer {
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let net = self.net.clone();
+        let client = self.client.clone();
+        let to = addr.to_string();
+        let window = self.net.lock().agent_window_bytes;
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window);
         Ok(
             endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri| {
                 let result = net.connect(&client, &to).map(hyper_util::rt::TokioIo::new);
