@@ -84,6 +84,9 @@ pub struct World {
     pub all_views: Arc<Mutex<Vec<Arc<AppliedView>>>>,
     /// Whose each of `all_views` is ("node 2 incarnation 3").
     view_labels: Vec<String>,
+    /// The last state copied out of each node incarnation, with its applied index: a node
+    /// still at that index holds the same state, so it is not copied again every 100 ms.
+    copied_states: Mutex<BTreeMap<(u64, u64), (u64, Arc<porch_core::ClusterState>)>>,
     initial: BTreeMap<u64, String>,
 }
 
@@ -169,6 +172,7 @@ impl World {
             rng: rand::SeedableRng::seed_from_u64(seed ^ 0xc11e_47),
             all_views: Arc::default(),
             view_labels: Vec::new(),
+            copied_states: Mutex::new(BTreeMap::new()),
             initial,
             clock,
         }
@@ -513,6 +517,17 @@ impl World {
             .map(|(incarnation, node)| {
                 let metrics = node.consensus.metrics();
                 let applied = node.consensus.view.read();
+                let applied_index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+                let state = {
+                    let mut copied = lock(&self.copied_states);
+                    let slot = copied
+                        .entry((node.consensus.id, incarnation))
+                        .or_insert_with(|| (applied_index, Arc::new(applied.cluster.clone())));
+                    if slot.0 != applied_index {
+                        *slot = (applied_index, Arc::new(applied.cluster.clone()));
+                    }
+                    slot.1.clone()
+                };
                 NodeView {
                     id: node.consensus.id,
                     incarnation,
@@ -523,14 +538,14 @@ impl World {
                     leads_with_current_state: node.consensus.leads_with_current_state(),
                     log_committed: metrics.local_committed.map(|id| id.index)
                         == metrics.last_log_index,
-                    applied_index: applied.last_applied.map(|l| l.index).unwrap_or(0),
+                    applied_index,
                     joint_membership: metrics
                         .membership_config
                         .membership()
                         .get_joint_config()
                         .len()
                         > 1,
-                    state: Arc::new(applied.cluster.clone()),
+                    state,
                 }
             })
             .collect()
