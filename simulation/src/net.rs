@@ -214,9 +214,7 @@ impl SimNet {
     pub fn up(&self, addr: &str, incarnation: u64, router: axum::Router) {
         let changed = {
             let mut state = self.lock();
-            state
-                .nodes
-                .insert(addr.to_string(), (incarnation, router));
+            state.nodes.insert(addr.to_string(), (incarnation, router));
             state.nodes_changed.clone()
         };
         changed.notify_waiters();
@@ -703,9 +701,7 @@ impl Dialer for NodeDialer {
         Ok(PeerChannel::new(tower::service_fn(
             move |request: axum::http::Request<tonic::body::Body>| {
                 let (net, client, to) = (net.clone(), client.clone(), to.clone());
-                async move {
-                    Ok::<_, tonic::transport::Error>(net.deliver(client, to, request).await)
-                }
+                async move { Ok::<_, tonic::transport::Error>(net.deliver(client, to, request).await) }
             },
         )))
     }

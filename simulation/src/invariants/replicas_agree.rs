@@ -120,7 +120,11 @@ mod tests {
         let later = [view(3, 2, 5, state("c"))];
         let violations = check(&mut checker, &later);
         assert_eq!(violations.len(), 1, "{violations:?}");
-        assert!(violations[0].detail.contains("index 5"), "{}", violations[0]);
+        assert!(
+            violations[0].detail.contains("index 5"),
+            "{}",
+            violations[0]
+        );
     }
 
     #[test]
