@@ -54,22 +54,15 @@ fn check(
     last: bool,
 ) -> Option<Violation> {
     let views = world.views();
-    let executions = world
-        .executions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let applied = world.applied_samples();
+    // Held, not copied, while the checkers run: they take no lock and do not yield, and
+    // copying every record every 100 ms was 4 % of the simulation's time.
+    let executions = world.executions.lock().unwrap_or_else(|p| p.into_inner());
     let submissions = workload
         .submissions
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let task_runs = world
-        .task_runs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let applied = world.applied_samples();
+        .unwrap_or_else(|p| p.into_inner());
+    let task_runs = world.task_runs.lock().unwrap_or_else(|p| p.into_inner());
     // The history is checked once, at the end (the search looks at all of it).
     let history = if last {
         workload.history.operations()
