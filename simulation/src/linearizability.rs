@@ -160,7 +160,11 @@ impl Model {
 pub fn check(history: &[Operation]) -> Result<(), String> {
     let request_of_job = bindings(history)?;
     let mut parts: BTreeMap<&str, Vec<Operation>> = BTreeMap::new();
-    for op in history {
+    // A read that never answered neither changes the registry nor tells anything: it could
+    // be linearized anywhere or nowhere, and each one kept doubles the sets of operations the
+    // search may visit (23 of them during a partition left it undecided after 2,000,000
+    // states: standard scenario, seed 671).
+    for op in history.iter().filter(|op| !is_unanswered_read(op)) {
         let request = match &op.call {
             Call::Submit { request_id } => Some(request_id.as_str()),
             Call::Stop { job } | Call::Show { job } => request_of_job.get(job).copied(),
@@ -175,6 +179,10 @@ pub fn check(history: &[Operation]) -> Result<(), String> {
         check_part(&part).map_err(|why| format!("{request}: {why}"))?;
     }
     Ok(())
+}
+
+fn is_unanswered_read(op: &Operation) -> bool {
+    matches!(op.call, Call::Show { .. }) && op.returned.is_none()
 }
 
 /// Which request each job id belongs to, from every answer that tied the two; an error if an
@@ -436,6 +444,24 @@ mod tests {
             show(1, 20, 30, found("a", Phase::Active)),
         ];
         assert!(check(&history).unwrap_err().starts_with("a: "));
+    }
+
+    #[test]
+    fn unanswered_reads_during_a_long_partition_leave_the_search_decided() {
+        let mut history: Vec<Operation> = (0..40)
+            .map(|i| Operation {
+                call: Call::Show { job: 1 },
+                invoked_ms: 100 + i * 10,
+                returned: None,
+            })
+            .collect();
+        history.push(show(1, 500, 600, Return::NotFound));
+        history.push(submit("r1", 700, 800, 1));
+        assert_eq!(check(&history), Ok(()));
+        // The answered reads still count: one that found the job before it was submitted
+        // cannot be explained.
+        history.push(show(1, 10, 20, found("r1", Phase::Active)));
+        assert!(check(&history).is_err());
     }
 
     #[test]
