@@ -9,7 +9,9 @@
 //! does know (over mutual TLS, checked against that member's certname) reports its own
 //! membership, and a certname one of them reports is accepted for [`VOUCH_LASTS`] — long
 //! enough to catch up, after which this node's own membership decides again. Trust stays
-//! with the members: a certificate no member vouches for is refused as before.
+//! with the members: a certificate no member vouches for is refused as before. A member
+//! just removed is still heard for [`REMOVED_MEMBER_HEARD`]: a leader that removed itself
+//! hands leadership over on its way out.
 
 use crate::consensus::Consensus;
 use axum::extract::{ConnectInfo, Request, State};
@@ -23,6 +25,12 @@ use tokio::time::Instant;
 
 /// How long a member's word that a certname joined is taken.
 const VOUCH_LASTS: Duration = Duration::from_secs(60);
+/// How long a certname this node last accepted as a member is still heard once it is no
+/// longer one. A leader that commits its own removal steps down by handing leadership to a
+/// remaining member and tells the others the commit; refused, the hand-over was lost and
+/// the cluster waited out the old leader's lease and an election timeout (6.4 s without a
+/// leader: simulation seed 16346).
+const REMOVED_MEMBER_HEARD: Duration = Duration::from_secs(10);
 /// Least time between two rounds of questions about the same certname.
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
@@ -45,6 +53,8 @@ pub struct Vouches {
 struct VouchState {
     vouched_until: BTreeMap<String, Instant>,
     asked_at: BTreeMap<String, Instant>,
+    /// Certnames accepted as members, and when last.
+    member_at: BTreeMap<String, Instant>,
 }
 
 impl Vouches {
@@ -53,10 +63,32 @@ impl Vouches {
     }
 
     fn vouched(&self, certname: &str) -> bool {
-        self.lock()
+        let state = self.lock();
+        let now = Instant::now();
+        state
             .vouched_until
             .get(certname)
-            .is_some_and(|until| Instant::now() < *until)
+            .is_some_and(|until| now < *until)
+            || state
+                .member_at
+                .get(certname)
+                .is_some_and(|at| now < *at + REMOVED_MEMBER_HEARD)
+    }
+
+    /// `certname` was just accepted as a member.
+    fn heard_member(&self, certname: &str) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        match state.member_at.get_mut(certname) {
+            Some(at) => *at = now,
+            None => {
+                // Bounded by the members of the last few seconds.
+                state
+                    .member_at
+                    .retain(|_, at| now < *at + REMOVED_MEMBER_HEARD);
+                state.member_at.insert(certname.to_string(), now);
+            }
+        }
     }
 
     /// Asks the members this node knows, in the background, whether `certname` is one of
@@ -118,7 +150,11 @@ impl PeerPolicy {
             .consensus
             .is_member_certname(certname)
             .unwrap_or_else(|| self.initial_certnames.contains(certname));
-        if member || self.vouches.vouched(certname) {
+        if member {
+            self.vouches.heard_member(certname);
+            return None;
+        }
+        if self.vouches.vouched(certname) {
             return None;
         }
         self.vouches.ask_about(&self.consensus, certname);
@@ -148,5 +184,22 @@ pub async fn require_member(
                 .into_http::<axum::body::Body>()
                 .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_just_removed_is_heard_for_a_while_and_a_stranger_never() {
+        let vouches = Vouches::default();
+        assert!(!vouches.vouched("node1"), "never a member");
+        vouches.heard_member("node1");
+        tokio::time::advance(REMOVED_MEMBER_HEARD / 2).await;
+        assert!(vouches.vouched("node1"), "removed a moment ago");
+        assert!(!vouches.vouched("agent1"), "never a member");
+        tokio::time::advance(REMOVED_MEMBER_HEARD).await;
+        assert!(!vouches.vouched("node1"), "removed long ago");
     }
 }
