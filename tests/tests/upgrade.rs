@@ -148,7 +148,6 @@ impl Upgrade {
             .find(|id| *id != leader && self.version(*id) == follower_version)
             .unwrap_or_else(|| panic!("no {follower_version} follower of leader {leader}"));
         let bin = self.cluster.bin_of(follower);
-        let installed_before = self.snapshots_installed(follower);
         let follower_last = self
             .metric(follower, "porch_raft_last_log_index")
             .expect("the follower reports its last log index");
@@ -174,10 +173,12 @@ impl Upgrade {
             self.version(leader)
         );
         self.all_nodes_have_every_job(&when);
+        // The counter belongs to the process, which restarted from zero: an earlier catch-up
+        // (after a kill in `elect_a_leader_of`) is not counted here.
         let installed = self.snapshots_installed(follower);
         assert!(
-            installed > installed_before,
-            "{when}: it caught up without installing a snapshot ({installed_before} → {installed})"
+            installed > 0,
+            "{when}: it caught up without installing a snapshot"
         );
     }
 
