@@ -4,7 +4,7 @@
 //! other client command sends it as `X-Authentication`. The password is read from the terminal
 //! without echo, or as one line from standard input when that is not a terminal (scripts).
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, report};
 use crate::config::{GlobalArgs, Settings, read_token, resolve_access};
 use crate::exit_code;
 use crate::job_cmd::Format;
@@ -132,11 +132,6 @@ pub fn write_token_file(path: &Path, token: &str) -> Result<(), String> {
     written.map_err(named)
 }
 
-fn fail(error: ClientError) -> ExitCode {
-    eprintln!("error: {error}");
-    ExitCode::from(error.exit_code())
-}
-
 fn error(message: String, code: u8) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(code)
@@ -223,7 +218,7 @@ async fn login(settings: &Settings, args: &LoginArgs) -> ExitCode {
     };
     let client = match Client::new(&anonymous) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     let password = match read_password(&format!("Password for {login}: "), false) {
         Ok(p) => p,
@@ -241,7 +236,7 @@ async fn login(settings: &Settings, args: &LoginArgs) -> ExitCode {
         Err(ClientError::Api {
             status: 401, msg, ..
         }) => return error(format!("login failed: {msg}"), exit_code::NOT_AUTHENTICATED),
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     let Some(token) = reply["token"].as_str().filter(|t| !t.is_empty()) else {
         return error(
@@ -289,7 +284,7 @@ fn delete_token_file(settings: &Settings) -> ExitCode {
 async fn revoke(settings: &Settings) -> ExitCode {
     let client = match Client::new(settings) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     let token = settings.token.clone().unwrap_or_default();
     let body = json!({"revoke_tokens": [token]});
@@ -302,7 +297,7 @@ async fn revoke(settings: &Settings) -> ExitCode {
         Err(ClientError::Api {
             status: 401, msg, ..
         }) => format!("The token was no longer valid ({msg})"),
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     let path = settings.token_file.as_deref().expect("a token was read");
     match std::fs::remove_file(path) {
@@ -324,14 +319,14 @@ async fn revoke(settings: &Settings) -> ExitCode {
 async fn whoami(settings: &Settings, format: Format) -> ExitCode {
     let client = match Client::new(settings) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     let user: Value = match client
         .rbac(reqwest::Method::GET, "/v1/users/current", None)
         .await
     {
         Ok(user) => user,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     if format == Format::Json {
         println!(

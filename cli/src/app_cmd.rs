@@ -1,8 +1,8 @@
 //! `puppet-app show` (and `porch app show`).
 
-use crate::client::{Client, percent_encode as encode};
-use crate::config::{GlobalArgs, resolve};
-use crate::exit_code;
+use crate::client::connect;
+use crate::client::percent_encode as encode;
+use crate::config::GlobalArgs;
 use crate::job_cmd::Format;
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -20,19 +20,9 @@ pub enum AppCommand {
 }
 
 pub async fn run_app(command: AppCommand, global: &GlobalArgs) -> ExitCode {
-    let settings = match resolve(global) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit_code::USAGE);
-        }
-    };
-    let client = match Client::new(&settings) {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(e.exit_code());
-        }
+    let (settings, client) = match connect(global) {
+        Ok(connected) => connected,
+        Err(status) => return status,
     };
     let AppCommand::Show {
         application,

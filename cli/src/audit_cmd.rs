@@ -1,8 +1,7 @@
 //! `porch audit`: who did what, newest first, from `GET /orchestrator/v1/audit`.
 
-use crate::client::{Client, percent_encode};
-use crate::config::{GlobalArgs, resolve};
-use crate::exit_code;
+use crate::client::{connect, percent_encode};
+use crate::config::GlobalArgs;
 use crate::job_cmd::{Format, table};
 use clap::Args;
 use serde_json::{Value, json};
@@ -58,19 +57,9 @@ fn row(entry: &Value) -> Vec<String> {
 }
 
 pub async fn run_audit(args: AuditArgs, global: &GlobalArgs) -> ExitCode {
-    let settings = match resolve(global) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit_code::USAGE);
-        }
-    };
-    let client = match Client::new(&settings) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(e.exit_code());
-        }
+    let (_, client) = match connect(global) {
+        Ok(connected) => connected,
+        Err(status) => return status,
     };
     let mut items: Vec<Value> = Vec::new();
     let mut total = None;

@@ -6,8 +6,8 @@
 //! the data dir of the founding node of a new cluster (see `porch_raft::backup`); it checks
 //! the file and the target before it writes anything.
 
-use crate::client::Client;
-use crate::config::{GlobalArgs, resolve};
+use crate::client::connect;
+use crate::config::GlobalArgs;
 use crate::exit_code;
 use clap::Args;
 use porch_raft::backup::{BackupHeader, decode_backup, seed};
@@ -44,19 +44,9 @@ pub struct RestoreArgs {
 }
 
 pub async fn run_backup(args: BackupArgs) -> ExitCode {
-    let settings = match resolve(&args.global) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit_code::USAGE);
-        }
-    };
-    let client = match Client::new(&settings) {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(e.exit_code());
-        }
+    let (_, client) = match connect(&args.global) {
+        Ok(connected) => connected,
+        Err(status) => return status,
     };
     let bytes = match client.get_bytes("/cluster/backup").await {
         Ok(bytes) => bytes,

@@ -7,10 +7,11 @@
 //! - A command is sent with one `X-Porch-Request-Id` however many URLs it is tried on, so a
 //!   retry after a failover never creates a second job.
 
-use crate::config::{PUPPET_CA_FILE, Settings};
+use crate::config::{GlobalArgs, PUPPET_CA_FILE, Settings};
 use crate::exit_code;
 use serde_json::Value;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -74,6 +75,24 @@ impl std::fmt::Display for ClientError {
 }
 
 impl std::error::Error for ClientError {}
+
+/// The settings `global` resolves to and a client made from them; otherwise prints why and
+/// returns the exit status: usage for a bad flag or configuration file, the client error's own
+/// for an unreadable CA or token file.
+pub fn connect(global: &GlobalArgs) -> Result<(Settings, Client), ExitCode> {
+    let settings = crate::config::resolve(global).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(exit_code::USAGE)
+    })?;
+    let client = Client::new(&settings).map_err(report)?;
+    Ok((settings, client))
+}
+
+/// Prints `error` and returns its exit status.
+pub fn report(error: ClientError) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(error.exit_code())
+}
 
 impl ClientError {
     pub fn exit_code(&self) -> u8 {

@@ -1,7 +1,7 @@
 //! `porch cluster status|add|remove|promote|transfer-leader|drain|undrain`.
 
-use crate::client::Client;
-use crate::config::{GlobalArgs, resolve};
+use crate::client::connect;
+use crate::config::GlobalArgs;
 use crate::exit_code;
 use crate::job_cmd::{Format, table};
 use clap::Subcommand;
@@ -39,19 +39,9 @@ pub enum ClusterCommand {
 }
 
 pub async fn run_cluster(command: ClusterCommand, global: &GlobalArgs) -> ExitCode {
-    let settings = match resolve(global) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit_code::USAGE);
-        }
-    };
-    let client = match Client::new(&settings) {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(e.exit_code());
-        }
+    let (_, client) = match connect(global) {
+        Ok(connected) => connected,
+        Err(status) => return status,
     };
     let result = match command {
         ClusterCommand::Status { format } => match client.get("/cluster").await {

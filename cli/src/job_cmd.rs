@@ -1,7 +1,7 @@
 //! `puppet-job` (and `porch job`): run, plan, show, stop.
 
-use crate::client::{Client, ClientError};
-use crate::config::{GlobalArgs, Settings, resolve};
+use crate::client::{Client, connect, report};
+use crate::config::{GlobalArgs, Settings};
 use crate::exit_code;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -127,24 +127,15 @@ pub fn deploy_body(args: &RunArgs, settings: &Settings) -> Result<Value, String>
     Ok(body)
 }
 
-fn fail(error: ClientError) -> ExitCode {
-    eprintln!("error: {error}");
-    ExitCode::from(error.exit_code())
-}
-
 fn usage(message: String) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(exit_code::USAGE)
 }
 
 pub async fn run_job(command: JobCommand, global: &GlobalArgs) -> ExitCode {
-    let settings = match resolve(global) {
-        Ok(s) => s,
-        Err(e) => return usage(e),
-    };
-    let client = match Client::new(&settings) {
-        Ok(client) => client,
-        Err(e) => return fail(e),
+    let (settings, client) = match connect(global) {
+        Ok(connected) => connected,
+        Err(status) => return status,
     };
     match command {
         JobCommand::Run(args) => run(&client, &settings, &args).await,
@@ -178,7 +169,7 @@ async fn plan(client: &Client, settings: &Settings, args: &RunArgs) -> ExitCode 
             print!("{}", plan["rendered"].as_str().unwrap_or_default());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => report(e),
     }
 }
 
@@ -203,7 +194,7 @@ async fn run(client: &Client, settings: &Settings, args: &RunArgs) -> ExitCode {
     };
     let reply = match submitted {
         Ok(reply) => reply,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     let job = reply["job"]["name"]
         .as_str()
@@ -264,7 +255,7 @@ async fn follow(client: &Client, job: &str, format: Format) -> ExitCode {
                     }
                 }
             }
-            Err(e) if !e.is_transient() => return fail(e),
+            Err(e) if !e.is_transient() => return report(e),
             Err(e) => eprintln!("warning: {e}; retrying"),
         }
         match client.get(&format!("/jobs/{job}")).await {
@@ -285,7 +276,7 @@ async fn follow(client: &Client, job: &str, format: Format) -> ExitCode {
                     return summarize(&detail, started.elapsed(), format);
                 }
             }
-            Err(e) if !e.is_transient() => return fail(e),
+            Err(e) if !e.is_transient() => return report(e),
             Err(e) => eprintln!("warning: {e}; retrying"),
         }
         tokio::select! {
@@ -394,7 +385,7 @@ async fn list(client: &Client, format: Format) -> ExitCode {
         .await
     {
         Ok(jobs) => jobs,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     if format == Format::Json {
         println!(
@@ -459,7 +450,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 async fn show(client: &Client, id: &str, format: Format) -> ExitCode {
     let job = match client.get(&format!("/jobs/{id}")).await {
         Ok(job) => job,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
@@ -538,7 +529,7 @@ async fn stop(client: &Client, id: &str, format: Format) -> ExitCode {
             println!("Stopping job {id}. Node states: {}", reply["job"]["nodes"]);
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => report(e),
     }
 }
 

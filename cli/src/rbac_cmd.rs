@@ -1,8 +1,8 @@
 //! `porch rbac user|role ...`: manage RBAC users and roles through `/rbac-api/v1`.
 
 use crate::access_cmd::read_password;
-use crate::client::{Client, ClientError, percent_encode};
-use crate::config::{GlobalArgs, resolve};
+use crate::client::{Client, ClientError, connect, percent_encode};
+use crate::config::GlobalArgs;
 use crate::exit_code;
 use crate::job_cmd::{Format, table};
 use clap::{Args, Subcommand, ValueEnum};
@@ -213,19 +213,9 @@ fn created(value: &Value) -> String {
 }
 
 pub async fn run_rbac(command: RbacCommand, global: &GlobalArgs) -> ExitCode {
-    let settings = match resolve(global) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit_code::USAGE);
-        }
-    };
-    let client = match Client::new(&settings) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(e.exit_code());
-        }
+    let (_, client) = match connect(global) {
+        Ok(connected) => connected,
+        Err(status) => return status,
     };
     let result = match command {
         RbacCommand::User(command) => user(&client, command).await,

@@ -2,8 +2,8 @@
 //! (and `puppet-task run ...` with the same flags) creates one (PE's
 //! `POST /scheduled_jobs/environment_jobs`); `porch schedule list|show|delete`.
 
-use crate::client::{Client, ClientError};
-use crate::config::{GlobalArgs, resolve};
+use crate::client::{Client, connect, report};
+use crate::config::GlobalArgs;
 use crate::exit_code;
 use crate::job_cmd::{Format, table};
 use clap::{Args, Subcommand};
@@ -126,26 +126,14 @@ pub async fn create(client: &Client, body: &Value, format: Format) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => report(e),
     }
 }
 
-fn fail(error: ClientError) -> ExitCode {
-    eprintln!("error: {error}");
-    ExitCode::from(error.exit_code())
-}
-
 pub async fn run_schedule(command: ScheduleCommand, global: &GlobalArgs) -> ExitCode {
-    let settings = match resolve(global) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit_code::USAGE);
-        }
-    };
-    let client = match Client::new(&settings) {
-        Ok(client) => client,
-        Err(e) => return fail(e),
+    let (_, client) = match connect(global) {
+        Ok(connected) => connected,
+        Err(status) => return status,
     };
     match command {
         ScheduleCommand::List { format } => list(&client, format).await,
@@ -160,7 +148,7 @@ pub async fn run_schedule(command: ScheduleCommand, global: &GlobalArgs) -> Exit
                     println!("Scheduled job {id} deleted");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => report(e),
             }
         }
     }
@@ -180,7 +168,7 @@ fn every(schedule: &Value) -> String {
 async fn list(client: &Client, format: Format) -> ExitCode {
     let page = match client.get("/scheduled_jobs/environment_jobs").await {
         Ok(page) => page,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     if format == Format::Json {
         println!(
@@ -233,7 +221,7 @@ async fn show(client: &Client, id: &str, format: Format) -> ExitCode {
     );
     let schedule = match client.get(&path).await {
         Ok(schedule) => schedule,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     if format == Format::Json {
         println!(

@@ -2,8 +2,8 @@
 //! with PE's output: "Started on X ...", each node's result, "Job completed. k/n nodes
 //! succeeded.", and exit codes as `puppet-job`'s.
 
-use crate::client::{Client, ClientError};
-use crate::config::{GlobalArgs, Settings, resolve};
+use crate::client::{Client, connect, report};
+use crate::config::{GlobalArgs, Settings};
 use crate::exit_code;
 use crate::job_cmd::{Format, parse_nodes, table};
 use clap::{Args, Subcommand};
@@ -147,24 +147,15 @@ pub fn task_body(args: &TaskRunArgs, settings: &Settings) -> Result<Value, Strin
     Ok(body)
 }
 
-fn fail(error: ClientError) -> ExitCode {
-    eprintln!("error: {error}");
-    ExitCode::from(error.exit_code())
-}
-
 fn usage(message: String) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(exit_code::USAGE)
 }
 
 pub async fn run_task(command: TaskCommand, global: &GlobalArgs) -> ExitCode {
-    let settings = match resolve(global) {
-        Ok(s) => s,
-        Err(e) => return usage(e),
-    };
-    let client = match Client::new(&settings) {
-        Ok(client) => client,
-        Err(e) => return fail(e),
+    let (settings, client) = match connect(global) {
+        Ok(connected) => connected,
+        Err(status) => return status,
     };
     match command {
         TaskCommand::Run(args) => run(&client, &settings, &args).await,
@@ -209,7 +200,7 @@ async fn run(client: &Client, settings: &Settings, args: &TaskRunArgs) -> ExitCo
     };
     let reply = match reply {
         Ok(reply) => reply,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     for warning in reply["job"]["warnings"].as_array().into_iter().flatten() {
         eprintln!("warning: {}", warning.as_str().unwrap_or_default());
@@ -274,7 +265,7 @@ async fn follow(client: &Client, job: &str, human: bool) -> ExitCode {
         // events read after it, so the last nodes' results are printed before the summary.
         let detail = match client.get(&format!("/jobs/{job}")).await {
             Ok(detail) => Some(detail),
-            Err(e) if !e.is_transient() => return fail(e),
+            Err(e) if !e.is_transient() => return report(e),
             Err(e) => {
                 eprintln!("warning: {e}; retrying");
                 None
@@ -306,7 +297,7 @@ async fn follow(client: &Client, job: &str, human: bool) -> ExitCode {
                     }
                 }
             }
-            Err(e) if !e.is_transient() => return fail(e),
+            Err(e) if !e.is_transient() => return report(e),
             Err(e) => {
                 eprintln!("warning: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -386,7 +377,7 @@ async fn list(client: &Client, environment: &str, format: Format) -> ExitCode {
         .await
     {
         Ok(tasks) => tasks,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     if format == Format::Json {
         println!(
@@ -452,7 +443,7 @@ async fn show(client: &Client, task: &str, environment: &str, format: Format) ->
         .await
     {
         Ok(shown) => shown,
-        Err(e) => return fail(e),
+        Err(e) => return report(e),
     };
     if format == Format::Json {
         println!(
