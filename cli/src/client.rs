@@ -80,10 +80,7 @@ impl std::error::Error for ClientError {}
 /// returns the exit status: usage for a bad flag or configuration file, the client error's own
 /// for an unreadable CA or token file.
 pub fn connect(global: &GlobalArgs) -> Result<(Settings, Client), ExitCode> {
-    let settings = crate::config::resolve(global).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(exit_code::USAGE)
-    })?;
+    let settings = crate::config::resolve(global).map_err(exit_code::usage)?;
     let client = Client::new(&settings).map_err(report)?;
     Ok((settings, client))
 }

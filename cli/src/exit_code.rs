@@ -26,6 +26,12 @@ pub const PERMISSION_DENIED: u8 = 8;
 pub const TLS: u8 = 9;
 pub const INTERRUPTED: u8 = 130;
 
+/// Prints a usage or configuration error and returns [`USAGE`].
+pub fn usage(message: impl std::fmt::Display) -> std::process::ExitCode {
+    eprintln!("error: {message}");
+    std::process::ExitCode::from(USAGE)
+}
+
 /// The one-line summary for `--help` texts.
 pub const SUMMARY: &str = "Exit codes: 0 success, 1 node failures, 2 usage, configuration or invalid request, \
 3 job stopped, 4 job failed, 5 orchestrator unreachable, 6 other API error, 7 not authenticated, \

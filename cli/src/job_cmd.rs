@@ -127,11 +127,6 @@ pub fn deploy_body(args: &RunArgs, settings: &Settings) -> Result<Value, String>
     Ok(body)
 }
 
-fn usage(message: String) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(exit_code::USAGE)
-}
-
 pub async fn run_job(command: JobCommand, global: &GlobalArgs) -> ExitCode {
     let (settings, client) = match connect(global) {
         Ok(connected) => connected,
@@ -152,7 +147,7 @@ pub async fn run_job(command: JobCommand, global: &GlobalArgs) -> ExitCode {
 async fn plan(client: &Client, settings: &Settings, args: &RunArgs) -> ExitCode {
     let body = match deploy_body(args, settings) {
         Ok(b) => b,
-        Err(e) => return usage(e),
+        Err(e) => return exit_code::usage(e),
     };
     match client.post("/command/plan", &body).await {
         Ok(plan) if args.format == Format::Json => {
@@ -176,7 +171,7 @@ async fn plan(client: &Client, settings: &Settings, args: &RunArgs) -> ExitCode 
 async fn run(client: &Client, settings: &Settings, args: &RunArgs) -> ExitCode {
     let body = match deploy_body(args, settings) {
         Ok(b) => b,
-        Err(e) => return usage(e),
+        Err(e) => return exit_code::usage(e),
     };
     if let Some(code) = args
         .schedule

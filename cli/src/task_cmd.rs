@@ -147,11 +147,6 @@ pub fn task_body(args: &TaskRunArgs, settings: &Settings) -> Result<Value, Strin
     Ok(body)
 }
 
-fn usage(message: String) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(exit_code::USAGE)
-}
-
 pub async fn run_task(command: TaskCommand, global: &GlobalArgs) -> ExitCode {
     let (settings, client) = match connect(global) {
         Ok(connected) => connected,
@@ -178,7 +173,7 @@ pub async fn run_task(command: TaskCommand, global: &GlobalArgs) -> ExitCode {
 async fn run(client: &Client, settings: &Settings, args: &TaskRunArgs) -> ExitCode {
     let body = match task_body(args, settings) {
         Ok(body) => body,
-        Err(e) => return usage(e),
+        Err(e) => return exit_code::usage(e),
     };
     if let Some(code) = args
         .schedule
