@@ -63,6 +63,8 @@ pub struct Consensus {
     runs_in_flight_max: u32,
     /// Idempotent proposals still pending on this node as leader.
     pending: crate::pending_proposals::PendingProposals,
+    /// The membership change or leadership transfer this node is carrying out as leader.
+    pub(crate) member_change: crate::membership::OneAtATime,
 }
 
 /// Backoff between attempts to reach a leader: deterministic (no jitter), capped.
@@ -85,6 +87,7 @@ impl Consensus {
             disk,
             runs_in_flight_max,
             pending: Default::default(),
+            member_change: Default::default(),
             id,
             raft,
             view,

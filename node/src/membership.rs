@@ -77,11 +77,70 @@ const TRANSFER_WAIT: Duration = Duration::from_secs(5);
 /// How often the hand-over is sent again while the target has not taken over.
 const TRANSFER_RESEND: Duration = Duration::from_millis(500);
 
+/// The change a leader is carrying out, so that it carries out one at a time. A transfer waits
+/// for its target to be ready and then hands over; a change made meanwhile can leave the
+/// target unable to lead (removed, or back as a learner), and openraft's leader, once it has
+/// handed over, serves no writes and refuses votes until the target leads: the cluster would
+/// have no writable leader (simulation seed 32766, a transfer to a node removed and re-added
+/// as a learner while the transfer waited).
+#[derive(Default)]
+pub struct OneAtATime(std::sync::Mutex<Option<String>>);
+
+/// Held while a change is carried out; frees the slot when dropped (also when the request
+/// that started the change is abandoned).
+struct Carrying<'a>(&'a OneAtATime);
+
+impl OneAtATime {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the slot for `what`, or says which change holds it.
+    fn begin(&self, what: String) -> Result<Carrying<'_>, String> {
+        let mut slot = self.slot();
+        if let Some(current) = slot.as_ref() {
+            return Err(format!(
+                "another membership change is in progress ({current}); retry once it has finished"
+            ));
+        }
+        *slot = Some(what);
+        Ok(Carrying(self))
+    }
+}
+
+impl Drop for Carrying<'_> {
+    fn drop(&mut self) {
+        *self.0.slot() = None;
+    }
+}
+
 /// A member as the leader's membership holds it.
 enum Standing {
     Voter(PeerNode),
     Learner(PeerNode),
     NotMember,
+}
+
+/// How a change in progress is named to whoever asks for another.
+fn describe(change: &MemberChange) -> String {
+    match change {
+        MemberChange::Add { id, learner, .. } => {
+            format!(
+                "adding node {id} as a {}",
+                if *learner { "learner" } else { "voter" }
+            )
+        }
+        MemberChange::Remove { id } => format!("removing node {id}"),
+        MemberChange::Promote { id } => format!("promoting node {id}"),
+        MemberChange::Label { id, .. } => format!("labelling node {id}"),
+        MemberChange::Drain { id, draining } => {
+            format!(
+                "{} node {id}",
+                if *draining { "draining" } else { "undraining" }
+            )
+        }
+        MemberChange::TransferLeader { to } => format!("handing leadership to node {to}"),
+    }
 }
 
 impl Consensus {
@@ -107,6 +166,10 @@ impl Consensus {
         if !self.leads_as_voter() {
             return LeaderReply::NotLeader(None);
         }
+        let _carrying = match self.member_change.begin(describe(&change)) {
+            Ok(carrying) => carrying,
+            Err(busy) => return LeaderReply::Refused(busy),
+        };
         match change {
             MemberChange::Add {
                 id,
@@ -147,6 +210,12 @@ impl Consensus {
             return;
         }
         let target = target.clone();
+        // A change being carried out finishes its own joint configuration.
+        let Ok(_carrying) = self.member_change.begin(format!(
+            "finishing a joint configuration towards voters {target:?}"
+        )) else {
+            return;
+        };
         tracing::info!("finishing a membership change left joint ({configs:?}): voters {target:?}");
         if let Err(error) = self
             .raft
@@ -459,5 +528,27 @@ mod tests {
                 .contains("start at 1")
         );
         assert_eq!(MemberChange::Promote { id: 2 }.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_leader_carries_out_one_change_at_a_time_and_names_the_one_in_progress() {
+        let slot = OneAtATime::default();
+        let transfer = slot
+            .begin(describe(&MemberChange::TransferLeader { to: 2 }))
+            .expect("the slot is free");
+        let refused = slot
+            .begin(describe(&MemberChange::Remove { id: 2 }))
+            .err()
+            .expect("a removal while a transfer is carried out is refused");
+        assert!(
+            refused.contains("handing leadership to node 2"),
+            "{refused}"
+        );
+        drop(transfer);
+        assert!(
+            slot.begin(describe(&MemberChange::Remove { id: 2 }))
+                .is_ok(),
+            "the slot is free again once the transfer is over"
+        );
     }
 }
