@@ -245,6 +245,28 @@ impl PeerClient {
             }),
         }
     }
+
+    /// An RPC without entries (a vote, a hand-over): sealed in the format the cluster writes,
+    /// lost after openraft's soft TTL, its failures as openraft's errors.
+    async fn small_rpc<Req, Resp, F, Fut>(
+        &self,
+        request: &Req,
+        option: RPCOption,
+        action: openraft::network::RPCTypes,
+        method: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftClient<PeerChannel>, tonic::Request<Payload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
+    {
+        let ttl = option.soft_ttl();
+        self.call(self.written_format.get(), request, ttl, method)
+            .await
+            .and_then(flatten)
+            .map_err(|e| self.rpc_error(e, action, ttl))
+    }
 }
 
 /// A remote failure inside the RPC handler (e.g. the peer's raft stopped) travels as a string.
@@ -329,17 +351,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: openraft::raft::TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<openraft::raft::TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let ttl = option.soft_ttl();
-        let reply = self
-            .call(
-                self.written_format.get(),
-                &rpc,
-                ttl,
-                |mut c, r| async move { c.transfer_leader(r).await },
-            )
-            .await
-            .and_then(flatten);
-        reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::TransferLeader, ttl))
+        self.small_rpc(
+            &rpc,
+            option,
+            openraft::network::RPCTypes::TransferLeader,
+            |mut c, r| async move { c.transfer_leader(r).await },
+        )
+        .await
     }
 
     async fn vote(
@@ -347,17 +365,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let ttl = option.soft_ttl();
-        let reply = self
-            .call(
-                self.written_format.get(),
-                &rpc,
-                ttl,
-                |mut c, r| async move { c.vote(r).await },
-            )
-            .await
-            .and_then(flatten);
-        reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::Vote, ttl))
+        self.small_rpc(
+            &rpc,
+            option,
+            openraft::network::RPCTypes::Vote,
+            |mut c, r| async move { c.vote(r).await },
+        )
+        .await
     }
 
     async fn pre_vote(
@@ -365,17 +379,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let ttl = option.soft_ttl();
-        let reply = self
-            .call(
-                self.written_format.get(),
-                &rpc,
-                ttl,
-                |mut c, r| async move { c.pre_vote(r).await },
-            )
-            .await
-            .and_then(flatten);
-        reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::Vote, ttl))
+        self.small_rpc(
+            &rpc,
+            option,
+            openraft::network::RPCTypes::Vote,
+            |mut c, r| async move { c.pre_vote(r).await },
+        )
+        .await
     }
 
     async fn full_snapshot(
