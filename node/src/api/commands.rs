@@ -1,6 +1,7 @@
 //! `POST /command/deploy`, `/command/stop`, and porch's `/command/plan`.
 
 use super::error::ApiError;
+use super::job_submission::{PlannedJob, submit};
 use super::{ApiState, deploy_request};
 use crate::access::principal::{Principal, refusal_error};
 use axum::body::Bytes;
@@ -25,11 +26,6 @@ async fn plan_off_the_runtime(
     .await
 }
 
-/// The permission to run `spec` over `plan`'s nodes (`run`, or `run_task` for a task job).
-fn run_action<'a>(spec: &'a porch_core::JobSpec, nodes: &'a [&'a str]) -> Action<'a> {
-    Action::for_job(spec, nodes)
-}
-
 pub async fn deploy(
     State(state): State<Arc<ApiState>>,
     Extension(principal): Extension<Principal>,
@@ -39,44 +35,12 @@ pub async fn deploy(
     let spec = deploy_request::parse(&body, principal.actor.clone())?;
     let request_id = state.request_id(&headers)?;
     let report = plan_off_the_runtime(&state, &spec).await?;
-    {
-        let nodes: Vec<&str> = report
-            .plan
-            .nodes()
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect();
-        principal.require(&state, &run_action(&spec, &nodes))?;
-    }
-    let command = Command::SubmitJob {
+    let planned = PlannedJob {
         spec,
         plan: report.plan,
-        // Stamped by the leader when it proposes.
-        start_under_cap: None,
+        warnings: report.warnings,
     };
-    let outcome = state
-        .consensus
-        .write_on_behalf(Some(request_id), command, Some(principal.origin()))
-        .await?;
-    match outcome {
-        Outcome::JobSubmitted { job_id, .. } => {
-            let base = state.base_url(&headers);
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"job": {
-                    "id": format!("{base}/orchestrator/v1/jobs/{job_id}"),
-                    "name": job_id.to_string(),
-                    "warnings": report.warnings,
-                }})),
-            ))
-        }
-        Outcome::Rejected(Rejection::Access(refusal)) => {
-            Err(refusal_error(&refusal, Some(&principal.actor)))
-        }
-        other => Err(ApiError::internal(format!(
-            "unexpected outcome of a job submission: {other:?}"
-        ))),
-    }
+    submit(&state, &principal, &headers, request_id, planned).await
 }
 
 pub async fn plan(
@@ -154,7 +118,7 @@ pub async fn stop(
     });
     if let Some((spec, nodes)) = known {
         let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-        principal.require(&state, &run_action(&spec, &nodes))?;
+        principal.require(&state, &Action::for_job(&spec, &nodes))?;
     }
     let outcome = state
         .consensus

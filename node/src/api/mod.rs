@@ -10,6 +10,7 @@ pub mod deploy_request;
 pub mod environments;
 pub mod error;
 pub mod job_filter;
+pub mod job_submission;
 pub mod jobs;
 pub mod rbac;
 pub mod schedule_request;

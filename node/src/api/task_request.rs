@@ -8,9 +8,10 @@
 use super::ApiState;
 use super::deploy_request::{DESCRIPTION_BYTES_MAX, ScopeBody, parse_target};
 use super::error::ApiError;
+use super::job_submission::PlannedJob;
 use axum::http::StatusCode;
 use porch_core::task::TASK_PARAMS_BYTES_MAX;
-use porch_core::{Command, JobSpec, Plan, TaskInputMethod, TaskInvocation};
+use porch_core::{JobSpec, TaskInputMethod, TaskInvocation};
 use porch_lang::tasks::{InputMethod, TaskError, find_task};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -38,25 +39,6 @@ pub struct TaskBody {
     pub description: Option<String>,
     /// Seconds the task may run on each node.
     pub timeout: Option<i64>,
-}
-
-/// A task request made into a job: what to propose, and what to tell the caller.
-#[derive(Debug)]
-pub struct PlannedTask {
-    pub spec: JobSpec,
-    pub plan: Plan,
-    pub warnings: Vec<String>,
-}
-
-impl PlannedTask {
-    /// The replicated command that creates the job (the leader stamps its start cap).
-    pub fn into_command(self) -> Command {
-        Command::SubmitJob {
-            spec: self.spec,
-            plan: self.plan,
-            start_under_cap: None,
-        }
-    }
 }
 
 /// Parses a request body (syntax only: no files read).
@@ -263,7 +245,7 @@ pub async fn task_job(
     state: &ApiState,
     body: &[u8],
     owner: porch_core::Actor,
-) -> Result<PlannedTask, ApiError> {
+) -> Result<PlannedJob, ApiError> {
     let body = parse_body(body)?;
     let codedir = state.codedir.clone();
     let (spec, warnings) =
@@ -278,7 +260,7 @@ pub async fn task_job(
     )
     .await?
     .plan;
-    Ok(PlannedTask {
+    Ok(PlannedJob {
         spec,
         plan,
         warnings,

@@ -3,14 +3,13 @@
 
 use super::ApiState;
 use super::error::ApiError;
+use super::job_submission::submit;
 use super::task_request::{task_error, task_job};
-use crate::access::principal::{Principal, refusal_error};
+use crate::access::principal::Principal;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use porch_core::access::permission::Action;
-use porch_core::{Outcome, Rejection};
 use porch_lang::tasks::catalog::task_name;
 use porch_lang::tasks::{find_task, list_tasks};
 use serde_json::{Value, json};
@@ -103,41 +102,5 @@ pub async fn run(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request_id = state.request_id(&headers)?;
     let planned = task_job(&state, &body, principal.actor.clone()).await?;
-    {
-        let nodes: Vec<&str> = planned
-            .plan
-            .nodes()
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect();
-        principal.require(&state, &Action::for_job(&planned.spec, &nodes))?;
-    }
-    let warnings = planned.warnings.clone();
-    let outcome = state
-        .consensus
-        .write_on_behalf(
-            Some(request_id),
-            planned.into_command(),
-            Some(principal.origin()),
-        )
-        .await?;
-    match outcome {
-        Outcome::JobSubmitted { job_id, .. } => {
-            let base = state.base_url(&headers);
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"job": {
-                    "id": format!("{base}/orchestrator/v1/jobs/{job_id}"),
-                    "name": job_id.to_string(),
-                    "warnings": warnings,
-                }})),
-            ))
-        }
-        Outcome::Rejected(Rejection::Access(refusal)) => {
-            Err(refusal_error(&refusal, Some(&principal.actor)))
-        }
-        other => Err(ApiError::internal(format!(
-            "unexpected outcome of a task submission: {other:?}"
-        ))),
-    }
+    submit(&state, &principal, &headers, request_id, planned).await
 }

@@ -139,22 +139,26 @@ pub fn error_page(
 /// Opens the session of a page request or answers with where to go instead.
 macro_rules! session_or_return {
     ($console:expr, $parts:expr) => {{
-        let path = $parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_default();
-        match $crate::console::session::Session::open(
-            &$console,
-            &$parts.headers,
-            &$parts.extensions,
-            &path,
-        )
-        .await
-        {
+        match $crate::console::session_of(&$console, &$parts).await {
             Ok(session) => session,
-            Err(no) => return no.into_response(&$console),
+            Err(page) => return page,
         }
     }};
 }
 pub(crate) use session_or_return;
+
+/// The caller's session for the request with `parts`, or the page that says why there is none
+/// (the login page, with where to come back to).
+pub(crate) async fn session_of(
+    console: &ConsoleState,
+    parts: &axum::http::request::Parts,
+) -> Result<session::Session, Response> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    session::Session::open(console, &parts.headers, &parts.extensions, &path)
+        .await
+        .map_err(|no| no.into_response(console))
+}

@@ -226,22 +226,28 @@ async fn form_with_error(
     run_page(console, session, status, &body)
 }
 
-pub async fn preview(State(console): State<Arc<ConsoleState>>, request: Request) -> Response {
+/// A posted run form: the caller's session, the form (its CSRF token checked) and the deploy
+/// request it makes; otherwise the page to answer with.
+async fn posted_run(
+    console: &Arc<ConsoleState>,
+    request: Request,
+) -> Result<(super::session::Session, BTreeMap<String, String>, Value), Response> {
     let (parts, body) = request.into_parts();
-    let session = session_or_return!(console, parts);
-    let form = match form_of(Request::from_parts(parts.clone(), body), RUN_FORM_BYTES_MAX).await {
-        Ok(form) => form,
-        Err(response) => return response,
-    };
-    if let Err(response) = session.check_post(&console, &parts.headers, &form) {
-        return response;
-    }
-    let deploy = match deploy_body(&form) {
-        Ok(body) => body,
+    let session = super::session_of(console, &parts).await?;
+    let form = form_of(Request::from_parts(parts.clone(), body), RUN_FORM_BYTES_MAX).await?;
+    session.check_post(console, &parts.headers, &form)?;
+    match deploy_body(&form) {
+        Ok(deploy) => Ok((session, form, deploy)),
         Err(message) => {
-            return form_with_error(&console, &session, &form, StatusCode::BAD_REQUEST, &message)
-                .await;
+            Err(form_with_error(console, &session, &form, StatusCode::BAD_REQUEST, &message).await)
         }
+    }
+}
+
+pub async fn preview(State(console): State<Arc<ConsoleState>>, request: Request) -> Response {
+    let (session, form, deploy) = match posted_run(&console, request).await {
+        Ok(posted) => posted,
+        Err(response) => return response,
     };
     let plan = match console
         .api
@@ -371,21 +377,9 @@ fn render_preview(plan: &Value, form: &BTreeMap<String, String>, csrf: &str) -> 
 }
 
 pub async fn submit(State(console): State<Arc<ConsoleState>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let session = session_or_return!(console, parts);
-    let form = match form_of(Request::from_parts(parts.clone(), body), RUN_FORM_BYTES_MAX).await {
-        Ok(form) => form,
+    let (session, form, deploy) = match posted_run(&console, request).await {
+        Ok(posted) => posted,
         Err(response) => return response,
-    };
-    if let Err(response) = session.check_post(&console, &parts.headers, &form) {
-        return response;
-    }
-    let deploy = match deploy_body(&form) {
-        Ok(body) => body,
-        Err(message) => {
-            return form_with_error(&console, &session, &form, StatusCode::BAD_REQUEST, &message)
-                .await;
-        }
     };
     let request_id = form.get("request_id").cloned().unwrap_or_default();
     let headers: Vec<(&str, &str)> = if request_id.is_empty() {
