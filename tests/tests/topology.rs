@@ -181,6 +181,52 @@ fn transfer_leader_moves_leadership_and_refuses_non_members() {
     assert_eq!(cluster.wait_for_leader(Duration::from_secs(10)), target);
 }
 
+/// A leader carries out one membership change at a time: a transfer waiting for its target to
+/// answer (here down for longer than an election timeout, so the leader never hands over)
+/// holds off the target's removal, which is refused naming the transfer; once the transfer
+/// gives up, the removal goes through and the same leader still commits writes.
+#[test]
+fn a_membership_change_is_refused_while_a_transfer_is_carried_out() {
+    let mut cluster = Cluster::start(3, FAST);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    let other = (1..=3).find(|&id| id != leader && id != target).unwrap();
+    cluster.kill9(target);
+    std::thread::sleep(Duration::from_secs(1));
+    let cluster = &cluster;
+    std::thread::scope(|scope| {
+        let transfer = scope.spawn(move || {
+            cluster.post(
+                other,
+                "/cluster/leader",
+                &json!({"id": target}).to_string(),
+                &[],
+            )
+        });
+        // The transfer waits up to 5 s for its target; ask for the removal meanwhile.
+        std::thread::sleep(Duration::from_millis(1500));
+        let (status, reply) = cluster.delete(other, &format!("/cluster/members/{target}"));
+        assert_eq!(status, 400, "removal during the transfer: {reply}");
+        let msg = reply["msg"].as_str().unwrap_or("");
+        assert!(
+            msg.contains("in progress")
+                && msg.contains(&format!("handing leadership to node {target}")),
+            "{reply}"
+        );
+        let (status, reply) = transfer.join().expect("the transfer request");
+        assert_eq!(status, 400, "a transfer to a node that is down: {reply}");
+        assert!(
+            reply["msg"].as_str().unwrap_or("").contains("answered"),
+            "the transfer refuses before handing over: {reply}"
+        );
+    });
+    let (status, reply) = cluster.delete(other, &format!("/cluster/members/{target}"));
+    assert_eq!(status, 200, "removal after the transfer gave up: {reply}");
+    assert_eq!(cluster.wait_for_leader(Duration::from_secs(10)), leader);
+    let job = cluster.submit(other, &["after-both"], None);
+    assert_eq!(cluster.job(leader, job)["name"], job.to_string());
+}
+
 #[test]
 fn drain_moves_agents_to_other_nodes_and_every_run_happens_exactly_once() {
     let mut cluster = Cluster::start(3, FAST);
