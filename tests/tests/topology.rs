@@ -3,7 +3,7 @@
 //! quorum, and is promoted; datacenter labels; leadership transfer; draining a node's agents
 //! before maintenance with every run still executed exactly once.
 
-use porch_tests::{Cluster, FAST, execution_logger, executions, wait_until};
+use porch_tests::{Cluster, FAST, execution_logger, executions, poll_until, wait_until};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -181,10 +181,10 @@ fn transfer_leader_moves_leadership_and_refuses_non_members() {
     assert_eq!(cluster.wait_for_leader(Duration::from_secs(10)), target);
 }
 
-/// A leader carries out one membership change at a time: a transfer waiting for its target to
-/// answer (here down for longer than an election timeout, so the leader never hands over)
-/// holds off the target's removal, which is refused naming the transfer; once the transfer
-/// gives up, the removal goes through and the same leader still commits writes.
+/// A leader carries out one membership change at a time: while a transfer waits for its target
+/// to answer (here down for longer than an election timeout, so the leader never hands over),
+/// another change is refused naming the transfer; once the transfer gives up, the target's
+/// removal goes through and the same leader still commits writes.
 #[test]
 fn a_membership_change_is_refused_while_a_transfer_is_carried_out() {
     let mut cluster = Cluster::start(3, FAST);
@@ -203,15 +203,20 @@ fn a_membership_change_is_refused_while_a_transfer_is_carried_out() {
                 &[],
             )
         });
-        // The transfer waits up to 5 s for its target; ask for the removal meanwhile.
-        std::thread::sleep(Duration::from_millis(1500));
-        let (status, reply) = cluster.delete(other, &format!("/cluster/members/{target}"));
-        assert_eq!(status, 400, "removal during the transfer: {reply}");
-        let msg = reply["msg"].as_str().unwrap_or("");
+        // The transfer waits up to 5 s for its target. Meanwhile another change is refused,
+        // naming the transfer: asked again until it is (an undrain of a member not draining
+        // changes nothing when it goes through before the transfer has begun).
+        let undrain = format!("/cluster/members/{other}/undrain");
+        let refused = poll_until(Duration::from_secs(4), || {
+            let (status, reply) = cluster.post(other, &undrain, "{}", &[]);
+            (status == 400).then_some(reply)
+        })
+        .expect("a change asked while the transfer waits is refused");
+        let msg = refused["msg"].as_str().unwrap_or("");
         assert!(
             msg.contains("in progress")
                 && msg.contains(&format!("handing leadership to node {target}")),
-            "{reply}"
+            "{refused}"
         );
         let (status, reply) = transfer.join().expect("the transfer request");
         assert_eq!(status, 400, "a transfer to a node that is down: {reply}");
