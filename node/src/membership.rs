@@ -84,33 +84,33 @@ const TRANSFER_RESEND: Duration = Duration::from_millis(500);
 /// have no writable leader (simulation seed 32766, a transfer to a node removed and re-added
 /// as a learner while the transfer waited).
 #[derive(Default)]
-pub struct OneAtATime(std::sync::Mutex<Option<String>>);
+pub struct OneAtATime(std::sync::Arc<std::sync::Mutex<Option<String>>>);
 
-/// Held while a change is carried out; frees the slot when dropped (also when the request
-/// that started the change is abandoned).
-struct Carrying<'a>(&'a OneAtATime);
+/// Held while a change is carried out; frees the slot when dropped. A transfer's hand-over
+/// moves it into the task that sends the hand-over, which outlives the request.
+struct Carrying(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+fn slot(slot: &std::sync::Mutex<Option<String>>) -> std::sync::MutexGuard<'_, Option<String>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 impl OneAtATime {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Takes the slot for `what`, or says which change holds it.
-    fn begin(&self, what: String) -> Result<Carrying<'_>, String> {
-        let mut slot = self.slot();
-        if let Some(current) = slot.as_ref() {
+    fn begin(&self, what: String) -> Result<Carrying, String> {
+        let mut held = slot(&self.0);
+        if let Some(current) = held.as_ref() {
             return Err(format!(
                 "another membership change is in progress ({current}); retry once it has finished"
             ));
         }
-        *slot = Some(what);
-        Ok(Carrying(self))
+        *held = Some(what);
+        Ok(Carrying(self.0.clone()))
     }
 }
 
-impl Drop for Carrying<'_> {
+impl Drop for Carrying {
     fn drop(&mut self) {
-        *self.0.slot() = None;
+        *slot(&self.0) = None;
     }
 }
 
@@ -166,11 +166,13 @@ impl Consensus {
         if !self.leads_as_voter() {
             return LeaderReply::NotLeader(None);
         }
-        let _carrying = match self.member_change.begin(describe(&change)) {
+        let carrying = match self.member_change.begin(describe(&change)) {
             Ok(carrying) => carrying,
             Err(busy) => return LeaderReply::Refused(busy),
         };
-        match change {
+        let reply = match change {
+            // The hand-over takes the slot with it (see `transfer_leader`).
+            MemberChange::TransferLeader { to } => return self.transfer_leader(to, carrying).await,
             MemberChange::Add {
                 id,
                 addr,
@@ -186,8 +188,9 @@ impl Consensus {
             MemberChange::Drain { id, draining } => {
                 self.update(id, |node| node.draining = draining).await
             }
-            MemberChange::TransferLeader { to } => self.transfer_leader(to).await,
-        }
+        };
+        drop(carrying);
+        reply
     }
 
     /// Finishes a membership change left in its joint configuration. A change goes through a
@@ -346,7 +349,7 @@ impl Consensus {
         }
     }
 
-    async fn transfer_leader(&self, to: u64) -> LeaderReply<()> {
+    async fn transfer_leader(&self, to: u64, carrying: Carrying) -> LeaderReply<()> {
         match self.standing(to) {
             Standing::NotMember => {
                 return LeaderReply::Refused(format!(
@@ -373,35 +376,18 @@ impl Consensus {
         // serving writes until someone leads, so a hand-over lost in transit (the target paused
         // for a moment) leaves the cluster without a writable leader until an election timeout
         // and the lease after it have passed (simulation seed 3412: 11 s). Sent again until
-        // the target leads.
-        let mut metrics = self.raft.metrics();
-        let deadline = tokio::time::Instant::now() + TRANSFER_WAIT;
-        loop {
-            if let Err(fatal) = self.raft.trigger().transfer_leader(to).await {
-                return LeaderReply::Refused(format!("raft stopped: {fatal}"));
-            }
-            let moved = async {
-                use openraft::rt::watch::WatchReceiver;
-                loop {
-                    if metrics.borrow_watched().current_leader == Some(to) {
-                        return;
-                    }
-                    if metrics.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            };
-            let resend_at = (tokio::time::Instant::now() + TRANSFER_RESEND).min(deadline);
-            if tokio::time::timeout_at(resend_at, moved).await.is_ok() {
-                return LeaderReply::Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return LeaderReply::Refused(format!(
-                    "node {to} did not take over within {} s (is it up and caught up?)",
-                    TRANSFER_WAIT.as_secs()
-                ));
-            }
-        }
+        // the target leads, on a task of its own holding the one-change-at-a-time slot: a
+        // request given up by its caller must not stop the resends while the leader is handing
+        // over (simulation seed 60941: the target caught up after the caller's deadline, with
+        // nobody sending the hand-over again).
+        let raft = self.raft.clone();
+        let hand_over = tokio::spawn(async move {
+            let _carrying = carrying;
+            send_hand_over_until_taken(raft, to).await
+        });
+        hand_over.await.unwrap_or_else(|e| {
+            LeaderReply::Refused(format!("the hand-over to node {to} did not finish: {e}"))
+        })
     }
 
     /// Waits up to [`TRANSFER_WAIT`] until `to` has answered this leader within an election
@@ -492,6 +478,39 @@ pub async fn keep_own_label(consensus: std::sync::Arc<Consensus>, datacenter: St
         match consensus.change_member(change).await {
             Ok(()) => tracing::info!("labelled this node's datacenter {datacenter:?}"),
             Err(error) => tracing::warn!("cannot label this node's datacenter yet: {error}"),
+        }
+    }
+}
+
+/// Sends the hand-over to `to` every [`TRANSFER_RESEND`] until `to` leads, for at most
+/// [`TRANSFER_WAIT`].
+async fn send_hand_over_until_taken(raft: porch_raft::Raft, to: u64) -> LeaderReply<()> {
+    let mut metrics = raft.metrics();
+    let deadline = tokio::time::Instant::now() + TRANSFER_WAIT;
+    loop {
+        if let Err(fatal) = raft.trigger().transfer_leader(to).await {
+            return LeaderReply::Refused(format!("raft stopped: {fatal}"));
+        }
+        let moved = async {
+            use openraft::rt::watch::WatchReceiver;
+            loop {
+                if metrics.borrow_watched().current_leader == Some(to) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let resend_at = (tokio::time::Instant::now() + TRANSFER_RESEND).min(deadline);
+        if tokio::time::timeout_at(resend_at, moved).await.is_ok() {
+            return LeaderReply::Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return LeaderReply::Refused(format!(
+                "node {to} did not take over within {} s (is it up and caught up?)",
+                TRANSFER_WAIT.as_secs()
+            ));
         }
     }
 }
