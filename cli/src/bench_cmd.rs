@@ -185,6 +185,28 @@ pub struct SubmitArgs {
     /// TLS costs (by default porch serves TLS and etcd mutual TLS, from a throwaway CA).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Which node the first client talks to, in both systems alike (the next clients take the
+    /// next nodes in turn). With one client this decides whether every write takes a
+    /// follower's forwarding hop, so both systems must get the same one.
+    #[arg(long, value_enum, default_value_t = FirstNode::Leader)]
+    pub first_node: FirstNode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FirstNode {
+    Leader,
+    Follower,
+}
+
+impl FirstNode {
+    /// The nodes in the order clients take them, given the leader's index among `nodes`.
+    pub fn order(self, leader: usize, nodes: usize) -> Vec<usize> {
+        let first = match self {
+            FirstNode::Leader => leader,
+            FirstNode::Follower => leader + 1,
+        };
+        (0..nodes).map(|k| (first + k) % nodes).collect()
+    }
 }
 
 pub async fn run_bench(args: BenchArgs) -> ExitCode {
@@ -204,5 +226,17 @@ pub async fn run_bench(args: BenchArgs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FirstNode;
+
+    #[test]
+    fn the_first_client_gets_the_node_asked_for_and_the_rest_follow_in_turn() {
+        assert_eq!(FirstNode::Leader.order(2, 3), vec![2, 0, 1]);
+        assert_eq!(FirstNode::Follower.order(2, 3), vec![0, 1, 2]);
+        assert_eq!(FirstNode::Follower.order(0, 3), vec![1, 2, 0]);
     }
 }

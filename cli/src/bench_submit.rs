@@ -67,9 +67,21 @@ pub async fn submit(args: SubmitArgs) -> Result<(), String> {
         }
     }
     println!("porch: 3 nodes, sled in {}", dir.display());
+    let leader = cluster
+        .leader(&http)
+        .await
+        .ok_or("porch: no node knows a leader")?;
+    let urls = cluster.urls();
+    let order = args.first_node.order(leader, urls.len());
+    println!(
+        "porch: the first client talks to node {} ({:?}; node {} leads)",
+        order[0] + 1,
+        args.first_node,
+        leader + 1
+    );
     let porch = Target::Porch {
         http,
-        urls: cluster.urls(),
+        urls: order.iter().map(|&i| urls[i].clone()).collect(),
     };
     let _ = load(&porch, WARMUP_CLIENTS, WARMUP_SECONDS).await;
     let mut porch_rows = Vec::new();
@@ -97,12 +109,20 @@ pub async fn submit(args: SubmitArgs) -> Result<(), String> {
 
     if args.etcd {
         let mut etcd = EtcdCluster::start(&args.etcd_bin, &dir, args.base_port, pki.as_ref())?;
-        let members = etcd
+        let mut members = etcd
             .member_clients(Duration::from_secs(30))
             .await
             .map_err(|e| format!("{e}; see {}", dir.display()))?;
+        let leader = EtcdCluster::leader(&mut members).await?;
+        let order = args.first_node.order(leader, members.len());
+        println!(
+            "etcd: the first client talks to member {} ({:?}; member {} leads)",
+            order[0] + 1,
+            args.first_node,
+            leader + 1
+        );
         let target = Target::Etcd {
-            members: members.iter().map(|m| m.kv_client()).collect(),
+            members: order.iter().map(|&i| members[i].kv_client()).collect(),
         };
         let _ = load(&target, WARMUP_CLIENTS, WARMUP_SECONDS).await;
         let mut etcd_rows = Vec::new();

@@ -131,6 +131,24 @@ impl EtcdCluster {
         Ok(clients)
     }
 
+    /// Which of `members` (one client per member, in member order) leads, asked of each.
+    pub async fn leader(members: &mut [Client]) -> Result<usize, String> {
+        let mut leader = None;
+        let mut ids = Vec::new();
+        for member in members.iter_mut() {
+            let status = member
+                .status()
+                .await
+                .map_err(|e| format!("etcd status: {e}"))?;
+            leader = leader.or(Some(status.leader()).filter(|&id| id != 0));
+            ids.push(status.header().map(|h| h.member_id()));
+        }
+        let leader = leader.ok_or("etcd: no member knows a leader")?;
+        ids.iter()
+            .position(|&id| id == Some(leader))
+            .ok_or_else(|| format!("etcd: leader {leader:x} is none of the members"))
+    }
+
     async fn connect(&self, url: &str) -> Result<Client, String> {
         let mut options = ConnectOptions::new()
             .with_timeout(Duration::from_secs(10))

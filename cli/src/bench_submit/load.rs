@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-/// Where the load goes. Client `c` talks to node `c % nodes` in both systems, over one
+/// Where the load goes. Client `c` talks to the `c % nodes`th node of the list, which the
+/// caller orders so that both systems put client 0 on a node of the same role, over one
 /// HTTP/2 connection per node shared by every client (porch: one reqwest client; etcd: one
 /// gRPC client per member), so neither system gets more connections than the other.
 #[derive(Clone)]
