@@ -329,10 +329,7 @@ async fn whoami(settings: &Settings, format: Format) -> ExitCode {
         Err(e) => return report(e),
     };
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&user).unwrap_or_default()
-        );
+        crate::client::print_json(&user);
     } else {
         let roles: Vec<&str> = user["roles"]
             .as_array()

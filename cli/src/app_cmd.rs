@@ -38,7 +38,7 @@ pub async fn run_app(command: AppCommand, global: &GlobalArgs) -> ExitCode {
             .get(&format!("/environments/{env}/instances"))
             .await
             .map(|v| {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                crate::client::print_json(&v);
             })
     } else {
         let query = application

@@ -94,7 +94,7 @@ pub async fn run_audit(args: AuditArgs, global: &GlobalArgs) -> ExitCode {
             "items": items,
             "pagination": {"offset": args.offset, "limit": args.limit, "total": total},
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        crate::client::print_json(&out);
         return ExitCode::SUCCESS;
     }
     let rows: Vec<Vec<String>> = items.iter().map(row).collect();

@@ -130,6 +130,14 @@ pub struct Client {
 }
 
 /// A random-enough request id: time, pid and a counter (no RNG dependency needed).
+/// Prints `value` as indented JSON: what every command prints with `--format json`.
+pub fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
 pub fn new_request_id() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let nanos = std::time::SystemTime::now()

@@ -46,10 +46,7 @@ pub async fn run_cluster(command: ClusterCommand, global: &GlobalArgs) -> ExitCo
     let result = match command {
         ClusterCommand::Status { format } => match client.get("/cluster").await {
             Ok(status) if format == Format::Json => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).unwrap_or_default()
-                );
+                crate::client::print_json(&status);
                 Ok(())
             }
             Ok(status) => {

@@ -151,10 +151,7 @@ async fn plan(client: &Client, settings: &Settings, args: &RunArgs) -> ExitCode 
     };
     match client.post("/command/plan", &body).await {
         Ok(plan) if args.format == Format::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&plan).unwrap_or_default()
-            );
+            crate::client::print_json(&plan);
             ExitCode::SUCCESS
         }
         Ok(plan) => {
@@ -200,10 +197,7 @@ async fn run(client: &Client, settings: &Settings, args: &RunArgs) -> ExitCode {
     }
     if args.no_wait {
         if args.format == Format::Json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&reply).unwrap_or_default()
-            );
+            crate::client::print_json(&reply);
         } else {
             println!("New job id created: {job}");
         }
@@ -344,7 +338,7 @@ fn summarize(job: &Value, elapsed: Duration, format: Format) -> ExitCode {
     let counts = &job["node_states"];
     let count = |k: &str| counts[k].as_u64().unwrap_or(0);
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(job).unwrap_or_default());
+        crate::client::print_json(&job);
     } else {
         println!();
         println!(
@@ -383,10 +377,7 @@ async fn list(client: &Client, format: Format) -> ExitCode {
         Err(e) => return report(e),
     };
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&jobs).unwrap_or_default()
-        );
+        crate::client::print_json(&jobs);
         return ExitCode::SUCCESS;
     }
     let rows: Vec<Vec<String>> = jobs["items"]
@@ -448,7 +439,7 @@ async fn show(client: &Client, id: &str, format: Format) -> ExitCode {
         Err(e) => return report(e),
     };
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
+        crate::client::print_json(&job);
         return ExitCode::SUCCESS;
     }
     let status = job["status"].as_array().cloned().unwrap_or_default();
@@ -514,10 +505,7 @@ async fn show(client: &Client, id: &str, format: Format) -> ExitCode {
 async fn stop(client: &Client, id: &str, format: Format) -> ExitCode {
     match client.post("/command/stop", &json!({"job": id})).await {
         Ok(reply) if format == Format::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&reply).unwrap_or_default()
-            );
+            crate::client::print_json(&reply);
             ExitCode::SUCCESS
         }
         Ok(reply) => {

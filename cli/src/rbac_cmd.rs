@@ -1,7 +1,7 @@
 //! `porch rbac user|role ...`: manage RBAC users and roles through `/rbac-api/v1`.
 
 use crate::access_cmd::read_password;
-use crate::client::{Client, ClientError, connect, percent_encode};
+use crate::client::{Client, ClientError, connect, percent_encode, print_json};
 use crate::config::GlobalArgs;
 use crate::exit_code;
 use crate::job_cmd::{Format, table};
@@ -181,13 +181,6 @@ fn new_password(login: &str, from_stdin: bool) -> Result<String, String> {
         }
     }
     Ok(password)
-}
-
-fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
 }
 
 fn strings(value: &Value) -> String {

@@ -103,10 +103,7 @@ pub fn schedule_body(
 pub async fn create(client: &Client, body: &Value, format: Format) -> ExitCode {
     match client.post("/scheduled_jobs/environment_jobs", body).await {
         Ok(reply) if format == Format::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&reply).unwrap_or_default()
-            );
+            crate::client::print_json(&reply);
             ExitCode::SUCCESS
         }
         Ok(reply) => {
@@ -171,10 +168,7 @@ async fn list(client: &Client, format: Format) -> ExitCode {
         Err(e) => return report(e),
     };
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&page).unwrap_or_default()
-        );
+        crate::client::print_json(&page);
         return ExitCode::SUCCESS;
     }
     let rows: Vec<Vec<String>> = page["items"]
@@ -224,10 +218,7 @@ async fn show(client: &Client, id: &str, format: Format) -> ExitCode {
         Err(e) => return report(e),
     };
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&schedule).unwrap_or_default()
-        );
+        crate::client::print_json(&schedule);
         return ExitCode::SUCCESS;
     }
     let last = match schedule["last_run"]["job"]["name"].as_str() {

@@ -208,10 +208,7 @@ async fn run(client: &Client, settings: &Settings, args: &TaskRunArgs) -> ExitCo
         if human {
             println!("New job ID: {job}");
         } else {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&reply).unwrap_or_default()
-            );
+            crate::client::print_json(&reply);
         }
         return ExitCode::SUCCESS;
     }
@@ -354,7 +351,7 @@ async fn summarize(
             .await
             .unwrap_or(Value::Null);
         let out = json!({"job": detail, "nodes": nodes["items"]});
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        crate::client::print_json(&out);
     }
     let problems = count("failed") + count("errored") + count("skipped");
     let code = match detail["state"].as_str() {
@@ -375,10 +372,7 @@ async fn list(client: &Client, environment: &str, format: Format) -> ExitCode {
         Err(e) => return report(e),
     };
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&tasks).unwrap_or_default()
-        );
+        crate::client::print_json(&tasks);
         return ExitCode::SUCCESS;
     }
     let rows: Vec<Vec<String>> = tasks["items"]
@@ -441,10 +435,7 @@ async fn show(client: &Client, task: &str, environment: &str, format: Format) ->
         Err(e) => return report(e),
     };
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&shown).unwrap_or_default()
-        );
+        crate::client::print_json(&shown);
     } else {
         print!("{}", render_task(&shown));
     }
