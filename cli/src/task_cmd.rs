@@ -64,10 +64,11 @@ fn inline_value(text: &str) -> Value {
     if let Ok(n) = text.parse::<i64>() {
         return json!(n);
     }
-    if let Ok(f) = text.parse::<f64>() {
-        if f.is_finite() && text.contains('.') {
-            return json!(f);
-        }
+    if let Ok(f) = text.parse::<f64>()
+        && f.is_finite()
+        && text.contains('.')
+    {
+        return json!(f);
     }
     match text {
         "true" => json!(true),

@@ -62,11 +62,12 @@ impl Inventory {
 
     /// A disconnect of a session that is no longer the agent's current one is stale.
     pub(crate) fn disconnected(&mut self, certname: &str, session: &str, now_ms: u64) {
-        if let Some(record) = self.agents.get_mut(certname) {
-            if record.session == session && record.connected {
-                record.connected = false;
-                record.since_ms = now_ms;
-            }
+        if let Some(record) = self.agents.get_mut(certname)
+            && record.session == session
+            && record.connected
+        {
+            record.connected = false;
+            record.since_ms = now_ms;
         }
     }
 }

@@ -193,19 +193,19 @@ impl ClusterState {
         } else {
             self.clock_ms.max(request.now_ms)
         };
-        if let Some(id) = &request.request_id {
-            if let Some(previous) = self.requests.get(id) {
-                return previous.clone();
-            }
+        if let Some(id) = &request.request_id
+            && let Some(previous) = self.requests.get(id)
+        {
+            return previous.clone();
         }
         let outcome = match request.origin {
             Some(origin) => self.apply_on_behalf(request.command, origin),
             None => self.apply_command(request.command),
         };
-        if let Some(id) = request.request_id {
-            if id.len() <= crate::command::REQUEST_ID_BYTES_MAX {
-                self.requests.remember(id, outcome.clone(), self.clock_ms);
-            }
+        if let Some(id) = request.request_id
+            && id.len() <= crate::command::REQUEST_ID_BYTES_MAX
+        {
+            self.requests.remember(id, outcome.clone(), self.clock_ms);
         }
         outcome
     }

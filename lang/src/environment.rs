@@ -160,10 +160,10 @@ impl Environment {
         for (path, text) in sources {
             let file = path.display().to_string();
             if file.ends_with(".rb") {
-                if text.contains("is_capability") {
-                    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                        env.capability_types.insert(canonical_type(stem));
-                    }
+                if text.contains("is_capability")
+                    && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                {
+                    env.capability_types.insert(canonical_type(stem));
                 }
                 continue;
             }

@@ -751,7 +751,7 @@ $x = 1 + 2
                 .to_string()
                 .contains("nesting deeper")
         );
-        let text = format!("{}", "{".repeat(10_000));
+        let text = "{".repeat(10_000).to_string();
         assert!(parse("deep.pp", &text).is_err());
     }
 }

@@ -225,10 +225,10 @@ pub fn validate_addr(addr: &str) -> Result<(), String> {
     if addr.contains(';') || addr.chars().any(char::is_whitespace) {
         return Err(format!("'{addr}': no ';' or spaces in an address"));
     }
-    if let Some((certname, _)) = addr.split_once('@') {
-        if !porch_core::plan::is_valid_certname(certname) {
-            return Err(format!("'{addr}': {certname:?} is not a valid certname"));
-        }
+    if let Some((certname, _)) = addr.split_once('@')
+        && !porch_core::plan::is_valid_certname(certname)
+    {
+        return Err(format!("'{addr}': {certname:?} is not a valid certname"));
     }
     let socket = porch_raft::member_socket_addr(addr);
     let (host, port) = socket

@@ -78,7 +78,7 @@ async fn prune_if_due(consensus: &Consensus, retention: Retention) {
             view.cluster.oldest_ended_job_ms(),
         )
     };
-    if ended <= retention.ended_kept_max && !oldest.is_some_and(|ms| ms < cutoff) {
+    if ended <= retention.ended_kept_max && oldest.is_none_or(|ms| ms >= cutoff) {
         return;
     }
     let command = Command::PruneJobs {

@@ -442,14 +442,11 @@ async fn raft_stopped(raft: Raft) -> String {
         if let Err(fatal) = &raft.metrics().borrow_watched().running_state {
             return format!("raft stopped: {fatal}");
         }
-        match tokio::time::timeout(RAFT_STOP_CHECK, server.changed()).await {
-            Ok(Err(_)) => {
-                return match &raft.metrics().borrow_watched().running_state {
-                    Err(fatal) => format!("raft stopped: {fatal}"),
-                    Ok(()) => "raft stopped".to_string(),
-                };
-            }
-            Ok(Ok(())) | Err(_) => {}
+        if let Ok(Err(_)) = tokio::time::timeout(RAFT_STOP_CHECK, server.changed()).await {
+            return match &raft.metrics().borrow_watched().running_state {
+                Err(fatal) => format!("raft stopped: {fatal}"),
+                Ok(()) => "raft stopped".to_string(),
+            };
         }
     }
 }

@@ -258,10 +258,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        if let Some(purged) = self.last_purged()? {
-            if purged.index() >= log_id.index() {
-                return Ok(());
-            }
+        if let Some(purged) = self.last_purged()?
+            && purged.index() >= log_id.index()
+        {
+            return Ok(());
         }
         self.write_meta(LAST_PURGED_KEY, &log_id)?;
         self.disk.flush().await?;

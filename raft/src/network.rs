@@ -192,10 +192,10 @@ impl PeerClient {
         let json = crate::wire::encode(version, request)
             .map_err(|e| CallError::Network(format!("encode: {e}")))?;
         let mut grpc_request = tonic::Request::new(Payload { json });
-        if let Some(id) = (self.cluster_id)() {
-            if let Ok(value) = id.parse() {
-                grpc_request.metadata_mut().insert(CLUSTER_ID_HEADER, value);
-            }
+        if let Some(id) = (self.cluster_id)()
+            && let Ok(value) = id.parse()
+        {
+            grpc_request.metadata_mut().insert(CLUSTER_ID_HEADER, value);
         }
         let client = RaftClient::new(channel)
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
@@ -327,21 +327,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             })
             .await
             .and_then(flatten);
-        if let Err(CallError::Network(message)) = &reply {
-            if message.contains(LOG_REVERTED) {
-                if let Some(raft) = self.local_raft.get() {
-                    if raft
-                        .trigger()
-                        .allow_next_revert(&self.target, true)
-                        .await
-                        .is_ok()
-                    {
-                        // The follower lacks the request's previous entry: a conflict, which
-                        // openraft now meets by searching the follower's log from scratch.
-                        return Ok(AppendEntriesResponse::Conflict);
-                    }
-                }
-            }
+        if let Err(CallError::Network(message)) = &reply
+            && message.contains(LOG_REVERTED)
+            && let Some(raft) = self.local_raft.get()
+            && raft
+                .trigger()
+                .allow_next_revert(&self.target, true)
+                .await
+                .is_ok()
+        {
+            // The follower lacks the request's previous entry: a conflict, which
+            // openraft now meets by searching the follower's log from scratch.
+            return Ok(AppendEntriesResponse::Conflict);
         }
         reply.map_err(|e| self.rpc_error(e, openraft::network::RPCTypes::AppendEntries, ttl))
     }

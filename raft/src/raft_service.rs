@@ -164,13 +164,12 @@ impl RaftService {
         if let (Some(theirs), Some(ours)) = (
             request.metadata().get(CLUSTER_ID_HEADER),
             (self.cluster_id)(),
-        ) {
-            if theirs.as_bytes() != ours.as_bytes() {
-                return Err(Status::failed_precondition(format!(
-                    "message from another cluster ({:?}); this node belongs to cluster {ours}",
-                    String::from_utf8_lossy(theirs.as_bytes())
-                )));
-            }
+        ) && theirs.as_bytes() != ours.as_bytes()
+        {
+            return Err(Status::failed_precondition(format!(
+                "message from another cluster ({:?}); this node belongs to cluster {ours}",
+                String::from_utf8_lossy(theirs.as_bytes())
+            )));
         }
         crate::wire::decode(&request.into_inner().json).map_err(|e| {
             // Logged here too: a message from a newer porch is refused on every retry, and

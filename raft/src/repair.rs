@@ -125,19 +125,18 @@ pub async fn check_and_repair(
         // The entries the snapshot stood for are purged: this node's state is gone.
         return wipe(disk, data_dir, vote, floor, repairs).await;
     }
-    if let Some(snapshot_last) = snapshot_last {
-        if last_purged.is_none_or(|purged| purged.index < snapshot_last.index)
-            && first_corrupt(disk, &last_purged, data_dir)?
-                .is_some_and(|index| index <= snapshot_last.index)
-        {
-            log_store::write_meta(disk, LAST_PURGED_KEY, &snapshot_last)
-                .map_err(|e| fail("cannot write", &e))?;
-            last_purged = Some(snapshot_last);
-            repairs.push(format!(
-                "corrupt log entries up to the snapshot's index {}: purged (the snapshot holds them)",
-                snapshot_last.index
-            ));
-        }
+    if let Some(snapshot_last) = snapshot_last
+        && last_purged.is_none_or(|purged| purged.index < snapshot_last.index)
+        && first_corrupt(disk, &last_purged, data_dir)?
+            .is_some_and(|index| index <= snapshot_last.index)
+    {
+        log_store::write_meta(disk, LAST_PURGED_KEY, &snapshot_last)
+            .map_err(|e| fail("cannot write", &e))?;
+        last_purged = Some(snapshot_last);
+        repairs.push(format!(
+            "corrupt log entries up to the snapshot's index {}: purged (the snapshot holds them)",
+            snapshot_last.index
+        ));
     }
     if let Some(corrupt_index) = first_corrupt(disk, &last_purged, data_dir)? {
         let last_on_disk = match disk.last(Tree::Log).map_err(|e| fail("cannot read", &e))? {

@@ -340,18 +340,18 @@ impl SimNet {
     fn route(&self, client: &Endpointed, to: &str) -> io::Result<(u64, axum::Router)> {
         {
             let state = self.lock();
-            if let Endpointed::Node { addr, incarnation } = client {
-                if state.nodes.get(addr).map(|(i, _)| *i) != Some(*incarnation) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ConnectionRefused,
-                        "this node is down",
-                    ));
-                }
+            if let Endpointed::Node { addr, incarnation } = client
+                && state.nodes.get(addr).map(|(i, _)| *i) != Some(*incarnation)
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "this node is down",
+                ));
             }
-            if let Endpointed::Agent { certname } = client {
-                if state.is_cut(certname, to) || state.is_cut(to, certname) {
-                    return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "link cut"));
-                }
+            if let Endpointed::Agent { certname } = client
+                && (state.is_cut(certname, to) || state.is_cut(to, certname))
+            {
+                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "link cut"));
             }
             match state.nodes.get(to) {
                 Some((incarnation, router)) => Ok((*incarnation, router.clone())),
@@ -535,7 +535,7 @@ impl FaultyRouter {
         }
         self.net.wait_unpaused(&self.from, &self.to).await;
         match self.fate(&self.from, &self.to) {
-            Fate::Lost => return std::future::pending().await,
+            Fate::Lost => std::future::pending().await,
             Fate::Deliver {
                 delay_ms,
                 duplicate,

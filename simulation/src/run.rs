@@ -263,15 +263,15 @@ pub async fn run(config: &SimConfig, spool_root: &std::path::Path) -> Result<Rep
         }
         // A node removed by a membership fault is added back, so every replica converges.
         let voters = world.voters();
-        if !world.membership_busy() && !voters.is_empty() {
-            if let Some(removed) = world
+        if !world.membership_busy()
+            && !voters.is_empty()
+            && let Some(removed) = world
                 .nodes
                 .iter()
                 .map(|n| n.id)
                 .find(|id| !voters.contains(id))
-            {
-                world.change_membership(removed, true);
-            }
+        {
+            world.change_membership(removed, true);
         }
         let views = world.views();
         let max_applied = views.iter().map(|v| v.applied_index).max().unwrap_or(0);

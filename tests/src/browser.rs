@@ -187,10 +187,10 @@ impl Browser {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.text(css);
-            if let Some(text) = &text {
-                if text.contains(needle) {
-                    return text.clone();
-                }
+            if let Some(text) = &text
+                && text.contains(needle)
+            {
+                return text.clone();
             }
             if Instant::now() > deadline {
                 panic!(

@@ -613,14 +613,12 @@ impl Cluster {
         let running = self.running();
         wait_until(timeout, "a leader among the running nodes", || {
             for id in &running {
-                if let Some(s) = self.status(*id) {
-                    if let Some(l) = s["leader"].as_u64() {
-                        if running.contains(&l)
-                            && self.status(l).and_then(|s| s["leader"].as_u64()) == Some(l)
-                        {
-                            return Some(l);
-                        }
-                    }
+                if let Some(s) = self.status(*id)
+                    && let Some(l) = s["leader"].as_u64()
+                    && running.contains(&l)
+                    && self.status(l).and_then(|s| s["leader"].as_u64()) == Some(l)
+                {
+                    return Some(l);
                 }
             }
             None

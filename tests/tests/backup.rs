@@ -64,7 +64,7 @@ fn a_busy_cluster_backed_up_and_destroyed_restores_with_every_acknowledged_job()
             let mut submitted = Vec::new();
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let node = if i % 2 == 0 { "web1" } else { "web2" };
+                let node = if i.is_multiple_of(2) { "web1" } else { "web2" };
                 let sent = Instant::now();
                 submitted.push((old.submit(1 + i % 3, &[node], None), sent, Instant::now()));
                 i += 1;

@@ -60,10 +60,10 @@ impl TaskCache {
 
     /// The cached file with this hash, if there is one and its content still has the hash.
     pub fn get(&self, sha256: &str, file_name: &str) -> Option<PathBuf> {
-        if planted_cache_by_name() {
-            if let Some(path) = self.any_named(file_name) {
-                return Some(path);
-            }
+        if planted_cache_by_name()
+            && let Some(path) = self.any_named(file_name)
+        {
+            return Some(path);
         }
         let path = self.path(sha256, file_name);
         let content = std::fs::read(&path).ok()?;

@@ -181,7 +181,7 @@ fn applied_twice(history: &History) -> Option<Violation> {
         .iter()
         .map(|s| s.request_id.as_str())
         .collect();
-    (history.cluster_jobs.len() > submissions.len()).then(|| Violation::MoreJobsThanSubmissions {
+    (history.cluster_jobs.len() > submissions.len()).then_some(Violation::MoreJobsThanSubmissions {
         jobs: history.cluster_jobs.len(),
         submissions: submissions.len(),
     })

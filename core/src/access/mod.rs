@@ -395,12 +395,13 @@ impl AccessState {
                 login: login.to_string(),
             })?
             .clone();
-        if let Some(roles) = &roles {
-            if !roles.iter().any(|r| r == ADMIN) && self.is_last_admin(&id) {
-                return Err(AccessError::LastAdmin {
-                    login: login.to_string(),
-                });
-            }
+        if let Some(roles) = &roles
+            && !roles.iter().any(|r| r == ADMIN)
+            && self.is_last_admin(&id)
+        {
+            return Err(AccessError::LastAdmin {
+                login: login.to_string(),
+            });
         }
         let user = self.users.get_mut(&id).ok_or(AccessError::IndexOutOfStep)?;
         if let Some(hash) = password_hash {

@@ -167,12 +167,11 @@ impl ClusterState {
         if let Some(running) = schedule
             .last_job
             .filter(|job| self.job(*job).is_some_and(|j| !j.state().is_terminal()))
+            && !crate::planted::active(crate::planted::Bug::ScheduleOverlapUnchecked)
         {
-            if !crate::planted::active(crate::planted::Bug::ScheduleOverlapUnchecked) {
-                return OccurrenceOutcome::Skipped(SkipReason::Overlap {
-                    running_job: running,
-                });
-            }
+            return OccurrenceOutcome::Skipped(SkipReason::Overlap {
+                running_job: running,
+            });
         }
         let (plan, spec) = match (plan, spec) {
             (Ok(plan), Ok(spec)) => (plan, spec),

@@ -283,13 +283,13 @@ fn parse_parameters(
             .and_then(Value::as_str)
             .map(str::to_string);
         let default = spec.get("default").cloned();
-        if let Some(default) = &default {
-            if !kind.accepts(default) {
-                return Err(format!(
-                    "parameter '{name}': the default {} is not of type {type_text}",
-                    describe_value(default)
-                ));
-            }
+        if let Some(default) = &default
+            && !kind.accepts(default)
+        {
+            return Err(format!(
+                "parameter '{name}': the default {} is not of type {type_text}",
+                describe_value(default)
+            ));
         }
         let sensitive = match spec.get("sensitive") {
             None | Some(Value::Null) => false,

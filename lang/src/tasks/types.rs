@@ -244,17 +244,17 @@ fn tokenize(text: &str) -> Result<Vec<Lexed>, TypeError> {
                     if next == quote {
                         break;
                     }
-                    if next == '\\' {
-                        if let Some(&(_, escaped)) = chars.get(i) {
-                            i += 1;
-                            // A regex keeps its escapes for the regex engine; only an escaped
-                            // slash loses its backslash.
-                            if quote == '/' && escaped != '/' {
-                                value.push('\\');
-                            }
-                            value.push(escaped);
-                            continue;
+                    if next == '\\'
+                        && let Some(&(_, escaped)) = chars.get(i)
+                    {
+                        i += 1;
+                        // A regex keeps its escapes for the regex engine; only an escaped
+                        // slash loses its backslash.
+                        if quote == '/' && escaped != '/' {
+                            value.push('\\');
                         }
+                        value.push(escaped);
+                        continue;
                     }
                     value.push(next);
                 }

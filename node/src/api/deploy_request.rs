@@ -84,13 +84,13 @@ pub fn parse(body: &[u8], owner: porch_core::Actor) -> Result<JobSpec, ApiError>
             )));
         }
     };
-    if let Some(description) = &body.description {
-        if description.len() > DESCRIPTION_BYTES_MAX {
-            return Err(ApiError::validation(format!(
-                "'description' is {} bytes; at most {DESCRIPTION_BYTES_MAX} are allowed",
-                description.len()
-            )));
-        }
+    if let Some(description) = &body.description
+        && description.len() > DESCRIPTION_BYTES_MAX
+    {
+        return Err(ApiError::validation(format!(
+            "'description' is {} bytes; at most {DESCRIPTION_BYTES_MAX} are allowed",
+            description.len()
+        )));
     }
     let target = parse_target(body.scope, body.target)?;
     Ok(JobSpec {

@@ -201,16 +201,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// HTTP/2 clients name the host in the request's authority, not in a `Host` header: copy it,
 /// so the URLs in responses name the host the client used.
 async fn host_from_authority(mut request: axum::extract::Request) -> axum::extract::Request {
-    if !request.headers().contains_key(axum::http::header::HOST) {
-        if let Some(value) = request
+    if !request.headers().contains_key(axum::http::header::HOST)
+        && let Some(value) = request
             .uri()
             .authority()
             .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
-        {
-            request
-                .headers_mut()
-                .insert(axum::http::header::HOST, value);
-        }
+    {
+        request
+            .headers_mut()
+            .insert(axum::http::header::HOST, value);
     }
     request
 }

@@ -125,13 +125,13 @@ pub fn parse(
             )));
         }
     };
-    if let Some(description) = &body.description {
-        if description.len() > deploy_request::DESCRIPTION_BYTES_MAX {
-            return Err(ApiError::validation(format!(
-                "'description' is longer than {} bytes",
-                deploy_request::DESCRIPTION_BYTES_MAX
-            )));
-        }
+    if let Some(description) = &body.description
+        && description.len() > deploy_request::DESCRIPTION_BYTES_MAX
+    {
+        return Err(ApiError::validation(format!(
+            "'description' is longer than {} bytes",
+            deploy_request::DESCRIPTION_BYTES_MAX
+        )));
     }
     let userdata = match body.userdata {
         None | Some(Value::Null) => None,

@@ -94,13 +94,13 @@ pub fn check_task_request(
         }
         None => return Err(ApiError::validation("'params' is required (it may be {})")),
     };
-    if let Some(description) = &body.description {
-        if description.len() > DESCRIPTION_BYTES_MAX {
-            return Err(ApiError::validation(format!(
-                "'description' is {} bytes; at most {DESCRIPTION_BYTES_MAX} are allowed",
-                description.len()
-            )));
-        }
+    if let Some(description) = &body.description
+        && description.len() > DESCRIPTION_BYTES_MAX
+    {
+        return Err(ApiError::validation(format!(
+            "'description' is {} bytes; at most {DESCRIPTION_BYTES_MAX} are allowed",
+            description.len()
+        )));
     }
     let timeout_secs = match body.timeout {
         None => DEFAULT_TASK_TIMEOUT_SECS,

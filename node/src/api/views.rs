@@ -54,13 +54,13 @@ pub fn job_summary(job: &Job, base: &str) -> Value {
         "report": {"id": format!("{id}/report")},
         "events": {"id": format!("{id}/events")},
     });
-    if let Some(task) = &spec.task {
-        if let (Some(options), Value::Object(extra)) = (
+    if let Some(task) = &spec.task
+        && let (Some(options), Value::Object(extra)) = (
             summary["options"].as_object_mut(),
             super::task_views::task_options(task),
-        ) {
-            options.extend(extra);
-        }
+        )
+    {
+        options.extend(extra);
     }
     summary
 }
@@ -121,10 +121,10 @@ pub fn node_item(job: &Job, index: usize, now_ms: u64) -> Value {
     let run = &job.runs[index];
     let planned = &job.plan.nodes()[index];
     let mut details = json!({"message": run.explanation()});
-    if run.state == NodeState::Running {
-        if let Some(start) = run.start_ms {
-            details["run-time"] = json!(now_ms.saturating_sub(start) / 1000);
-        }
+    if run.state == NodeState::Running
+        && let Some(start) = run.start_ms
+    {
+        details["run-time"] = json!(now_ms.saturating_sub(start) / 1000);
     }
     let components: Vec<Value> = planned
         .components

@@ -21,16 +21,13 @@ pub fn check(observation: &Observation, violations: &mut Vec<Violation>) {
         let mut per_certname: BTreeMap<&str, usize> = BTreeMap::new();
         for job in state.jobs().values() {
             let running = job.runs_in_flight();
-            if let Some(limit) = job.spec.concurrency {
-                if running > limit as usize {
-                    violations.push(Violation {
-                        invariant: "job concurrency",
-                        detail: format!(
-                            "job {} runs {running} nodes at once, limit {limit}",
-                            job.id
-                        ),
-                    });
-                }
+            if let Some(limit) = job.spec.concurrency
+                && running > limit as usize
+            {
+                violations.push(Violation {
+                    invariant: "job concurrency",
+                    detail: format!("job {} runs {running} nodes at once, limit {limit}", job.id),
+                });
             }
             for (i, run) in job.runs.iter().enumerate() {
                 if run.state == porch_core::NodeState::Running {
