@@ -407,7 +407,7 @@ async fn dev(args: DevArgs) -> Result<ExitCode, String> {
         .collect::<Vec<_>>()
         .join(",");
     let codedir = args.codedir.clone().unwrap_or_else(default_codedir);
-    let mut children = Vec::new();
+    let mut nodes = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let id = i + 1;
         let child = tokio::process::Command::new(&exe)
@@ -425,13 +425,14 @@ async fn dev(args: DevArgs) -> Result<ExitCode, String> {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start node {id}: {e}"))?;
-        children.push(child);
+        nodes.push(child);
     }
     let url_list: Vec<String> = ports
         .iter()
         .map(|p| format!("https://127.0.0.1:{p}"))
         .collect();
     let urls = url_list.join(",");
+    let mut agent_processes = Vec::new();
     for (i, node) in agents.iter().enumerate() {
         let child = tokio::process::Command::new(&exe)
             .arg("agent")
@@ -459,20 +460,19 @@ async fn dev(args: DevArgs) -> Result<ExitCode, String> {
             .kill_on_drop(true)
             .spawn();
         match child {
-            Ok(child) => children.push(child),
+            Ok(child) => agent_processes.push(child),
             Err(e) => eprintln!("warning: cannot start the agent of {node}: {e}"),
         }
     }
     let token_file = data_dir.join("token");
     let conf_file = data_dir.join("orchestrator.conf");
-    match dev_admin_token(
-        &data_dir,
-        &url_list[0],
-        &pki.cacert,
-        Duration::from_secs(60),
-    )
-    .await
-    {
+    // A node that cannot start (its port taken, its data unreadable) has said why on stderr;
+    // waiting the login's full minute for it would only hide that.
+    let login = tokio::select! {
+        login = dev_admin_token(&data_dir, &url_list[0], &pki.cacert, Duration::from_secs(60)) => login,
+        (id, how) = first_exit(&mut nodes) => return Err(node_exited(id, &how)),
+    };
+    match login {
         Ok(token) => {
             write_private(&token_file, &format!("{token}\n"))?;
             let conf = serde_json::json!({"options": {
@@ -541,14 +541,37 @@ async fn dev(args: DevArgs) -> Result<ExitCode, String> {
         token_file.display()
     );
     println!("Ctrl+C stops the cluster (data is kept).");
-    porch_node::server::shutdown_signal().await;
-    for child in &mut children {
+    let outcome = tokio::select! {
+        _ = porch_node::server::shutdown_signal() => Ok(ExitCode::SUCCESS),
+        (id, how) = first_exit(&mut nodes) => Err(node_exited(id, &how)),
+    };
+    for child in nodes.iter_mut().chain(&mut agent_processes) {
         let _ = child.start_kill();
     }
-    for child in &mut children {
+    for child in nodes.iter_mut().chain(&mut agent_processes) {
         let _ = child.wait().await;
     }
-    Ok(ExitCode::SUCCESS)
+    outcome
+}
+
+/// Waits until one of the dev cluster's nodes exits: its id (from 1) and how it ended.
+async fn first_exit(nodes: &mut [tokio::process::Child]) -> (usize, String) {
+    loop {
+        for (i, node) in nodes.iter_mut().enumerate() {
+            match node.try_wait() {
+                Ok(Some(status)) => return (i + 1, status.to_string()),
+                Ok(None) => {}
+                Err(e) => return (i + 1, e.to_string()),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn node_exited(id: usize, how: &str) -> String {
+    format!(
+        "node {id} of the dev cluster exited ({how}; its messages are above): the cluster is stopped"
+    )
 }
 
 /// The shipped example code next to the workspace, if it is there.
