@@ -232,6 +232,80 @@ fn a_membership_change_is_refused_while_a_transfer_is_carried_out() {
     assert_eq!(cluster.job(leader, job)["name"], job.to_string());
 }
 
+fn signal(pid: u32, name: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{name} {pid}");
+}
+
+/// A target that stops answering once it was found ready (paused here, as a host that hangs)
+/// never takes the hand-over. The leader stopped heartbeating when it handed over, so the
+/// others elect a new leader after an election timeout: writes go on, nobody is restarted,
+/// and the transfer answers that its target did not take over.
+#[test]
+fn a_transfer_whose_target_hangs_after_the_hand_over_ends_in_an_election() {
+    let cluster = Cluster::start(3, FAST);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    let other = (1..=3).find(|&id| id != leader && id != target).unwrap();
+    let pid = cluster.pid(target).expect("the target runs");
+    let write = |via: u64, name: &str| {
+        let body = json!({"environment": "production", "scope": {"nodes": [name]}});
+        cluster
+            .post(via, "/command/deploy", &body.to_string(), &[])
+            .0
+    };
+    // Paused just before the transfer: its last answer is still recent, so it is found ready
+    // (the readiness check allows an election timeout of silence) and the hand-over goes out.
+    // Should the check run late and refuse instead, pause it afresh and ask again.
+    let mut handed_over = None;
+    for _ in 0..3 {
+        signal(pid, "STOP");
+        let asked = std::time::Instant::now();
+        let (status, reply) = std::thread::scope(|scope| {
+            let transfer = scope.spawn(|| {
+                cluster.post(
+                    leader,
+                    "/cluster/leader",
+                    &json!({"id": target}).to_string(),
+                    &[],
+                )
+            });
+            // Writes through the third node resume while the transfer still waits.
+            let resumed = poll_until(Duration::from_secs(5), || {
+                (write(other, "during-the-hand-over") == 202).then(|| asked.elapsed())
+            });
+            let answer = transfer.join().expect("the transfer request");
+            handed_over = resumed;
+            answer
+        });
+        let msg = reply["msg"].as_str().unwrap_or("").to_string();
+        if msg.contains("has not answered") {
+            signal(pid, "CONT");
+            std::thread::sleep(Duration::from_secs(2));
+            handed_over = None;
+            continue;
+        }
+        assert_eq!(status, 400, "{reply}");
+        assert!(msg.contains("did not take over"), "{reply}");
+        break;
+    }
+    let resumed = handed_over
+        .expect("a hand-over to the paused target was sent, and writes resumed within 5 s");
+    eprintln!(
+        "writes resumed {} ms after the transfer was asked",
+        resumed.as_millis()
+    );
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(10));
+    assert_ne!(new_leader, target, "the paused target cannot lead");
+    // The target comes back as a follower and the cluster goes on as a whole.
+    signal(pid, "CONT");
+    let job = cluster.submit(target, &["after-the-pause"], None);
+    assert_eq!(cluster.job(new_leader, job)["name"], job.to_string());
+}
+
 #[test]
 fn drain_moves_agents_to_other_nodes_and_every_run_happens_exactly_once() {
     let mut cluster = Cluster::start(3, FAST);
