@@ -26,6 +26,7 @@ pub mod bench_schedules;
 pub mod bench_submit;
 pub mod bench_task_fanout;
 pub mod chaos;
+pub mod child_process;
 pub mod client;
 pub mod cluster_cmd;
 pub mod config;

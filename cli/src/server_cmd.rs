@@ -410,7 +410,8 @@ async fn dev(args: DevArgs) -> Result<ExitCode, String> {
     let mut nodes = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let id = i + 1;
-        let child = tokio::process::Command::new(&exe)
+        let mut command = tokio::process::Command::new(&exe);
+        command
             .arg("server")
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
@@ -422,7 +423,11 @@ async fn dev(args: DevArgs) -> Result<ExitCode, String> {
             .args(["--certname", &dev_certname(id)])
             .arg("--codedir")
             .arg(&codedir)
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        // Stopped with the dev cluster however it ends, even by SIGKILL: a node left behind
+        // would hold its port and answer the next `porch dev` with a stale cluster.
+        crate::child_process::dies_with_parent(&mut command, libc::SIGTERM);
+        let child = command
             .spawn()
             .map_err(|e| format!("cannot start node {id}: {e}"))?;
         nodes.push(child);
@@ -434,7 +439,8 @@ async fn dev(args: DevArgs) -> Result<ExitCode, String> {
     let urls = url_list.join(",");
     let mut agent_processes = Vec::new();
     for (i, node) in agents.iter().enumerate() {
-        let child = tokio::process::Command::new(&exe)
+        let mut command = tokio::process::Command::new(&exe);
+        command
             .arg("agent")
             .args([
                 "--certname",
@@ -457,8 +463,9 @@ async fn dev(args: DevArgs) -> Result<ExitCode, String> {
             .arg(data_dir.join("agents").join(node))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
+            .kill_on_drop(true);
+        crate::child_process::dies_with_parent(&mut command, libc::SIGTERM);
+        let child = command.spawn();
         match child {
             Ok(child) => agent_processes.push(child),
             Err(e) => eprintln!("warning: cannot start the agent of {node}: {e}"),

@@ -7,9 +7,19 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// A `porch dev` process, killed if a test ends without stopping it.
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `porch dev` in `dir` on `base_port`, without the example agents unless `agents`.
-fn porch_dev(dir: &std::path::Path, base_port: u16, agents: bool) -> Child {
-    Command::new(porch_bin())
+fn porch_dev(dir: &std::path::Path, base_port: u16, agents: bool) -> Dev {
+    Dev(Command::new(porch_bin())
         .args(["dev", "--base-port", &base_port.to_string()])
         .args(["--agents", if agents { "true" } else { "false" }])
         .current_dir(dir)
@@ -17,7 +27,7 @@ fn porch_dev(dir: &std::path::Path, base_port: u16, agents: bool) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start porch dev")
+        .expect("start porch dev"))
 }
 
 /// Every line `child` writes to stdout and stderr, as it writes them.
@@ -70,21 +80,37 @@ fn client(dir: &std::path::Path, name: &str, args: &[&str]) -> Output {
         .expect("run a client")
 }
 
-fn stop(mut dev: Child) -> std::process::ExitStatus {
-    // SIGTERM, as a service manager or `timeout` stops it.
+/// Sends `signal` to porch dev and waits up to 10 s for it to exit.
+fn stop(dev: &mut Dev, signal: &str) -> std::process::ExitStatus {
     let sent = Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
+        .args([&format!("-{signal}"), &dev.0.id().to_string()])
         .status()
         .expect("run kill");
-    assert!(sent.success(), "kill -TERM failed");
+    assert!(sent.success(), "kill -{signal} failed");
     for _ in 0..100 {
-        if let Ok(Some(status)) = dev.try_wait() {
+        if let Ok(Some(status)) = dev.0.try_wait() {
             return status;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = dev.kill();
-    panic!("porch dev did not stop within 10 s of SIGTERM");
+    panic!("porch dev did not stop within 10 s of SIG{signal}");
+}
+
+/// Whether the dev cluster's three ports are all free again within 10 s.
+fn ports_freed(base_port: u16) -> Result<(), String> {
+    for p in base_port..base_port + 3 {
+        let free = (0..100).any(|_| {
+            let bound = std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+            if !bound {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bound
+        });
+        if !free {
+            return Err(format!("port {p} is still taken after porch dev stopped"));
+        }
+    }
+    Ok(())
 }
 
 #[test]
@@ -92,7 +118,7 @@ fn porch_dev_is_one_command_and_clients_beside_it_run_jobs_on_it() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let port = free_port();
     let mut dev = porch_dev(dir.path(), port, true);
-    let lines = lines(&mut dev);
+    let lines = lines(&mut dev.0);
     let (ready, seen) = read_until(&lines, "Ctrl+C stops the cluster", Duration::from_secs(90));
     assert!(ready, "porch dev did not come up:\n{seen}");
     assert!(seen.contains("TLS from a throwaway CA"), "{seen}");
@@ -122,20 +148,22 @@ fn porch_dev_is_one_command_and_clients_beside_it_run_jobs_on_it() {
     let status = client(dir.path(), "porch", &["cluster", "status"]);
     assert!(status.status.success(), "{status:?}");
 
-    let exit = stop(dev);
+    // SIGTERM, as a service manager or `timeout` stops it: its nodes go with it.
+    let exit = stop(&mut dev, "TERM");
     assert!(exit.success(), "porch dev exited with {exit:?} on SIGTERM");
-    // Its nodes went with it: the ports are free again.
-    for p in port..port + 3 {
-        let mut free = false;
-        for _ in 0..50 {
-            if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-                free = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert!(free, "port {p} is still taken after porch dev stopped");
-    }
+    ports_freed(port).unwrap();
+}
+
+#[test]
+fn porch_dev_killed_with_sigkill_leaves_no_node_behind() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = free_port();
+    let mut dev = porch_dev(dir.path(), port, false);
+    let lines = lines(&mut dev.0);
+    let (ready, seen) = read_until(&lines, "Ctrl+C stops the cluster", Duration::from_secs(90));
+    assert!(ready, "porch dev did not come up:\n{seen}");
+    stop(&mut dev, "KILL");
+    ports_freed(port).unwrap();
 }
 
 #[test]
@@ -145,7 +173,7 @@ fn porch_dev_stops_and_names_the_node_that_could_not_start() {
     // Node 2's port is taken.
     let _taken = std::net::TcpListener::bind(("127.0.0.1", port + 1)).expect("bind port + 1");
     let mut dev = porch_dev(dir.path(), port, false);
-    let lines = lines(&mut dev);
+    let lines = lines(&mut dev.0);
     let (said, seen) = read_until(
         &lines,
         "node 2 of the dev cluster exited",
@@ -156,15 +184,14 @@ fn porch_dev_stops_and_names_the_node_that_could_not_start() {
         seen.contains("cannot bind"),
         "node 2's own reason is missing:\n{seen}"
     );
-    let mut exited = None;
-    for _ in 0..100 {
-        if let Ok(Some(status)) = dev.try_wait() {
-            exited = Some(status);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = dev.kill();
-    let status = exited.expect("porch dev kept running with a node down");
+    let status = (0..100)
+        .find_map(|_| {
+            let exited = dev.0.try_wait().ok().flatten();
+            if exited.is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            exited
+        })
+        .expect("porch dev kept running with a node down");
     assert_eq!(status.code(), Some(1), "{seen}");
 }

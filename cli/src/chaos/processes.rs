@@ -59,13 +59,11 @@ impl Process {
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .kill_on_drop(true);
-        // SAFETY: between fork and exec the closure only makes two system calls (no
-        // allocation, no locks), which is what `pre_exec` requires.
+        crate::child_process::dies_with_parent(&mut command, libc::SIGKILL);
+        // SAFETY: between fork and exec the closure makes one system call and neither
+        // allocates nor locks, which is what `pre_exec` requires.
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
                 if let Some(fd) = netns_fd
                     && libc::setns(fd, libc::CLONE_NEWNET) != 0
                 {
